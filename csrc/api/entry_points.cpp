@@ -1,0 +1,255 @@
+// The extern "C" op entry points: validate every argument the kernels rely on (the Python layer
+// validates first; this is the last line before device code), then launch on the caller's
+// device and stream.
+#include "../gemm/launchers.h"
+#include "launch.h"
+
+namespace {
+
+using qk::aligned16;
+
+constexpr int64_t kMaxDim = int64_t(1) << 40;  // far past any real layer; keeps products in int64
+
+int32_t check_dtype(int32_t dtype) {
+  QK_REQUIRE(dtype == QK_DTYPE_FLOAT16 || dtype == QK_DTYPE_BFLOAT16,
+             "dtype: code %d is not QK_DTYPE_FLOAT16 (1) or QK_DTYPE_BFLOAT16 (2)", dtype);
+  return QK_STATUS_OK;
+}
+
+int32_t check_nk(int64_t n, int64_t k) {
+  QK_REQUIRE(n > 0 && n < kMaxDim, "n: must be in [1, 2^40), got %lld", static_cast<long long>(n));
+  QK_REQUIRE(k > 0 && k < kMaxDim, "k: must be in [1, 2^40), got %lld", static_cast<long long>(k));
+  QK_REQUIRE(n <= kMaxDim / k, "n * k: %lld x %lld elements is too large", static_cast<long long>(n),
+             static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+
+int32_t check_gemv_m(int64_t m) {
+  QK_REQUIRE(m >= 1 && m <= qk::kMaxGemvM, "m: the fused kernels take 1 <= m <= %lld, got %lld",
+             static_cast<long long>(qk::kMaxGemvM), static_cast<long long>(m));
+  return QK_STATUS_OK;
+}
+
+int32_t check_group(int64_t k, int64_t group_size, int64_t multiple) {
+  QK_REQUIRE(group_size > 0 && group_size % multiple == 0 && k % group_size == 0,
+             "group_size: must be a positive multiple of %lld dividing k=%lld, got %lld",
+             static_cast<long long>(multiple), static_cast<long long>(k), static_cast<long long>(group_size));
+  return QK_STATUS_OK;
+}
+
+int32_t check_workspace(const void* ws, int64_t ws_bytes, int64_t need) {
+  QK_REQUIRE(ws_bytes >= need, "workspace: %lld bytes needed, %lld given", static_cast<long long>(need),
+             static_cast<long long>(ws_bytes));
+  QK_REQUIRE(need == 0 || (ws != nullptr && aligned16(ws)), "workspace: must be a 16-byte aligned device pointer");
+  return QK_STATUS_OK;
+}
+
+int64_t splitk_bytes(int splits, int64_t m, int64_t n) { return splits > 1 ? int64_t(splits) * m * n * 4 : 0; }
+
+#define QK_TRY(expr)                                \
+  do {                                              \
+    const int32_t qk_status_ = (expr);              \
+    if (qk_status_ != QK_STATUS_OK) return qk_status_; \
+  } while (0)
+
+int fp8_splits(int64_t m, int64_t n, int64_t k, int32_t device) {
+  return qk::plan_fp8_gemv_splits(m, n, k, qk::sm_count(device));
+}
+int awq_splits(int64_t m, int64_t n, int64_t k, int64_t g, int32_t device) {
+  return qk::plan_awq_gemv_splits(m, n, k, g, qk::sm_count(device));
+}
+int marlin_i4_splits(int64_t m, int64_t n, int64_t k, int64_t g, int32_t device) {
+  return qk::plan_marlin_i4_gemv_splits(m, n, k, g, qk::sm_count(device));
+}
+
+int32_t check_fp8_shape(int64_t n, int64_t k) {
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(n % 64 == 0, "n: the FP8 Marlin layout needs n %% 64 == 0, got %lld", static_cast<long long>(n));
+  QK_REQUIRE(k % 16 == 0, "k: the FP8 Marlin layout needs k %% 16 == 0, got %lld", static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+
+int32_t check_awq_shape(int64_t n, int64_t k, int64_t group_size) {
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(n % 4 == 0, "n: the AWQ layout needs n %% 4 == 0, got %lld", static_cast<long long>(n));
+  QK_REQUIRE(k % 64 == 0, "k: the AWQ layout needs k %% 64 == 0, got %lld", static_cast<long long>(k));
+  return check_group(k, group_size, 32);
+}
+
+int32_t check_marlin_i4_shape(int64_t n, int64_t k, int64_t group_size, int32_t scale_perm) {
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(n % 64 == 0, "n: the Marlin int4 layout needs n %% 64 == 0, got %lld", static_cast<long long>(n));
+  QK_REQUIRE(k % 16 == 0, "k: the Marlin int4 layout needs k %% 16 == 0, got %lld", static_cast<long long>(k));
+  QK_REQUIRE(scale_perm == QK_SCALE_PERM_NONE || scale_perm == QK_SCALE_PERM_BLOCK32 ||
+                 scale_perm == QK_SCALE_PERM_BLOCK64,
+             "scale_perm: code %d is not 0 (none), 1 (block32) or 2 (block64)", scale_perm);
+  return check_group(k, group_size, 16);
+}
+
+int32_t check_ptrs16(const void* a, const char* an, const void* b, const char* bn, const void* c, const char* cn) {
+  QK_REQUIRE(a != nullptr && aligned16(a), "%s: must be a non-null 16-byte aligned device pointer", an);
+  QK_REQUIRE(b != nullptr && aligned16(b), "%s: must be a non-null 16-byte aligned device pointer", bn);
+  QK_REQUIRE(c != nullptr && aligned16(c), "%s: must be a non-null 16-byte aligned device pointer", cn);
+  return QK_STATUS_OK;
+}
+
+int32_t check_ptr2(const void* p, const char* name) {
+  QK_REQUIRE(p != nullptr && reinterpret_cast<uintptr_t>(p) % 2 == 0, "%s: must be a non-null 2-byte aligned pointer",
+             name);
+  return QK_STATUS_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+QK_API int64_t qk_max_gemv_m(void) { return qk::kMaxGemvM; }
+
+QK_API int32_t qk_unpack(const void* in, void* out, int64_t numel, int32_t bits, int32_t device, void* stream) {
+  QK_REQUIRE(bits == 2 || bits == 4, "bits: must be 2 or 4, got %d", bits);
+  QK_REQUIRE(numel >= 0 && numel < kMaxDim, "numel: must be in [0, 2^40), got %lld", static_cast<long long>(numel));
+  QK_REQUIRE(numel == 0 || (in != nullptr && out != nullptr), "in/out: must not be null");
+  return qk::launch_on(device, stream, "unpack", [&](cudaStream_t s) {
+    return qk::launch_unpack(static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out), numel, bits, s);
+  });
+}
+
+QK_API int32_t qk_marlin_repack(const void* in, const void* perm, void* out, int64_t size_k, int64_t size_n,
+                                int32_t num_bits, int32_t device, void* stream) {
+  QK_REQUIRE(num_bits == 4 || num_bits == 8, "num_bits: must be 4 or 8, got %d", num_bits);
+  QK_TRY(check_nk(size_n, size_k));
+  QK_REQUIRE(size_k % 16 == 0, "size_k: must be a multiple of 16, got %lld", static_cast<long long>(size_k));
+  QK_REQUIRE(size_n % 64 == 0, "size_n: must be a multiple of 64, got %lld", static_cast<long long>(size_n));
+  QK_REQUIRE(in != nullptr && out != nullptr, "b_q_weight/out: must not be null");
+  QK_REQUIRE(perm == nullptr || reinterpret_cast<uintptr_t>(perm) % 4 == 0, "perm: must be 4-byte aligned");
+  return qk::launch_on(device, stream, "marlin_repack", [&](cudaStream_t s) {
+    return qk::launch_marlin_repack(static_cast<const uint32_t*>(in), static_cast<const int32_t*>(perm),
+                                    static_cast<uint32_t*>(out), size_k, size_n, num_bits, s);
+  });
+}
+
+// ---- FP8 Marlin ----
+
+QK_API int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
+                                        int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_fp8_shape(n, k));
+  QK_TRY(check_ptrs16(w, "w", out, "out", w, "w"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  return qk::launch_on(device, stream, "fp8_marlin_dequantize", [&](cudaStream_t s) {
+    return qk::launch_fp8_dequant(static_cast<const uint32_t*>(w), scales, out, n, k, static_cast<qk::DType>(dtype),
+                                  s);
+  });
+}
+
+QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device,
+                                                  int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_fp8_shape(n, k));
+  QK_TRY(qk::check_device(device));
+  *bytes = splitk_bytes(fp8_splits(m, n, k, device), m, n);
+  return qk::ok();
+}
+
+QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
+                                  int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                                  int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_fp8_shape(n, k));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_TRY(qk::check_device(device));
+  const int splits = fp8_splits(m, n, k, device);
+  QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
+  return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
+    return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, out, static_cast<float*>(workspace), m,
+                               n, k, splits, static_cast<qk::DType>(dtype), s);
+  });
+}
+
+// ---- AWQ int4 ----
+
+QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
+                                      int64_t k, int64_t group_size, int32_t device, void* stream) {
+  QK_TRY(check_awq_shape(n, k, group_size));
+  QK_TRY(check_ptrs16(w, "w", out, "out", w, "w"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_TRY(check_ptr2(zeros, "zeros"));
+  return qk::launch_on(device, stream, "awq_int4_dequantize", [&](cudaStream_t s) {
+    return qk::launch_awq_dequant(static_cast<const uint16_t*>(w), scales, zeros, out, n, k, group_size, s);
+  });
+}
+
+QK_API int32_t qk_awq_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                                int32_t device, int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_awq_shape(n, k, group_size));
+  QK_TRY(qk::check_device(device));
+  *bytes = splitk_bytes(awq_splits(m, n, k, group_size, device), m, n);
+  return qk::ok();
+}
+
+QK_API int32_t qk_awq_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
+                                void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                int64_t group_size, int32_t device, void* stream) {
+  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_awq_shape(n, k, group_size));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_TRY(check_ptr2(zeros, "zeros"));
+  QK_TRY(qk::check_device(device));
+  const int splits = awq_splits(m, n, k, group_size, device);
+  QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
+  return qk::launch_on(device, stream, "awq_int4_gemv", [&](cudaStream_t s) {
+    return qk::launch_awq_gemv(a, static_cast<const uint16_t*>(w), scales, zeros, out, static_cast<float*>(workspace),
+                               m, n, k, group_size, splits, s);
+  });
+}
+
+// ---- Marlin int4 ----
+
+QK_API int32_t qk_marlin_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out,
+                                         int64_t n, int64_t k, int64_t group_size, int32_t scale_perm,
+                                         int32_t device, void* stream) {
+  QK_TRY(check_marlin_i4_shape(n, k, group_size, scale_perm));
+  QK_TRY(check_ptrs16(w, "w", out, "out", w, "w"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_TRY(check_ptr2(zeros, "zeros"));
+  return qk::launch_on(device, stream, "marlin_int4_dequantize", [&](cudaStream_t s) {
+    return qk::launch_marlin_i4_dequant(static_cast<const uint32_t*>(w), scales, zeros, out, n, k, group_size,
+                                        static_cast<qk::ScalePerm>(scale_perm), s);
+  });
+}
+
+QK_API int32_t qk_marlin_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                                   int32_t device, int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_marlin_i4_shape(n, k, group_size, QK_SCALE_PERM_NONE));
+  QK_TRY(qk::check_device(device));
+  *bytes = splitk_bytes(marlin_i4_splits(m, n, k, group_size, device), m, n);
+  return qk::ok();
+}
+
+QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
+                                   void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                   int64_t group_size, int32_t scale_perm, int32_t device, void* stream) {
+  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_marlin_i4_shape(n, k, group_size, scale_perm));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_TRY(check_ptr2(zeros, "zeros"));
+  QK_TRY(qk::check_device(device));
+  const int splits = marlin_i4_splits(m, n, k, group_size, device);
+  QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
+  return qk::launch_on(device, stream, "marlin_int4_gemv", [&](cudaStream_t s) {
+    return qk::launch_marlin_i4_gemv(a, static_cast<const uint32_t*>(w), scales, zeros, out,
+                                     static_cast<float*>(workspace), m, n, k, group_size,
+                                     static_cast<qk::ScalePerm>(scale_perm), splits, s);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,85 @@
+/* quanto-kernels C ABI.
+ *
+ * Plain C: raw device pointers, int64_t sizes, int32_t codes, a cudaStream_t passed as void*.
+ * Every function returns a qk_status; on failure qk_last_error() returns a message for the calling
+ * thread. Kernels are enqueued on `stream` on device `device`; the caller's current device is
+ * restored before returning. Nothing here allocates device memory: the caller passes outputs and
+ * workspaces (sized with the *_workspace_bytes queries).
+ */
+#ifndef QUANTO_KERNELS_H_
+#define QUANTO_KERNELS_H_
+
+#include <stdint.h>
+#include "../compat/qk_compat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QK_ABI_VERSION 1
+
+enum {
+  QK_STATUS_OK = 0,
+  QK_STATUS_INVALID_ARGUMENT = 1, /* a size, pointer, code or alignment is not acceptable */
+  QK_STATUS_UNSUPPORTED = 2,      /* valid request this build or device cannot serve */
+  QK_STATUS_CUDA_ERROR = 3        /* the CUDA runtime reported an error */
+};
+
+enum { QK_DTYPE_FLOAT16 = 1, QK_DTYPE_BFLOAT16 = 2 };
+
+/* Storage order of per-channel scales/zeros (quanto's Marlin permutations). */
+enum { QK_SCALE_PERM_NONE = 0, QK_SCALE_PERM_BLOCK32 = 1, QK_SCALE_PERM_BLOCK64 = 2 };
+
+/* ---- library information ---- */
+QK_API int32_t qk_abi_version(void);
+QK_API const char* qk_build_info(void); /* JSON object: version, cuda_runtime, archs, git_revision, compiler */
+QK_API const char* qk_last_error(void); /* "" when the thread's last call succeeded */
+/* CUDA driver and (static) runtime versions, as 1000*major + 10*minor. Works without a GPU. */
+QK_API int32_t qk_cuda_versions(int32_t* driver_version, int32_t* runtime_version);
+/* Checks that `device` exists, has compute capability >= 8.0 and runs this build's kernels. */
+QK_API int32_t qk_device_check(int32_t device);
+
+/* ---- quanto::unpack: in has numel bytes, out has (8/bits)*numel bytes ---- */
+QK_API int32_t qk_unpack(const void* in, void* out, int64_t numel, int32_t bits, int32_t device, void* stream);
+
+/* ---- Marlin repack (quanto::pack_fp8_marlin): num_bits 8 -> out (K/16, 4N); 4 -> out (K/16, 2N).
+ * perm: NULL, or size_k int32 source rows. ---- */
+QK_API int32_t qk_marlin_repack(const void* in, const void* perm, void* out, int64_t size_k, int64_t size_n,
+                                int32_t num_bits, int32_t device, void* stream);
+
+/* ---- FP8 Marlin weight: w (K/16, 4N) int32, scales N values (dtype), Block32-permuted ---- */
+QK_API int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
+                                        int32_t dtype, int32_t device, void* stream);
+QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device,
+                                                  int64_t* bytes);
+QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
+                                  int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                                  int32_t device, void* stream);
+
+/* ---- AWQ v2 int4: w (N/4, K) int16; scales, zeros (K/group, N) fp16 ---- */
+QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
+                                      int64_t k, int64_t group_size, int32_t device, void* stream);
+QK_API int32_t qk_awq_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                                int32_t device, int64_t* bytes);
+QK_API int32_t qk_awq_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
+                                void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                int64_t group_size, int32_t device, void* stream);
+
+/* ---- Marlin int4 with zero points: w (K/16, 2N) int32; scales, zeros (K/group, N) fp16 ---- */
+QK_API int32_t qk_marlin_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out,
+                                         int64_t n, int64_t k, int64_t group_size, int32_t scale_perm,
+                                         int32_t device, void* stream);
+QK_API int32_t qk_marlin_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                                   int32_t device, int64_t* bytes);
+QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
+                                   void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                   int64_t group_size, int32_t scale_perm, int32_t device, void* stream);
+
+/* Largest M served by the *_gemv entry points; larger M: dequantize, then a dense GEMM. */
+QK_API int64_t qk_max_gemv_m(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QUANTO_KERNELS_H_ */

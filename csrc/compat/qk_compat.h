@@ -1,0 +1,47 @@
+// Compiler detection for quanto-kernels: the only file that knows which compiler builds us.
+// Every other source uses the portable QK_* names below, so that nvcc with gcc, clang or MSVC
+// as host compiler all accept the same code (see docs on MSVC in README "How it works").
+#pragma once
+
+#if defined(_MSC_VER)
+#define QK_COMPILER_MSVC 1
+#elif defined(__clang__)
+#define QK_COMPILER_CLANG 1
+#elif defined(__GNUC__)
+#define QK_COMPILER_GCC 1
+#endif
+
+// Symbol export for the C ABI. Linux builds use -fvisibility=hidden, so only QK_API symbols leave the .so.
+#if defined(_WIN32)
+#if defined(QK_BUILDING_LIBRARY)
+#define QK_API __declspec(dllexport)
+#else
+#define QK_API __declspec(dllimport)
+#endif
+#elif defined(QK_COMPILER_GCC) || defined(QK_COMPILER_CLANG)
+#define QK_API __attribute__((visibility("default")))
+#else
+#define QK_API
+#endif
+
+// Thread-local storage spelled the standard way (no __thread / __declspec(thread)).
+#define QK_THREAD_LOCAL thread_local
+
+#if defined(__CUDACC__)
+// CUDA's own spellings are portable across host compilers; we only rename them once.
+#define QK_DEVICE __device__
+#define QK_HOST_DEVICE __host__ __device__
+#define QK_FORCEINLINE __forceinline__
+#define QK_RESTRICT __restrict__
+#define QK_ALIGN(n) __align__(n)
+// Inline PTX: `asm volatile` is accepted by nvcc under gcc, clang and MSVC; the GNU spelling
+// with double underscores is not (MSVC front end). Keep all inline PTX behind these two macros.
+#define QK_ASM_VOLATILE(...) asm volatile(__VA_ARGS__)
+#define QK_ASM(...) asm(__VA_ARGS__)
+#else
+#define QK_DEVICE
+#define QK_HOST_DEVICE
+#define QK_FORCEINLINE inline
+#define QK_RESTRICT
+#define QK_ALIGN(n) alignas(n)
+#endif

@@ -1,0 +1,79 @@
+// Internal launcher interface between csrc/api (argument checks, device guard) and the kernel
+// families in csrc/gemm. Launchers assume validated arguments, enqueue on `stream` on the
+// current device, and return the launch's cudaError_t (cudaGetLastError after the launch).
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace qk {
+
+// Activation / output element type. Values match the C ABI's QK_DTYPE_* codes.
+enum class DType : int32_t { F16 = 1, BF16 = 2 };
+
+// How per-channel scale (and zero) vectors are stored (see csrc/gemm/scale_perm.cuh).
+enum class ScalePerm : int32_t {
+  None = 0,      // natural channel order
+  Block32 = 1,   // quanto's 32-channel pattern (fp8 scales; int4 Marlin when K/group == 1)
+  Block64 = 2,   // quanto's 8x8 transpose inside 64-channel blocks (int4 Marlin, K/group >= 2)
+};
+
+// ---- unpack (csrc/gemm/unpack.cu) -------------------------------------------------------
+// out has v*numel bytes, v = 8/bits: out[i*numel + f] = (in[f] >> (bits*i)) & mask.
+cudaError_t launch_unpack(const uint8_t* in, uint8_t* out, int64_t numel, int bits, cudaStream_t stream);
+
+// ---- Marlin repack (csrc/gemm/marlin_repack.cu) -----------------------------------------
+// bits == 8: in is (K/4, N) int32 (4 fp8 codes per word along K), out is (K/16, 4N).
+// bits == 4: in is (K/8, N) int32 (8 nibbles per word along K), out is (K/16, 2N).
+// perm: nullptr, or K int32 source-row indices (already range-checked by the caller).
+cudaError_t launch_marlin_repack(const uint32_t* in, const int32_t* perm, uint32_t* out, int64_t k, int64_t n,
+                                 int bits, cudaStream_t stream);
+
+// ---- FP8 Marlin weight (csrc/gemm/fp8_marlin.cu) ------------------------------------------
+// w: (K/16, 4N) repacked fp8 codes; scales: N values of `dt`, Block32-permuted.
+// Dequantize into a natural (N, K) row-major matrix of `dt`: out[n,k] = dt(fp8(W[n,k]) * s[n]).
+cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
+                               cudaStream_t stream);
+// Fused small-M product: out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k])), fp32 accumulation.
+// splits > 1: each K-split writes fp32 partials to ws (splits*M*N floats) and a reduction kernel
+// (launch_splitk_reduce) finishes. splits == 1: ws may be nullptr.
+cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+                            int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
+// K-splits the fused kernel wants for this shape (1 <= result <= kMaxSplits); the caller sizes ws from it.
+int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count);
+
+// ---- AWQ v2 int4 (csrc/gemm/awq_int4.cu) --------------------------------------------------
+// w: (N/4, K) int16 AWQ-v2 layout; scales, zeros: (K/G, N) fp16, natural channel order.
+// Wd[n,k] = S[k/G, n] * W[n,k] + Z[k/G, n].
+cudaError_t launch_awq_dequant(const uint16_t* w, const void* scales, const void* zeros, void* out, int64_t n,
+                               int64_t k, int64_t group_size, cudaStream_t stream);
+cudaError_t launch_awq_gemv(const void* a, const uint16_t* w, const void* scales, const void* zeros, void* out,
+                            float* ws, int64_t m, int64_t n, int64_t k, int64_t group_size, int splits,
+                            cudaStream_t stream);
+int plan_awq_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
+
+// ---- Marlin int4 with zero points (csrc/gemm/marlin_int4.cu) -------------------------------
+// w: (K/16, 2N) int32 Marlin layout; scales, zeros: (K/G, N) fp16 stored with `perm`.
+cudaError_t launch_marlin_i4_dequant(const uint32_t* w, const void* scales, const void* zeros, void* out,
+                                     int64_t n, int64_t k, int64_t group_size, ScalePerm perm, cudaStream_t stream);
+cudaError_t launch_marlin_i4_gemv(const void* a, const uint32_t* w, const void* scales, const void* zeros,
+                                  void* out, float* ws, int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                  ScalePerm perm, int splits, cudaStream_t stream);
+int plan_marlin_i4_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
+
+// Largest M the fused small-M kernels accept; larger M goes to dequantize + dense GEMM.
+constexpr int64_t kMaxGemvM = 16;
+
+// ---- shared split-K finish (csrc/gemm/splitk_reduce.cu) -----------------------------------
+// out[m,n] = dt( (sum_s ws[(s*M + m)*N + n]) * (scales ? scale_of(n) : 1) ), where scale_of reads
+// `scales` (N values of dt) through `perm`.
+cudaError_t launch_splitk_reduce(const float* ws, int splits, int64_t m, int64_t n, const void* scales,
+                                 ScalePerm perm, DType dt, void* out, cudaStream_t stream);
+
+// ---- planning (csrc/gemm/plan.cpp) -------------------------------------------------------
+// Shared rule behind the plan_*_splits functions: enough blocks (col_tiles * splits) to give every
+// SM a few, never more than `k_tiles` (the smallest unit of K one split may own) nor kMaxSplits.
+constexpr int kMaxSplits = 16;
+int plan_splits(int64_t m, int64_t col_tiles, int64_t k_tiles, int sm_count);
+
+}  // namespace qk

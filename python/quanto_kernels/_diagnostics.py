@@ -1,0 +1,122 @@
+"""Environment report and self-check behind ``python -m quanto_kernels``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+BINDINGS = ("unpack", "awq_v2_gemm_f16i4", "awq_v2_gemv_f16i4", "gptq_marlin_repack", "fp8_marlin_gemm",
+            "marlin_gemm_f16i4")
+
+
+def _line(key: str, value) -> None:
+    print(f"{key:<26} {value}")
+
+
+def report() -> dict:
+    import torch
+
+    import quanto_kernels
+    from quanto_kernels import _loader
+
+    facts = {}
+    _line("platform", f"{platform.system()} {platform.release()} ({platform.machine()})")
+    _line("python", sys.version.split()[0])
+    _line("torch", f"{torch.__version__} (CUDA {torch.version.cuda})")
+    drv = _loader.driver_cuda_version()
+    _line("driver CUDA version", "none found" if drv is None else f"{drv // 1000}.{(drv % 1000) // 10}")
+    facts["gpu"] = torch.cuda.is_available()
+    if facts["gpu"]:
+        for i in range(torch.cuda.device_count()):
+            cap = torch.cuda.get_device_capability(i)
+            _line(f"GPU {i}", f"{torch.cuda.get_device_name(i)} (compute capability {cap[0]}.{cap[1]})")
+    else:
+        _line("GPU", "none visible to torch")
+    try:
+        lib = _loader.get_library()
+        _line("library", lib.path)
+        _line("build info", lib.build_info())
+        facts["library"] = True
+    except _loader.NativeLibraryError as exc:
+        _line("library", f"NOT LOADED: {exc}")
+        facts["library"] = False
+    try:
+        import optimum.quanto as quanto
+
+        _line("optimum-quanto", quanto.__version__)
+        facts["quanto"] = True
+    except ImportError:
+        _line("optimum-quanto", "not installed")
+        facts["quanto"] = False
+    st = quanto_kernels.quanto_status()
+    _line("quanto patched", f"{st['patched']} ({st['reason']})")
+    facts["patched"] = st["patched"]
+    if facts["quanto"]:
+        from optimum.quanto.library.extensions import extension as ext_mod
+
+        served = ext_mod.is_extension_available("quanto_cuda") and isinstance(
+            ext_mod.get_extension("quanto_cuda")._lib, __import__(
+                "quanto_kernels._quanto_bindings", fromlist=["x"]).QuantoCudaBindings)
+        for name in BINDINGS:
+            _line(f"  quanto_cuda.{name}", "native (quanto_kernels)" if served else "not served")
+        facts["served"] = served
+    return facts
+
+
+def self_check() -> bool:
+    """Quantizes small layers with qfloat8 and qint4 and compares with quanto's dequantize() + matmul."""
+    import torch
+    from optimum.quanto import freeze, qfloat8, qint4, quantize
+
+    torch.manual_seed(0)
+    ok = True
+    cases = [(qfloat8, torch.bfloat16, "MarlinF8QBytesTensor"), (qfloat8, torch.float16, "MarlinF8QBytesTensor"),
+             (qint4, torch.float16, "AWQWeightQBitsTensor")]
+    for qtype, dtype, expected in cases:
+        layer = torch.nn.Linear(512, 384, bias=True).to("cuda", dtype)
+        model = torch.nn.Sequential(layer)
+        quantize(model, weights=qtype)
+        freeze(model)
+        weight = model[0].weight
+        kind = type(weight).__name__
+        for m in (1, 16, 77):
+            x = torch.randn(m, 512, device="cuda", dtype=dtype)
+            with torch.no_grad():
+                y = model(x).double()
+                ref = x.double() @ weight.dequantize().double().t() + model[0].bias.double()
+            err = ((y - ref).norm() / ref.norm()).item()
+            good = kind == expected and err < 1e-2 and torch.isfinite(y).all().item()
+            ok &= good
+            print(f"  self-check {qtype.name:>8} {str(dtype):<15} M={m:<3} {kind:<22} rel.err {err:.2e} "
+                  f"{'ok' if good else 'FAIL'}")
+    return ok
+
+
+def main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m quanto_kernels", description=__doc__)
+    parser.add_argument("--no-self-check", action="store_true", help="only print the environment report")
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON at the end")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    facts = report()
+    status = 0
+    if not facts.get("library"):
+        status = 1
+    elif facts["gpu"] and facts.get("quanto") and not args.no_self_check:
+        if not facts.get("patched"):
+            print("self-check skipped: quanto is not patched (see 'quanto patched' above)")
+            status = 1
+        else:
+            print("self-check (quanto layers on our kernels vs quanto's dequantize() + matmul):")
+            facts["self_check"] = self_check()
+            status = 0 if facts["self_check"] else 1
+    elif not facts["gpu"]:
+        print("self-check skipped: no CUDA GPU (the library loads; kernels need a GPU of compute capability >= 8.0)")
+    facts["seconds"] = round(time.perf_counter() - start, 3)
+    if args.json:
+        print(json.dumps(facts))
+    print("RESULT:", "ok" if status == 0 else "problems found")
+    return status

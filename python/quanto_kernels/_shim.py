@@ -1,0 +1,159 @@
+"""Makes optimum-quanto use our library instead of JIT-compiling its own CUDA extension.
+
+Works whether quanto is imported before or after ``quanto_kernels``: if it is not imported yet, a
+one-shot import hook patches it the moment ``optimum.quanto`` finishes importing.
+
+What the patch does (quanto 0.2.7):
+  1. replaces quanto's JIT loader with one that raises, so no compilation can ever start;
+  2. where quanto did not register its ``quanto_cuda`` extension (Windows, or any non-Linux OS),
+     imports quanto's CUDA op definitions itself, which registers the extension and compiles nothing;
+  3. points the extension's module at our bindings (``ext._lib``), so quanto's ops run our kernels;
+  4. fixes the Marlin FP8 linear, which drops the bias in 0.2.7.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
+import threading
+import warnings
+
+SUPPORTED_QUANTO_VERSIONS = ("0.2.7",)
+ENV_DISABLE = "QUANTO_KERNELS_DISABLE"
+
+_lock = threading.RLock()
+_state = {"patched": False, "reason": "not attempted", "hook": None, "warned": False}
+
+
+class JITDisabledError(RuntimeError):
+    """Raised if anything reaches quanto's JIT compiler while quanto_kernels serves quanto."""
+
+
+def _jit_forbidden(*args, **kwargs):
+    name = kwargs.get("name", args[0] if args else "?")
+    raise JITDisabledError(
+        f"quanto-kernels: quanto tried to JIT-compile the '{name}' extension. quanto_kernels serves quanto's "
+        "CUDA ops from its prebuilt library, so this should never happen; please report it. "
+        f"Set {ENV_DISABLE}=1 to let quanto use its own extension."
+    )
+
+
+def status() -> dict:
+    return {"patched": _state["patched"], "reason": _state["reason"]}
+
+
+def _warn_once(message: str) -> None:
+    if not _state["warned"]:
+        _state["warned"] = True
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _quanto_modules():
+    """quanto's internals we touch, or a reason string if they are not what we expect."""
+    try:
+        import optimum.quanto as quanto
+        from optimum.quanto.library.extensions import extension as ext_mod
+        from optimum.quanto.tensor.weights.marlin.fp8 import qbits as fp8_qbits
+    except Exception as exc:  # noqa: BLE001 - any import failure means "leave quanto alone"
+        return f"cannot import quanto's internals ({type(exc).__name__}: {exc})"
+    version = getattr(quanto, "__version__", "?")
+    if version not in SUPPORTED_QUANTO_VERSIONS:
+        return f"optimum-quanto {version} is not a supported version ({', '.join(SUPPORTED_QUANTO_VERSIONS)})"
+    needed = [(ext_mod, "load"), (ext_mod, "get_extension"), (ext_mod, "is_extension_available"),
+              (fp8_qbits, "MarlinF8QBytesLinearFunction")]
+    missing = [f"{m.__name__}.{a}" for m, a in needed if not hasattr(m, a)]
+    if missing:
+        return f"optimum-quanto {version} lacks {', '.join(missing)}"
+    return ext_mod, fp8_qbits
+
+
+def _fix_fp8_bias(fp8_qbits) -> None:
+    fn_cls = fp8_qbits.MarlinF8QBytesLinearFunction
+    original = fn_cls.forward
+    if getattr(original, "_quanto_kernels_bias_fix", False):
+        return
+
+    def forward(ctx, input, other, bias=None):
+        output = original(ctx, input, other, bias)
+        return output if bias is None else output + bias
+
+    forward._quanto_kernels_bias_fix = True
+    fn_cls.forward = staticmethod(forward)
+
+
+def patch_quanto() -> bool:
+    """Patches an imported optimum.quanto; idempotent. Returns whether quanto now uses our kernels."""
+    with _lock:
+        if _state["patched"]:
+            return True
+        found = _quanto_modules()
+        if isinstance(found, str):
+            _state["reason"] = found
+            _warn_once(f"quanto-kernels: leaving optimum-quanto alone: {found}")
+            return False
+        ext_mod, fp8_qbits = found
+        from ._quanto_bindings import QuantoCudaBindings
+
+        ext_mod.load = _jit_forbidden
+        if not ext_mod.is_extension_available("quanto_cuda"):
+            importlib.import_module("optimum.quanto.library.extensions.cuda")
+        ext = ext_mod.get_extension("quanto_cuda")
+        ext._lib = QuantoCudaBindings()
+        _fix_fp8_bias(fp8_qbits)
+        _state["patched"] = True
+        _state["reason"] = "quanto's quanto_cuda extension is served by quanto_kernels"
+        return True
+
+
+class _QuantoImportHook(importlib.abc.MetaPathFinder):
+    """Runs patch_quanto() right after `optimum.quanto` is first imported."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "optimum.quanto":
+            return None
+        # Let the normal finders locate it, then wrap its loader.
+        sys.meta_path.remove(self)
+        _state["hook"] = None
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module):
+            original_exec(module)
+            patch_quanto()
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def install() -> bool:
+    """Entry point run by ``import quanto_kernels``."""
+    with _lock:
+        if os.environ.get(ENV_DISABLE, "").strip() not in ("", "0"):
+            _state["reason"] = f"disabled by {ENV_DISABLE}"
+            return False
+        import torch
+
+        if not torch.cuda.is_available() or not torch.version.cuda:
+            _state["reason"] = "no CUDA GPU available to this torch build: quanto left alone"
+            return False
+        from ._loader import NativeLibraryError, get_library
+
+        try:
+            get_library()
+        except NativeLibraryError as exc:
+            _state["reason"] = str(exc)
+            _warn_once(f"{exc}\nquanto keeps its own behaviour.")
+            return False
+        if "optimum.quanto" in sys.modules:
+            return patch_quanto()
+        if _state["hook"] is None:
+            _state["hook"] = _QuantoImportHook()
+            sys.meta_path.insert(0, _state["hook"])
+        _state["reason"] = "waiting for optimum.quanto to be imported"
+        return False

@@ -1,0 +1,59 @@
+"""Argument checks shared by the ops: every failure names the argument and says what was expected."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Tuple
+
+import torch
+
+INT32_MAX = 2**31 - 1
+
+
+def tensor(
+    t,
+    name: str,
+    *,
+    dtypes: Iterable[torch.dtype],
+    ndim: Optional[int] = None,
+    shape: Optional[Tuple[int, ...]] = None,
+) -> None:
+    """Type, dtype and shape checks (device-independent: these also run for fake tensors)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    dtypes = tuple(dtypes)
+    if t.dtype not in dtypes:
+        want = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name}: expected dtype {want}, got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {tuple(t.shape)}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def on_cuda(t: torch.Tensor, name: str, ref: Optional[torch.Tensor] = None, ref_name: str = "") -> None:
+    """Device, density and alignment checks that the kernels rely on (real tensors only)."""
+    if t.device.type != "cuda":
+        raise ValueError(f"{name}: expected a CUDA tensor, got one on {t.device}")
+    if ref is not None and t.device != ref.device:
+        raise ValueError(f"{name}: is on {t.device} but {ref_name} is on {ref.device}; move them to one device")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous (got strides {t.stride()}); call .contiguous() first")
+    if t.numel() and t.data_ptr() % 16:
+        raise ValueError(
+            f"{name}: data pointer must be 16-byte aligned (offset view of another tensor?); pass a .clone()"
+        )
+
+
+def condition(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {message}")
+
+
+def integer(value, name: str, *, choices=None, minimum=None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name}: must be one of {sorted(choices)}, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return value
