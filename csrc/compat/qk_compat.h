@@ -18,8 +18,8 @@
 #else
 #define QK_API __declspec(dllimport)
 #endif
-#elif defined(QK_COMPILER_GCC) || defined(QK_COMPILER_CLANG)
-#define QK_API __attribute__((visibility("default")))
+#elif (defined(QK_COMPILER_GCC) || defined(QK_COMPILER_CLANG)) && defined(__cplusplus)
+#define QK_API [[gnu::visibility("default")]]  // standard attribute syntax for the ELF export
 #else
 #define QK_API
 #endif

@@ -32,12 +32,12 @@ def tensor(
 
 def on_cuda(t: torch.Tensor, name: str, ref: Optional[torch.Tensor] = None, ref_name: str = "") -> None:
     """Device, density and alignment checks that the kernels rely on (real tensors only)."""
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous (got strides {t.stride()}); call .contiguous() first")
     if t.device.type != "cuda":
         raise ValueError(f"{name}: expected a CUDA tensor, got one on {t.device}")
     if ref is not None and t.device != ref.device:
         raise ValueError(f"{name}: is on {t.device} but {ref_name} is on {ref.device}; move them to one device")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous (got strides {t.stride()}); call .contiguous() first")
     if t.numel() and t.data_ptr() % 16:
         raise ValueError(
             f"{name}: data pointer must be 16-byte aligned (offset view of another tensor?); pass a .clone()"

@@ -1,0 +1,155 @@
+"""The quanto shim against the real optimum-quanto 0.2.7, each scenario in a fresh interpreter.
+
+On this CPU-only machine a GPU is simulated by making torch report CUDA (the shim's own gate),
+which is enough for registration: no kernel runs here. GPU runs are in test_gpu_quanto.py.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("optimum.quanto")
+
+PRELUDE = """
+import json, platform, warnings
+import torch
+FAKE_GPU, FAKE_WINDOWS = {fake_gpu}, {fake_windows}
+if FAKE_GPU and not torch.cuda.is_available():
+    torch.cuda.is_available = lambda: True
+    torch.version.cuda = torch.version.cuda or "13.0"
+if FAKE_WINDOWS:
+    platform.system = lambda: "Windows"
+warnings.simplefilter("always")
+"""
+
+FACTS = """
+import quanto_kernels
+from quanto_kernels import _shim
+from optimum.quanto.library.extensions import extension as e
+from optimum.quanto.tensor.weights.marlin.fp8.qbits import MarlinF8QBytesLinearFunction as F8
+facts = dict(status=quanto_kernels.quanto_status(),
+             registered=e.is_extension_available("quanto_cuda"),
+             load_forbidden=e.load is _shim._jit_forbidden,
+             ops_defined=hasattr(torch.ops.quanto, "gemm_f16f8_marlin"),
+             bias_fixed=getattr(F8.forward, "_quanto_kernels_bias_fix", False))
+if facts["registered"]:
+    ext = e.get_extension("quanto_cuda")
+    facts["lib"] = type(ext._lib).__name__
+    facts["lib_via_property"] = type(ext.lib).__name__ if ext._lib is not None else None
+    facts["bindings"] = sorted(n for n in ("unpack", "awq_v2_gemm_f16i4", "awq_v2_gemv_f16i4", "gptq_marlin_repack",
+                                            "fp8_marlin_gemm", "marlin_gemm_f16i4") if callable(getattr(ext.lib, n, None)))
+try:
+    e.load(name="quanto_cuda", sources=[])
+    facts["jit"] = "ran"
+except _shim.JITDisabledError:
+    facts["jit"] = "refused"
+except Exception as exc:
+    facts["jit"] = type(exc).__name__
+print("FACTS" + json.dumps(facts))
+"""
+
+
+def run_child(body, env, fake_gpu=True, fake_windows=False):
+    code = PRELUDE.format(fake_gpu=fake_gpu, fake_windows=fake_windows) + textwrap.dedent(body) + FACTS
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("FACTS"))
+    return json.loads(line[5:]), proc.stderr
+
+
+ALL_BINDINGS = sorted(["unpack", "awq_v2_gemm_f16i4", "awq_v2_gemv_f16i4", "gptq_marlin_repack", "fp8_marlin_gemm",
+                       "marlin_gemm_f16i4"])
+
+
+def assert_served(facts):
+    assert facts["status"]["patched"] is True, facts
+    assert facts["registered"] and facts["ops_defined"]
+    assert facts["lib"] == "QuantoCudaBindings" and facts["lib_via_property"] == "QuantoCudaBindings"
+    assert facts["bindings"] == ALL_BINDINGS
+    assert facts["load_forbidden"] and facts["jit"] == "refused"
+    assert facts["bias_fixed"] is True
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["linux", "simulated-windows"])
+def test_quanto_imported_first(subprocess_env, windows):
+    facts, _ = run_child("import optimum.quanto\n", subprocess_env, fake_windows=windows)
+    assert_served(facts)
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["linux", "simulated-windows"])
+def test_quanto_imported_after(subprocess_env, windows):
+    facts, _ = run_child("import quanto_kernels\nassert not quanto_kernels.quanto_status()['patched']\n"
+                         "import optimum.quanto\n", subprocess_env, fake_windows=windows)
+    assert_served(facts)
+
+
+def test_submodule_import_also_triggers_patch(subprocess_env):
+    facts, _ = run_child("import quanto_kernels\nfrom optimum.quanto.tensor import qtypes\n", subprocess_env)
+    assert_served(facts)
+
+
+def test_opt_out(subprocess_env):
+    subprocess_env["QUANTO_KERNELS_DISABLE"] = "1"
+    facts, _ = run_child("import quanto_kernels\nimport optimum.quanto\n", subprocess_env, fake_windows=True)
+    assert facts["status"]["patched"] is False and "QUANTO_KERNELS_DISABLE" in facts["status"]["reason"]
+    assert not facts["load_forbidden"] and not facts["registered"] and not facts["bias_fixed"]
+
+
+def test_no_gpu_patches_nothing(subprocess_env):
+    facts, _ = run_child("import quanto_kernels\nimport optimum.quanto\n", subprocess_env, fake_gpu=False)
+    if facts["status"]["patched"]:
+        pytest.skip("this machine has a GPU")
+    assert "no CUDA GPU" in facts["status"]["reason"]
+    assert not facts["load_forbidden"] and not facts["bias_fixed"]
+
+
+def test_unexpected_quanto_version_warns_once_and_leaves_quanto_alone(subprocess_env):
+    facts, stderr = run_child(
+        "import optimum.quanto\noptimum.quanto.__version__ = '9.9.9'\nimport quanto_kernels\n"
+        "from quanto_kernels import _shim\n_shim.patch_quanto()\n_shim.patch_quanto()\n",
+        subprocess_env,
+    )
+    assert facts["status"]["patched"] is False and "9.9.9" in facts["status"]["reason"]
+    assert not facts["load_forbidden"] and not facts["bias_fixed"]
+    assert stderr.count("leaving optimum-quanto alone") == 1
+
+
+def test_patch_is_idempotent(subprocess_env):
+    facts, _ = run_child(
+        "import optimum.quanto\nimport quanto_kernels\nfrom quanto_kernels import _shim\n"
+        "from optimum.quanto.tensor.weights.marlin.fp8.qbits import MarlinF8QBytesLinearFunction as F8\n"
+        "first = F8.forward\nassert _shim.patch_quanto() and _shim.install()\n"
+        "import importlib; importlib.reload(importlib.import_module('quanto_kernels'))\n"
+        "assert F8.forward is first, 'bias fix applied twice'\n",
+        subprocess_env,
+    )
+    assert_served(facts)
+
+
+def test_bias_fix_adds_the_bias(subprocess_env):
+    facts, _ = run_child(
+        """
+        import quanto_kernels, optimum.quanto, types
+        from optimum.quanto.tensor.weights.marlin.fp8.qbits import MarlinF8QBytesLinearFunction as F8
+        calls = []
+        @torch.library.impl("quanto::gemm_f16f8_marlin", "CPU")
+        def fake_gemm(a, b_q_weight, b_scales, workspace, num_bits, size_m, size_n, size_k):
+            calls.append((size_m, size_n, size_k))
+            return torch.ones(size_m, size_n, dtype=a.dtype)
+        other = types.SimpleNamespace(_data=types.SimpleNamespace(_data=torch.zeros(4, 256, dtype=torch.int32)),
+                                      _scale=torch.ones(1, 64), _workspace=torch.zeros(16, dtype=torch.int32))
+        ctx = types.SimpleNamespace(save_for_backward=lambda *t: None)
+        bias = torch.arange(64, dtype=torch.float32)
+        x = torch.randn(2, 3, 64)
+        y = F8.forward(ctx, x, other, bias)
+        assert calls == [(6, 64, 64)], calls
+        assert y.shape == (2, 3, 64)
+        assert torch.equal(y, torch.ones(2, 3, 64) + bias), y
+        assert torch.equal(F8.forward(ctx, x, other, None), torch.ones(2, 3, 64))
+        """,
+        subprocess_env,
+    )
+    assert facts["bias_fixed"] is True
