@@ -36,14 +36,15 @@ def test_missing_library_says_what_it_looked_for(tmp_path):
 
 def test_garbage_file_gives_clear_error(tmp_path):
     (tmp_path / "libquanto_kernels_cu13.so").write_bytes(b"\x7fELF not really a library" * 10)
-    with pytest.raises(NativeLibraryError, match="could not load .*libquanto_kernels_cu13.so.*reinstall"):
+    with pytest.raises(NativeLibraryError, match="cannot use .*libquanto_kernels_cu13.so.*Reinstall"):
         load_library(directory=tmp_path, driver_version=13000)
 
 
 def test_truncated_library_gives_clear_error(tmp_path):
     real = _loader.get_library().path
     (tmp_path / real.name).write_bytes(real.read_bytes()[:8192])
-    with pytest.raises(NativeLibraryError, match="could not load"):
+    # Loading this would kill the process with SIGBUS: it must be refused before dlopen.
+    with pytest.raises(NativeLibraryError, match="is truncated"):
         load_library(directory=tmp_path, driver_version=13000)
 
 
@@ -52,8 +53,28 @@ def test_wrong_architecture_library_gives_clear_error(tmp_path):
     real = bytearray(_loader.get_library().path.read_bytes())
     real[18:20] = (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
     (tmp_path / "libquanto_kernels_cu13.so").write_bytes(bytes(real))
-    with pytest.raises(NativeLibraryError, match="could not load"):
+    with pytest.raises(NativeLibraryError, match="built for aarch64, but this machine is x86_64"):
         load_library(directory=tmp_path, driver_version=13000)
+
+
+def test_planted_windows_dll_for_another_arch_is_refused(tmp_path):
+    from quanto_kernels import _binfile
+
+    pe = bytearray(512)
+    pe[:2] = b"MZ"
+    pe[0x3C:0x40] = (64).to_bytes(4, "little")
+    pe[64:68] = b"PE\0\0"
+    pe[68:70] = (0xAA64).to_bytes(2, "little")
+    (tmp_path / "quanto_kernels_cu13.dll").write_bytes(bytes(pe))
+    assert "built for aarch64" in _binfile.problem(tmp_path / "quanto_kernels_cu13.dll", host="x86_64")
+
+
+def test_loader_never_dlopens_a_refused_file(tmp_path):
+    (tmp_path / "libquanto_kernels_cu13.so").write_bytes(b"")
+    opened = []
+    with pytest.raises(NativeLibraryError, match="truncated or empty"):
+        load_library(directory=tmp_path, driver_version=13000, cdll_factory=opened.append)
+    assert opened == []
 
 
 def test_foreign_library_is_refused(tmp_path):
@@ -116,8 +137,9 @@ class _FakeCDLL:
 
 
 def test_simulated_windows_uses_package_dir_and_absolute_path(tmp_path, monkeypatch):
-    (tmp_path / "quanto_kernels_cu12.dll").write_bytes(b"")
-    (tmp_path / "quanto_kernels_cu13.dll").write_bytes(b"")
+    for name in ("quanto_kernels_cu12.dll", "quanto_kernels_cu13.dll"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(_loader._binfile, "problem", lambda path: None)  # the planted DLLs are empty
     registered, loaded = [], []
     monkeypatch.setattr(os, "add_dll_directory", registered.append, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))

@@ -21,7 +21,14 @@ if FAKE_GPU and not torch.cuda.is_available():
     torch.cuda.is_available = lambda: True
     torch.version.cuda = torch.version.cuda or "13.0"
 if FAKE_WINDOWS:
-    platform.system = lambda: "Windows"
+    # quanto decides at import time from platform.system(): answer "Windows" to quanto only, so
+    # other libraries do not go looking for Windows-only modules.
+    import sys
+    _real_system = platform.system
+    def _system():
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        return "Windows" if caller.startswith("optimum.quanto") else _real_system()
+    platform.system = _system
 warnings.simplefilter("always")
 """
 
@@ -40,7 +47,7 @@ if facts["registered"]:
     facts["lib"] = type(ext._lib).__name__
     facts["lib_via_property"] = type(ext.lib).__name__ if ext._lib is not None else None
     facts["bindings"] = sorted(n for n in ("unpack", "awq_v2_gemm_f16i4", "awq_v2_gemv_f16i4", "gptq_marlin_repack",
-                                            "fp8_marlin_gemm", "marlin_gemm_f16i4") if callable(getattr(ext.lib, n, None)))
+                                            "fp8_marlin_gemm", "marlin_gemm_f16i4") if callable(getattr(ext._lib, n, None)))
 try:
     e.load(name="quanto_cuda", sources=[])
     facts["jit"] = "ran"

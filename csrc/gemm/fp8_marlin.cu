@@ -213,6 +213,19 @@ constexpr int kGemvWarps = 4;
 constexpr int kGemvThreads = kGemvWarps * 32;
 constexpr int kGemvStages = 4;
 constexpr int kRedStride = 68;  // floats per partial row: 2 rows apart land 8 banks apart
+// CTAs per SM that the register budget (65536 per SM) must allow: 7 with one activation row tile
+// (72 registers; 6 from sm_100 on, where ptxas needs a few more), 5 with two (96). plan_splits
+// asks for a few CTAs per SM plus rounding, so more resident CTAs keep more grids in a single wave;
+// on H100 a second wave cost 15-30% (e.g. M = 16 at 120 registers, 4 CTAs per SM).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
+constexpr int kGemvMinBlocksOneTile = 6;
+#else
+constexpr int kGemvMinBlocksOneTile = 7;
+#endif
+template <int MT>
+struct GemvOccupancy {
+  static constexpr int kMinBlocks = MT == 1 ? kGemvMinBlocksOneTile : 5;
+};
 
 template <int MT>
 struct GemvShape {
@@ -232,7 +245,7 @@ QK_DEVICE QK_FORCEINLINE int w_piece(int p) { return p ^ ((p >> 3) & 1); }
 QK_DEVICE QK_FORCEINLINE int a_word(int row, int half) { return row * 8 + 4 * (half ^ ((row >> 2) & 1)); }
 
 template <DType D, int MT>
-__global__ void __launch_bounds__(kGemvThreads)
+__global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
     fp8_gemv_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
                     const uint16_t* QK_RESTRICT scales, uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
                     int64_t n, int64_t k, int splits) {

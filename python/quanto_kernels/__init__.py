@@ -23,9 +23,9 @@ def quanto_status() -> dict:
 def __getattr__(name):
     # Importing the ops registers torch custom ops; keep `import quanto_kernels` light until needed.
     if name == "ops":
-        from . import ops
+        import importlib
 
-        return ops
+        return importlib.import_module(".ops", __name__)
     raise AttributeError(f"module 'quanto_kernels' has no attribute {name!r}")
 
 

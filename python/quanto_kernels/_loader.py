@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from . import _binfile
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 ENV_CUDA_MAJOR = "QUANTO_KERNELS_CUDA_MAJOR"
 
@@ -185,6 +187,12 @@ def load_library(
     if driver_version is None:
         driver_version = driver_cuda_version(platform)
     path = choose_library(candidates, driver_version, env.get(ENV_CUDA_MAJOR))
+    bad = _binfile.problem(path)
+    if bad is not None:
+        raise NativeLibraryError(
+            f"quanto-kernels: cannot use {path}: {bad}. Reinstall with `pip install --force-reinstall quanto-kernels` "
+            "(a wheel for this platform), or build from source."
+        )
     if _is_windows(platform):
         # Windows resolves a DLL's dependencies through registered directories, never PATH here.
         os.add_dll_directory(str(directory.resolve()))

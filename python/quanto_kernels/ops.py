@@ -212,13 +212,13 @@ def _fp8_marlin_gemm_fake(a, b_q_weight, b_scales):
 
 def _check_group_tensors(scales, zeros, n, k, group_multiple):
     v.tensor(scales, "scales", dtypes=(torch.float16,), ndim=2)
-    v.tensor(zeros, "zeros", dtypes=(torch.float16,), shape=tuple(scales.shape))
     groups = scales.shape[0]
     v.condition(scales.shape[1] == n, "scales", f"expected shape (K/group_size, N={n}), got {tuple(scales.shape)}")
     v.condition(groups > 0 and k % groups == 0, "scales", f"{groups} groups do not divide K={k}")
     group_size = k // groups
     v.condition(group_size % group_multiple == 0, "scales",
                 f"group size K/{groups}={group_size} must be a multiple of {group_multiple}")
+    v.tensor(zeros, "zeros", dtypes=(torch.float16,), shape=tuple(scales.shape))
     return group_size
 
 

@@ -1,0 +1,377 @@
+"""Shared helpers of the GPU test suite (tests/test_gpu_ops.py, tests/test_gpu_quanto.py).
+
+Everything here is importable without a GPU, without the native library and without optimum-quanto:
+the layout builders and references are plain torch and run on any device, so the GPU tests can use
+them as an independent oracle (written from the spec, quanto_cuda_ops.md, not from quanto's code),
+and the oracle itself is cross-checked against quanto's own packers where those accept the device.
+
+Contents:
+  * ``requires_gpu``: skip marker (no CUDA build / no GPU / compute capability < 8.0);
+  * seeding: ``generator(*case)`` gives a fresh, reproducible generator per test case;
+  * ``poison_allocator()``: fills the CUDA caching allocator's free memory with 0xFF bytes (NaN for
+    fp16/bf16/fp32, 255 for uint8, -1 for int32), so an output element an op never writes shows up;
+  * layout builders (spec section in brackets): quanto's ``pack_weights`` unpack formula [3],
+    AWQ-v2 [4.3], the GPTQ-style repack inputs and FP8 Marlin output [5], Marlin int4 [7.2], and the
+    Block32 / Block64 scale permutations [6.2, 7.2];
+  * fp64 references and error checks (relative Frobenius error plus an element-wise bound).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pytest
+import torch
+
+MIN_CAPABILITY = (8, 0)
+
+# --------------------------------------------------------------------------------------- skipping
+
+
+def gpu_skip_reason() -> Optional[str]:
+    """Why the GPU tests cannot run here, or None when they can."""
+    if not torch.version.cuda:
+        return f"torch {torch.__version__} is not a CUDA build"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is available to torch"
+    cap = torch.cuda.get_device_capability()
+    if tuple(cap) < MIN_CAPABILITY:
+        name = torch.cuda.get_device_name()
+        return f"{name} has compute capability {cap[0]}.{cap[1]}; the kernels need 8.0 or newer"
+    return None
+
+
+_SKIP_REASON = gpu_skip_reason()
+requires_gpu = pytest.mark.skipif(_SKIP_REASON is not None, reason=f"GPU test: {_SKIP_REASON}")
+HAS_GPU = _SKIP_REASON is None
+
+# ---------------------------------------------------------------------------------------- seeding
+
+
+def case_seed(*parts) -> int:
+    """A stable seed derived from the test case's parameters (same case, same data; new case, new data)."""
+    return zlib.crc32(repr(parts).encode("utf-8"))
+
+
+def generator(*parts, device="cuda") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(case_seed(*parts))
+    return g
+
+
+# -------------------------------------------------------------------------------------- poisoning
+
+POISON_BYTE = 0xFF
+
+
+def poison_allocator(device=None, large_bytes: Optional[int] = None, small_blocks: int = 64) -> None:
+    """Fills the memory that the next ``torch.empty`` calls will get with 0xFF bytes.
+
+    The caching allocator is emptied first, so that the only free cached blocks afterwards are the
+    poisoned ones: one large block (the large pool, requests > 1 MiB, split on demand) and
+    ``small_blocks`` blocks of 1 MiB (the small pool's 2 MiB segments). The fills run on the current
+    stream, as do the ops under test, so no synchronisation is needed. Call it right before the op;
+    tensors that are alive (the op's inputs) are untouched.
+    """
+    device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
+    torch.cuda.empty_cache()
+    if large_bytes is None:
+        free, _total = torch.cuda.mem_get_info(device)
+        large_bytes = int(min(1 << 30, free // 4))
+    blocks = [torch.empty(large_bytes, dtype=torch.uint8, device=device)]
+    blocks += [torch.empty(1 << 20, dtype=torch.uint8, device=device) for _ in range(small_blocks)]
+    for b in blocks:
+        b.fill_(POISON_BYTE)
+    del blocks
+
+
+def assert_all_finite(t: torch.Tensor, what: str) -> None:
+    """Every element finite: an element the kernel never wrote reads as the poison NaN."""
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()
+        raise AssertionError(
+            f"{what}: {bad.shape[0]} of {t.numel()} elements are not finite (unwritten output or overflow); "
+            f"first at index {tuple(bad[0].tolist())}"
+        )
+
+
+# ------------------------------------------------------------------------------------ grid helper
+
+
+def _grid(device, *sizes):
+    """One arange per dimension of a row-major grid, each shaped to broadcast against the others."""
+    out = []
+    for i, s in enumerate(sizes):
+        shape = [1] * len(sizes)
+        shape[i] = s
+        out.append(torch.arange(s, device=device, dtype=torch.int64).view(shape))
+    return out
+
+
+def _u32_to_i32(words: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2^32) -> the int32 tensor with the same bit patterns."""
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+def _u16_to_i16(words: torch.Tensor) -> torch.Tensor:
+    return torch.where(words >= 2**15, words - 2**16, words).to(torch.int16)
+
+
+def _gather(codes: torch.Tensor, n: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """codes[n, k] for broadcast index tensors n, k (flat gather: one index tensor, no meshgrid)."""
+    K = codes.shape[1]
+    flat = (n * K + k).reshape(-1)
+    return codes.reshape(-1)[flat]
+
+
+# --------------------------------------------------------------------------------- random weights
+
+
+def random_fp8_codes(n: int, k: int, g: torch.Generator, device="cuda") -> torch.Tensor:
+    """(n, k) uint8 e4m3fn bit patterns, uniform over the 254 finite codes (0x7F and 0xFF excluded)."""
+    r = torch.randint(0, 254, (n, k), generator=g, device=device, dtype=torch.int16)
+    return (r + (r >= 0x7F).to(torch.int16)).to(torch.uint8)
+
+
+def random_int4_codes(n: int, k: int, g: torch.Generator, device="cuda") -> torch.Tensor:
+    return torch.randint(0, 16, (n, k), generator=g, device=device, dtype=torch.uint8)
+
+
+def random_group_params(groups: int, n: int, g: torch.Generator, device="cuda"):
+    """fp16 (groups, N) scales S > 0 and zeros Z (already scaled and negated): Wd = S*q + Z is
+    roughly centred, |Wd| <~ 0.15, so fp16 GEMMs up to K = 4096 stay far from overflow."""
+    s = (0.005 + 0.01 * torch.rand((groups, n), generator=g, device=device)).to(torch.float16)
+    zp = 4.0 + 7.0 * torch.rand((groups, n), generator=g, device=device)
+    z = (-(s.double() * zp)).to(torch.float16)
+    return s, z
+
+
+def random_fp8_scales(n: int, dtype: torch.dtype, g: torch.Generator, device="cuda") -> torch.Tensor:
+    """Per-channel scales (N,) so that fp8 * s lies within about +-1.5."""
+    return ((0.5 + torch.rand(n, generator=g, device=device)) / 448.0).to(dtype)
+
+
+# ----------------------------------------------------------------------- [3] unpack (pack_weights)
+
+
+def unpack_reference(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """out.flat[i*n + f] = (P.flat[f] >> bits*i) & mask: the v bit-fields concatenated along dim 0."""
+    mask = (1 << bits) - 1
+    return torch.cat([(packed >> (bits * i)) & mask for i in range(8 // bits)], dim=0)
+
+
+# ------------------------------------------------------------------------------- [5] FP8 Marlin
+
+
+def fp8_pack_as_int32(codes: torch.Tensor) -> torch.Tensor:
+    """(N, K) uint8 codes -> the (K/4, N) int32 repack input: byte j of B[kp, n] = W[n, 4kp + j]."""
+    n, k = codes.shape
+    assert k % 4 == 0
+    b = codes.t().reshape(k // 4, 4, n).permute(0, 2, 1).contiguous()  # [kp, n, j]
+    return b.view(torch.int32).reshape(k // 4, n)
+
+
+_FP8_D = (0, 8, 1, 9)
+
+
+def fp8_marlin_layout(codes: torch.Tensor) -> torch.Tensor:
+    """Spec 5 output, (K/16, 4N) int32, for (N, K) uint8 codes:
+
+    byte b of P[kt, 256c + 8t + 2w + h] = W[64c + 16w + 8h + t//4, 16kt + 2(t%4) + d_b], d = (0, 8, 1, 9).
+    """
+    n, k = codes.shape
+    assert k % 16 == 0 and n % 64 == 0
+    dev = codes.device
+    kt, c, t, w, h, b = _grid(dev, k // 16, n // 64, 32, 4, 2, 4)
+    d = torch.tensor(_FP8_D, device=dev, dtype=torch.int64)[b]
+    nn_ = 64 * c + 16 * w + 8 * h + t // 4
+    kk = 16 * kt + 2 * (t % 4) + d
+    bytes_ = _gather(codes, nn_, kk).reshape(k // 16, 4 * n, 4).contiguous()
+    return bytes_.view(torch.int32).reshape(k // 16, 4 * n)
+
+
+def fp8_values(codes: torch.Tensor) -> torch.Tensor:
+    """The exact float64 value of every e4m3fn code."""
+    return codes.view(torch.float8_e4m3fn).to(torch.float32).to(torch.float64)
+
+
+# ----------------------------------------------------------------------------- [7.2] Marlin int4
+
+
+def int4_pack_as_int32(codes: torch.Tensor) -> torch.Tensor:
+    """(N, K) codes 0..15 -> the (K/8, N) int32 repack input: nibble j of B[kp, n] = W[n, 8kp + j]."""
+    n, k = codes.shape
+    assert k % 8 == 0
+    t = codes.t().reshape(k // 8, 8, n).to(torch.int64)
+    shifts = (4 * torch.arange(8, device=codes.device, dtype=torch.int64)).view(1, 8, 1)
+    return _u32_to_i32((t << shifts).sum(dim=1))
+
+
+def marlin_int4_layout(codes: torch.Tensor) -> torch.Tensor:
+    """Spec 7.2 layout, (K/16, 2N) int32, for (N, K) codes 0..15:
+
+    nibble e of P[kt, 128c + 4i + j] = W[64c + 16j + 8((e>>1)&1) + i//4, 16kt + 2(i%4) + (e>>2) + 8(e&1)].
+    """
+    n, k = codes.shape
+    assert k % 16 == 0 and n % 64 == 0
+    dev = codes.device
+    kt, c, i, j, e = _grid(dev, k // 16, n // 64, 32, 4, 8)
+    nn_ = 64 * c + 16 * j + 8 * ((e >> 1) & 1) + i // 4
+    kk = 16 * kt + 2 * (i % 4) + (e >> 2) + 8 * (e & 1)
+    vals = _gather(codes, nn_, kk).reshape(k // 16, 2 * n, 8).to(torch.int64)
+    shifts = 4 * torch.arange(8, device=dev, dtype=torch.int64)
+    return _u32_to_i32((vals << shifts).sum(dim=-1))
+
+
+# ------------------------------------------------------------------------------------ [4.3] AWQ
+
+
+def awq_v2_layout(codes: torch.Tensor) -> torch.Tensor:
+    """Spec 4.3 layout, (N/4, K) int16, for (N, K) codes 0..15:
+
+    nibble j of P[nb, 64q + 16i + w] = W[4nb + i, 64q + 32(w//8) + (w%8) + 8j].
+    """
+    n, k = codes.shape
+    assert n % 4 == 0 and k % 64 == 0
+    dev = codes.device
+    nb, q, i, w, j = _grid(dev, n // 4, k // 64, 4, 16, 4)
+    nn_ = 4 * nb + i
+    kk = 64 * q + 32 * (w // 8) + (w % 8) + 8 * j
+    vals = _gather(codes, nn_, kk).reshape(n // 4, k, 4).to(torch.int64)
+    shifts = 4 * torch.arange(4, device=dev, dtype=torch.int64)
+    return _u16_to_i16((vals << shifts).sum(dim=-1))
+
+
+# ------------------------------------------------------------------------ [6.2, 7.2] scale perms
+
+_BLOCK32_D = (0, 1, 8, 9, 16, 17, 24, 25)
+
+
+def block32_index(n: int, device="cpu") -> torch.Tensor:
+    """src[p] for s_perm[..., 32b + 8i + e] = s[..., 32b + 2i + d_e], d = (0, 1, 8, 9, 16, 17, 24, 25)."""
+    assert n % 32 == 0
+    b, i, e = _grid(device, n // 32, 4, 8)
+    d = torch.tensor(_BLOCK32_D, device=device, dtype=torch.int64)[e]
+    return (32 * b + 2 * i + d).reshape(-1)
+
+
+def block64_index(n: int, device="cpu") -> torch.Tensor:
+    """src[p] for S'[..., 64b + 8i + j] = S[..., 64b + i + 8j] (8x8 transpose in each 64-block)."""
+    assert n % 64 == 0
+    b, i, j = _grid(device, n // 64, 8, 8)
+    return (64 * b + i + 8 * j).reshape(-1)
+
+
+def permute_block32(s: torch.Tensor) -> torch.Tensor:
+    return s[..., block32_index(s.shape[-1], s.device)].contiguous()
+
+
+def permute_block64(s: torch.Tensor) -> torch.Tensor:
+    return s[..., block64_index(s.shape[-1], s.device)].contiguous()
+
+
+# ---------------------------------------------------------------------------- fp64 references
+
+
+def fp8_dequant_reference(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """(N, K) float64: fp8(W[n, k]) * s[n] (exact)."""
+    return fp8_values(codes) * scales.reshape(-1, 1).double()
+
+
+def int4_dequant_reference(codes: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """(N, K) float64: S[k//gs, n] * q[n, k] + Z[k//gs, n], with natural (groups, N) S and Z (exact)."""
+    n, k = codes.shape
+    gs = k // s.shape[0]
+    s_e = s.double().repeat_interleave(gs, dim=0).t()
+    z_e = z.double().repeat_interleave(gs, dim=0).t()
+    return s_e * codes.double() + z_e
+
+
+def int4_dequant_bound(codes: torch.Tensor, s: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Allowed |fp16 dequant - exact|: one rounding of the result (FMA) or two (multiply, then add),
+    i.e. 2^-11 (|S*q| + |Wd|) each, doubled for margin, plus fp16's subnormal spacing."""
+    n, k = codes.shape
+    gs = k // s.shape[0]
+    sq = (s.double().repeat_interleave(gs, dim=0).t() * codes.double()).abs()
+    return 2.0**-10 * (sq + ref.abs()) + 2.0**-24
+
+
+def matmul_reference(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x (..., K) @ w (N, K)^T (+ bias) in float64."""
+    y = x.double() @ w.double().t()
+    if bias is not None:
+        y = y + bias.double()
+    return y
+
+
+# -------------------------------------------------------------------------------- error checks
+
+
+def rel_fro(out: torch.Tensor, ref: torch.Tensor) -> float:
+    ref = ref.double()
+    return float((out.double() - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+@dataclass(frozen=True)
+class GemmTol:
+    """Accepted error of a GEMM output against the exact (fp64) product of the exact operands.
+
+    fro:  bound on ||out - ref||_F / ||ref||_F;
+    atol: element-wise absolute slack, as a fraction of rms(ref) (outputs near zero by cancellation);
+    rtol: element-wise relative slack (output rounding, a few ulps).
+    """
+
+    fro: float
+    atol: float
+    rtol: float
+
+
+# How these were chosen. The error sources are the rounding of the output to fp16/bf16 (0.5 ulp:
+# 2^-11 / 2^-8 relative), a dequantized weight rounded to the activation dtype when the op goes
+# through a dense temporary (same size per weight, averaging out over K), and partial sums that
+# cuBLAS may reduce in the output dtype for split-K. A CPU emulation of these paths at the shapes
+# tested (K up to 4096) gave relative Frobenius errors of 2-5e-4 (fp16) and 1.7-4.4e-3 (bf16), and
+# element-wise excesses over 2^-8|ref| of at most 2.5e-3 (fp16) and 2.9e-2 (bf16) times rms(ref), the
+# pessimistic case being split-K partials rounded to the output dtype. The bounds below leave a
+# margin of about 3-4x over that. Wrong indexing (a lost K tile, a wrong group scale, a column
+# from the wrong channel) gives errors of order 0.1-1 in both measures, far above them.
+GEMM_TOL = {
+    torch.float16: GemmTol(fro=2e-3, atol=1e-2, rtol=4e-3),
+    torch.bfloat16: GemmTol(fro=1.2e-2, atol=8e-2, rtol=3e-2),
+}
+
+
+def assert_gemm_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str,
+                      tol: Optional[GemmTol] = None) -> None:
+    """out (any float dtype) against a float64 reference, with GEMM_TOL[dtype] unless tol is given."""
+    tol = tol or GEMM_TOL[dtype]
+    assert tuple(out.shape) == tuple(ref.shape), f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert_all_finite(out, what)
+    ref = ref.double()
+    out64 = out.double()
+    err = (out64 - ref).abs()
+    rel = rel_fro(out64, ref)
+    rms = float(ref.pow(2).mean().sqrt())
+    excess = err - (tol.atol * rms + tol.rtol * ref.abs())
+    worst = int(excess.reshape(-1).argmax())
+    worst_idx = tuple(torch.unravel_index(torch.tensor(worst), ref.shape)) if ref.dim() else ()
+    worst_idx = tuple(int(i) for i in worst_idx)
+    ok_elem = float(excess.reshape(-1)[worst]) <= 0
+    assert rel <= tol.fro and ok_elem, (
+        f"{what}: relative Frobenius error {rel:.3e} (limit {tol.fro:.1e}); worst element {worst_idx}: "
+        f"out={float(out64.reshape(-1)[worst]):.6g} ref={float(ref.reshape(-1)[worst]):.6g} "
+        f"(|err| limit {tol.atol:.0e}*rms(ref)={tol.atol * rms:.3g} + {tol.rtol:.0e}*|ref|); "
+        f"{int((excess > 0).sum())} elements over the element-wise limit"
+    )
+
+
+def max_abs_over(out: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) -> float:
+    """max(|out - ref| - bound); <= 0 means every element is within its bound."""
+    return float(((out.double() - ref.double()).abs() - bound).max())
+
+
+def describe(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
