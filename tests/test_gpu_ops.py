@@ -54,6 +54,17 @@ def kn_ids(shapes):
     return [f"K{k}-N{n}" for k, n in shapes]
 
 
+# (K, N) shape lists of the smaller parametrizations.
+REPACK_PERM_SHAPES = [(64, 64), (256, 192), (1024, 128)]
+AWQ_QUANTO_SHAPES = [(128, 128), (384, 256), (256, 132), (1024, 384)]
+MI4_DEQ_SHAPES = [(128, 64), (128, 256), (384, 192), (4096, 3072)]
+MI4_QUANTO_SHAPES = [(128, 256), (384, 192), (1024, 128)]
+Q_FP8_SHAPES = [(256, 384), (4096, 3072)]
+Q_AWQ_SHAPES = [(384, 256), (4096, 3072)]
+Q_MI4_SHAPES = [(128, 256), (384, 256)]
+Q_PACK_SHAPES = [(64, 128), (3072, 192)]
+
+
 @pytest.fixture(scope="module")
 def ops():
     """quanto_kernels.ops with its native library loaded (a missing build fails here, clearly)."""
@@ -82,19 +93,22 @@ def _misaligned(src: torch.Tensor) -> torch.Tensor:
 # =============================================================================================
 
 
-def test_oracle_unpack_formula_matches_quanto_default_unpack():
+def test_oracle_unpack_formula_inverts_quanto_pack_weights():
+    # Not compared with torch.ops.quanto.unpack on CPU: that is quanto's C++ extension, which quanto
+    # JIT-compiles on first use (about a minute, and a compiler is needed).
     pytest.importorskip("optimum.quanto")
     from optimum.quanto.tensor.packed import pack_weights
 
     for bits in (2, 4):
         for shape in [(1,), (5,), (7, 3), (129, 64), (4, 5, 6)]:
             g = gu.generator("oracle-unpack", bits, shape, device="cpu")
-            raw = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-            assert torch.equal(gu.unpack_reference(raw, bits), torch.ops.quanto.unpack(raw, bits))
             x = torch.randint(0, 2**bits, shape, generator=g, dtype=torch.uint8)
-            assert torch.equal(gu.unpack_reference(pack_weights(x, bits), bits)[: shape[0]], x)
+            out = gu.unpack_reference(pack_weights(x, bits), bits)
+            assert torch.equal(out[: shape[0]], x)
+            assert int(out[shape[0]:].sum()) == 0
     # Spec section 3 examples.
     assert pack_weights(torch.tensor([3, 7, 1, 15, 9], dtype=torch.uint8), 4).tolist() == [0xF3, 0x97, 0x01]
+    assert gu.unpack_reference(torch.tensor([0xF3, 0x97, 0x01], dtype=torch.uint8), 4).tolist() == [3, 7, 1, 15, 9, 0]
     assert pack_weights(torch.tensor([1, 2, 3, 0, 1, 2, 3, 0], dtype=torch.uint8), 2).tolist() == [221, 34]
 
 
@@ -150,6 +164,22 @@ def test_oracle_scale_permutations_match_quanto():
         s = torch.randn(groups, n, generator=gu.generator("oracle-perm", groups, n, device="cpu"))
         mine = gu.permute_block32(s) if groups == 1 else gu.permute_block64(s)
         assert torch.equal(marlin_permute(s), mine), (groups, n)
+
+
+@pytest.mark.gpu
+@gu.requires_gpu
+def test_poison_allocator_reaches_fresh_outputs():
+    """The oracle for unwritten outputs: torch.empty after poison_allocator() reads as 0xFF / NaN."""
+    sizes = [(7, torch.float16), (4096, torch.bfloat16), (300_000, torch.float32), (5 << 20, torch.float16),
+             (40 << 20, torch.bfloat16), (1000, torch.uint8), (3 << 20, torch.int32)]
+    for numel, dtype in sizes:
+        gu.poison_allocator()
+        t = torch.empty(numel, dtype=dtype, device=DEV)
+        if dtype.is_floating_point:
+            assert bool(torch.isnan(t).all()), f"torch.empty({numel}, {dtype}) after poisoning is not all NaN"
+        else:
+            assert bool((t.view(torch.uint8) == gu.POISON_BYTE).all()), f"torch.empty({numel}, {dtype}) not poisoned"
+        del t
 
 
 # =============================================================================================
@@ -237,7 +267,7 @@ class TestMarlinRepack:
         assert torch.equal(i4p.unpack(out, (n, k)), codes)
 
     @pytest.mark.parametrize("num_bits", [4, 8], ids=lambda b: f"bits{b}")
-    @pytest.mark.parametrize("k,n", [(64, 64), (256, 192), (1024, 128)], ids=kn_ids([(64, 64), (256, 192), (1024, 128)]))
+    @pytest.mark.parametrize("k,n", REPACK_PERM_SHAPES, ids=kn_ids(REPACK_PERM_SHAPES))
     def test_perm_takes_rows_from_perm(self, ops, num_bits, k, n):
         g = gu.generator("repack-perm", num_bits, k, n)
         if num_bits == 8:
@@ -467,7 +497,7 @@ class TestAwqInt4:
             ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
             gu.assert_gemm_close(out, ref, torch.float16, f"awq_int4_gemm input {tuple(x.shape)}")
 
-    @pytest.mark.parametrize("k,n", [(128, 128), (384, 256), (256, 132), (1024, 384)], ids=kn_ids([(128, 128), (384, 256), (256, 132), (1024, 384)]))
+    @pytest.mark.parametrize("k,n", AWQ_QUANTO_SHAPES, ids=kn_ids(AWQ_QUANTO_SHAPES))
     def test_matches_quanto_awq_tensor(self, ops, k, n):
         """quanto's AWQWeightQBitsTensor (pack_v2, transposed scales, negated shift) feeds the op directly;
         its layout is the spec formula, and its Python dequantize() agrees with the op."""
@@ -543,7 +573,7 @@ class TestMarlinInt4:
         gu.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm M={m} K={k} N={n}")
 
     @pytest.mark.parametrize("perm_name", ["none", "block32", "block64"])
-    @pytest.mark.parametrize("k,n", [(128, 64), (128, 256), (384, 192), (4096, 3072)], ids=kn_ids([(128, 64), (128, 256), (384, 192), (4096, 3072)]))
+    @pytest.mark.parametrize("k,n", MI4_DEQ_SHAPES, ids=kn_ids(MI4_DEQ_SHAPES))
     def test_dequantize_every_scale_perm(self, ops, k, n, perm_name):
         g = gu.generator("mi4-deq", k, n, perm_name)
         codes, s, z, packed = _mi4_weight(k, n, g)
@@ -599,7 +629,7 @@ class TestMarlinInt4:
             ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
             gu.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm input {tuple(x.shape)}")
 
-    @pytest.mark.parametrize("k,n", [(128, 256), (384, 192), (1024, 128)], ids=kn_ids([(128, 256), (384, 192), (1024, 128)]))
+    @pytest.mark.parametrize("k,n", MI4_QUANTO_SHAPES, ids=kn_ids(MI4_QUANTO_SHAPES))
     def test_matches_quanto_marlin_int4_tensor(self, ops, k, n):
         """quanto's MarlinInt4WeightQBitsTensor (its packer, marlin_permute'd scales and zeros) feeds the
         op directly, and its Python dequantize() agrees with the op."""
@@ -918,7 +948,7 @@ class TestQuantoInProcess:
     pytestmark = GPU
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-    @pytest.mark.parametrize("k,n", [(256, 384), (4096, 3072)], ids=kn_ids([(256, 384), (4096, 3072)]))
+    @pytest.mark.parametrize("k,n", Q_FP8_SHAPES, ids=kn_ids(Q_FP8_SHAPES))
     def test_qfloat8_linear(self, quanto_patched, k, n, dtype):
         from optimum.quanto import freeze, qfloat8, quantize
 
@@ -930,7 +960,7 @@ class TestQuantoInProcess:
             x = torch.randn(*shape, generator=g, device=DEV, dtype=dtype)
             _check_qlinear(model, x, dtype, f"quanto qfloat8 Linear({k}, {n}) {_dtype_id(dtype)} input {shape}")
 
-    @pytest.mark.parametrize("k,n", [(384, 256), (4096, 3072)], ids=kn_ids([(384, 256), (4096, 3072)]))
+    @pytest.mark.parametrize("k,n", Q_AWQ_SHAPES, ids=kn_ids(Q_AWQ_SHAPES))
     def test_qint4_awq_linear(self, quanto_patched, k, n):
         from optimum.quanto import freeze, qint4, quantize
 
@@ -942,7 +972,7 @@ class TestQuantoInProcess:
             x = torch.randn(*shape, generator=g, device=DEV, dtype=torch.float16)
             _check_qlinear(model, x, torch.float16, f"quanto qint4 (AWQ) Linear({k}, {n}) input {shape}")
 
-    @pytest.mark.parametrize("k,n", [(128, 256), (384, 256)], ids=kn_ids([(128, 256), (384, 256)]))
+    @pytest.mark.parametrize("k,n", Q_MI4_SHAPES, ids=kn_ids(Q_MI4_SHAPES))
     def test_marlin_int4_tensor_linear(self, quanto_patched, k, n):
         """An explicitly built MarlinInt4WeightQBitsTensor through F.linear (quanto never picks it itself)."""
         import torch.nn.functional as F
@@ -965,7 +995,7 @@ class TestQuantoInProcess:
             gu.assert_gemm_close(y.double() - bias.double(), gu.matmul_reference(x, deq), torch.float16,
                                  f"quanto MarlinInt4 F.linear K={k} N={n} input {shape}")
 
-    @pytest.mark.parametrize("k,n", [(64, 128), (3072, 192)], ids=kn_ids([(64, 128), (3072, 192)]))
+    @pytest.mark.parametrize("k,n", Q_PACK_SHAPES, ids=kn_ids(Q_PACK_SHAPES))
     def test_quanto_fp8_pack_uses_our_repack(self, quanto_patched, k, n):
         from optimum.quanto.tensor.weights.marlin.fp8.packed import MarlinF8PackedTensor
 

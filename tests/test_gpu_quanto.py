@@ -4,7 +4,9 @@ The shim patches process-global state (quanto's extension registry, its JIT load
 Function), so every test runs its scenario in a fresh interpreter (``sys.executable -c``) and checks
 the JSON that the child prints on a line starting with ``QK_RESULT``. Each child also records
 quanto's JIT build directory (``optimum/quanto/library/extensions/cuda/build``) before and after, so
-a JIT compilation that was attempted, even one that failed, is noticed.
+a JIT compilation that was attempted, even one that failed, is noticed; the C++ extension's
+directory (``.../extensions/cpp/build``, quanto's CPU unpack) is watched as well, and the children
+never call quanto ops on CPU tensors.
 
 Covered:
   * both import orders (quanto_kernels first, optimum.quanto first): nn.Linear quantized with
@@ -78,12 +80,12 @@ PRELUDE = r'''
 import importlib.util, json, os, sys
 ARGS = json.loads(sys.argv[1])
 _spec = importlib.util.find_spec("optimum.quanto")
-BUILD_DIR = os.path.join(_spec.submodule_search_locations[0], "library", "extensions", "cuda", "build")
+# quanto's JIT build directories: its CUDA extension and its C++ (CPU unpack) extension.
+BUILD_DIRS = [os.path.join(_spec.submodule_search_locations[0], "library", "extensions", sub, "build")
+              for sub in ("cuda", "cpp")]
 
 def _snapshot():
-    if not os.path.isdir(BUILD_DIR):
-        return None
-    return [os.path.getmtime(BUILD_DIR), sorted(os.listdir(BUILD_DIR))]
+    return [[os.path.getmtime(d), sorted(os.listdir(d))] if os.path.isdir(d) else None for d in BUILD_DIRS]
 
 JIT_BEFORE = _snapshot()
 RESULT = {}
@@ -179,12 +181,14 @@ for c in ARGS["cases"]:
             "err_vs_float": rel(y, x.double() @ w_float.double().t() + bias.double()),
         })
     if type(w).__name__ == "WeightQBitsTensor":
-        # quanto's generic decode on CUDA runs quanto::unpack (our kernel); compare with its CPU default.
+        # quanto's generic decode on CUDA runs quanto::unpack (our kernel); compare with the spec formula
+        # in plain torch (not with quanto's CPU unpack: that is its JIT-built C++ extension).
         packed = w._data
+        bits = packed._bits
         on_gpu = packed.unpack()
-        on_cpu = torch.ops.quanto.unpack(packed._data.cpu(), packed._bits)[: packed.shape[0]]
-        out["unpack_bits"] = packed._bits
-        out["unpack_matches_cpu"] = bool(torch.equal(on_gpu.cpu(), on_cpu))
+        formula = torch.cat([(packed._data >> (bits * i)) & ((1 << bits) - 1) for i in range(8 // bits)])
+        out["unpack_bits"] = bits
+        out["unpack_matches_formula"] = bool(torch.equal(on_gpu, formula[: packed.shape[0]]))
     cases.append(out)
 RESULT["cases"] = cases
 RESULT["shim_after"] = shim_facts()
@@ -236,12 +240,16 @@ def test_quantized_linear_served_by_our_kernels(order):
                 f"{what}: relative error {inp['err_vs_dequantize']:.3e} against x @ dequantize().T "
                 f"(limit {tol['fro']:.1e}; a dropped bias would give ~{inp['bias_share']:.2f})"
             )
-            assert inp["max_elem_excess"] <= 0, f"{what}: element-wise error over its bound by {inp['max_elem_excess']:.3g}"
+            assert inp["max_elem_excess"] <= 0, (
+                f"{what}: element-wise error over its bound by {inp['max_elem_excess']:.3g}"
+            )
             assert inp["err_vs_float"] <= QUANT_TOL[qt], (
                 f"{what}: relative error {inp['err_vs_float']:.3f} against the float layer (limit {QUANT_TOL[qt]})"
             )
         if case["type"] == "WeightQBitsTensor":
-            assert case["unpack_matches_cpu"], f"{case['name']}: CUDA unpack (bits={case['unpack_bits']}) != CPU"
+            assert case["unpack_matches_formula"], (
+                f"{case['name']}: quanto's CUDA unpack (bits={case['unpack_bits']}) is wrong"
+            )
 
 
 # ------------------------------------------------------------------------------------ opt-out
@@ -362,7 +370,8 @@ def test_diffusers_flux_float8(load, tmp_path):
     pytest.importorskip("optimum.quanto")
     pytest.importorskip("diffusers")
     pytest.importorskip("accelerate", reason="diffusers' quanto backend needs accelerate")
-    args = {"config": FLUX_CONFIG, "dir": str(tmp_path / "flux"), "load": load, "seed": gu.case_seed("flux", load) % 2**31}
+    args = {"config": FLUX_CONFIG, "dir": str(tmp_path / "flux"), "load": load,
+            "seed": gu.case_seed("flux", load) % 2**31}
     res = run_child(FLUX_SCRIPT, args, _child_env())
     _assert_served(res["shim"])
     _assert_served(res["shim_after"])

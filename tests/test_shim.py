@@ -48,6 +48,11 @@ if facts["registered"]:
     facts["lib_via_property"] = type(ext.lib).__name__ if ext._lib is not None else None
     facts["bindings"] = sorted(n for n in ("unpack", "awq_v2_gemm_f16i4", "awq_v2_gemv_f16i4", "gptq_marlin_repack",
                                             "fp8_marlin_gemm", "marlin_gemm_f16i4") if callable(getattr(ext._lib, n, None)))
+if e.is_extension_available("quanto_cpp"):
+    facts["cpp_lib"] = type(e.get_extension("quanto_cpp")._lib).__name__
+    if facts["cpp_lib"] == "QuantoCppBindings":
+        packed = torch.tensor([0xF3, 0x97, 0x01], dtype=torch.uint8)
+        facts["cpu_unpack"] = torch.ops.quanto.unpack(packed, 4).tolist()
 try:
     e.load(name="quanto_cuda", sources=[])
     facts["jit"] = "ran"
@@ -78,6 +83,8 @@ def assert_served(facts):
     assert facts["bindings"] == ALL_BINDINGS
     assert facts["load_forbidden"] and facts["jit"] == "refused"
     assert facts["bias_fixed"] is True
+    # quanto's CPU extension is served too (in torch), so no compiler is ever needed; spec example.
+    assert facts["cpp_lib"] == "QuantoCppBindings" and facts["cpu_unpack"] == [3, 7, 1, 15, 9, 0]
 
 
 @pytest.mark.parametrize("windows", [False, True], ids=["linux", "simulated-windows"])

@@ -120,3 +120,13 @@ def test_fake_impl_validates_too():
 def test_scale_perm_rule_matches_quanto():
     assert ops.marlin_int4_scale_perm(1) == ops.SCALE_PERM_BLOCK32
     assert ops.marlin_int4_scale_perm(2) == ops.SCALE_PERM_BLOCK64
+
+
+def test_cpu_unpack_in_torch_matches_spec_examples():
+    from quanto_kernels._quanto_bindings import unpack_in_torch
+
+    assert unpack_in_torch(torch.tensor([0xF3, 0x97, 0x01], dtype=u8), 4).tolist() == [3, 7, 1, 15, 9, 0]
+    assert unpack_in_torch(torch.tensor([221, 34], dtype=u8), 2).tolist() == [1, 2, 3, 0, 1, 2, 3, 0]
+    two_d = torch.randint(0, 256, (3, 5), dtype=u8)
+    out = unpack_in_torch(two_d, 4)
+    assert out.shape == (6, 5) and torch.equal(out[:3], two_d & 15) and torch.equal(out[3:], two_d >> 4)

@@ -19,6 +19,31 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def unpack_in_torch(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """quanto::unpack for any device in plain torch: bit-field i of every byte becomes row-chunk i."""
+    if bits not in (2, 4):
+        raise ValueError(f"bits: must be 2 or 4, got {bits}")
+    mask = (1 << bits) - 1
+    return torch.cat([(t >> (bits * i)) & mask for i in range(8 // bits)], dim=0)
+
+
+class QuantoCppBindings:
+    """Stand-in for quanto's JIT-built CPU extension ``quanto_cpp`` (it only serves unpack).
+
+    quanto would otherwise compile C++ on first use of a packed int2/int4 weight on the CPU; with
+    quanto_kernels active no JIT compilation happens anywhere.
+    """
+
+    __name__ = "quanto_kernels.quanto_cpp"
+
+    def __repr__(self) -> str:
+        return "<quanto_cpp served by quanto_kernels (torch)>"
+
+    @staticmethod
+    def unpack(t, bits):
+        return unpack_in_torch(t, bits)
+
+
 class QuantoCudaBindings:
     """Positional-signature twin of quanto 0.2.7's ``quanto_cuda`` extension module."""
 

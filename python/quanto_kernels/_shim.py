@@ -7,7 +7,8 @@ What the patch does (quanto 0.2.7):
   1. replaces quanto's JIT loader with one that raises, so no compilation can ever start;
   2. where quanto did not register its ``quanto_cuda`` extension (Windows, or any non-Linux OS),
      imports quanto's CUDA op definitions itself, which registers the extension and compiles nothing;
-  3. points the extension's module at our bindings (``ext._lib``), so quanto's ops run our kernels;
+  3. points the extension's module at our bindings (``ext._lib``), so quanto's ops run our kernels
+     (its CPU extension, which only unpacks, is served in plain torch);
   4. fixes the Marlin FP8 linear, which drops the bias in 0.2.7.
 """
 
@@ -95,13 +96,15 @@ def patch_quanto() -> bool:
             _warn_once(f"quanto-kernels: leaving optimum-quanto alone: {found}")
             return False
         ext_mod, fp8_qbits = found
-        from ._quanto_bindings import QuantoCudaBindings
+        from ._quanto_bindings import QuantoCppBindings, QuantoCudaBindings
 
         ext_mod.load = _jit_forbidden
         if not ext_mod.is_extension_available("quanto_cuda"):
             importlib.import_module("optimum.quanto.library.extensions.cuda")
-        ext = ext_mod.get_extension("quanto_cuda")
-        ext._lib = QuantoCudaBindings()
+        ext_mod.get_extension("quanto_cuda")._lib = QuantoCudaBindings()
+        # The loader is forbidden for every extension, so serve quanto's CPU one (unpack) as well.
+        if ext_mod.is_extension_available("quanto_cpp"):
+            ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
         _fix_fp8_bias(fp8_qbits)
         _state["patched"] = True
         _state["reason"] = "quanto's quanto_cuda extension is served by quanto_kernels"
