@@ -110,6 +110,50 @@ def run(shapes, iters, copies_cap):
     return rows
 
 
+def time_fn(fn, iters):
+    """Median ms of fn() over iters calls (CUDA events), after a warm-up."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def breakdown(shapes, iters):
+    """Where the time goes in our FP8 path: raw op vs its parts (dequantize, dense GEMM), per dtype."""
+    from quanto_kernels import ops
+
+    rows = []
+    for m, k, n in shapes:
+        for dtype in (torch.bfloat16, torch.float16):
+            w = torch.randn(n, k, device="cuda", dtype=dtype)
+            s = (w.abs().amax(dim=1, keepdim=True).float() / 448).to(dtype)
+            codes = (w / s).to(torch.float8_e4m3fn).view(torch.uint8)
+            packed_in = codes.contiguous().view(torch.int32).t()  # byte j of [kp, n] = W[n, 4kp + j]
+            b = ops.marlin_repack(packed_in.contiguous(), torch.empty(0, dtype=torch.int32, device="cuda"), k, n, 8)
+            perm = torch.tensor([0, 1, 8, 9, 16, 17, 24, 25], device="cuda")
+            perm = torch.cat([perm + 2 * i for i in range(4)])
+            sp = s.reshape(-1, 32)[:, perm].reshape(1, n).contiguous()
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            wd = ops.fp8_marlin_dequantize(b, sp)
+            row = {"M": m, "K": k, "N": n, "dtype": str(dtype).split(".")[-1]}
+            row["op"] = time_fn(lambda: ops.fp8_marlin_gemm(x, b, sp), iters)
+            row["op_eager"] = time_fn(lambda: ops.eager.fp8_marlin_gemm(x, b, sp), iters)
+            row["dequantize"] = time_fn(lambda: ops.fp8_marlin_dequantize(b, sp), iters)
+            row["dense_linear"] = time_fn(lambda: torch.nn.functional.linear(x, wd), iters)
+            row["op_again"] = time_fn(lambda: ops.fp8_marlin_gemm(x, b, sp), iters)
+            rows.append(row)
+            print("breakdown", row, flush=True)
+    return rows
+
+
 def markdown(rows, meta):
     lines = [f"# Per-layer timings ({meta['gpu']}, {meta['date']})", "",
              f"torch {meta['torch']}, CUDA {meta['cuda']}, driver {meta['driver']}, optimum-quanto {meta['quanto']}, "
@@ -144,10 +188,16 @@ def main():
             "platform": platform.platform(), "build_info": json.loads(lib.build_info())}
     assert quanto_kernels.quanto_status()["patched"], quanto_kernels.quanto_status()
     rows = run(ANCHORS, args.iters, args.copies)
+    parts = breakdown([(1, 4096, 14336), (16, 4096, 14336), (4096, 3072, 3072), (4096, 3072, 12288)], args.iters)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "breakdown": parts}, indent=1))
     table = markdown(rows, meta)
+    table += "\n## FP8 op breakdown (ms, no quanto in the path; L2-warm weights)\n\n"
+    table += "| M×K×N | dtype | op | op (eager) | dequantize | dense F.linear | op again |\n|---|---|---|---|---|---|---|\n"
+    for p in parts:
+        table += (f"| {p['M']}×{p['K']}×{p['N']} | {p['dtype']} | {p['op']:.4f} | {p['op_eager']:.4f} | "
+                  f"{p['dequantize']:.4f} | {p['dense_linear']:.4f} | {p['op_again']:.4f} |\n")
     (out / f"{args.name}.md").write_text(table)
     print(table)
 

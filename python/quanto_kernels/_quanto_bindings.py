@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import ops
+from .ops import eager
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
@@ -54,15 +55,15 @@ class QuantoCudaBindings:
 
     @staticmethod
     def unpack(t, bits):
-        return ops.unpack(_dense(t), bits)
+        return eager.unpack(_dense(t), bits)
 
     @staticmethod
     def awq_v2_gemm_f16i4(input, packed, scales, zeros):
-        return ops.awq_int4_gemm(_dense(input), packed, scales, zeros)
+        return eager.awq_int4_gemm(_dense(input), packed, scales, zeros)
 
     @staticmethod
     def awq_v2_gemv_f16i4(input, packed, scales, zeros, m, n, k, group_size):
-        out = ops.awq_int4_gemm(_dense(input), packed, scales, zeros)
+        out = eager.awq_int4_gemm(_dense(input), packed, scales, zeros)
         if out.shape[-1] != n or input.numel() != m * k or k // scales.shape[0] != group_size:
             raise ValueError(
                 f"awq_v2_gemv_f16i4: m={m}, n={n}, k={k}, group_size={group_size} disagree with the tensors "
@@ -72,7 +73,7 @@ class QuantoCudaBindings:
 
     @staticmethod
     def gptq_marlin_repack(b_q_weight, perm, size_k, size_n, num_bits):
-        return ops.marlin_repack(_dense(b_q_weight), _dense(perm), size_k, size_n, num_bits)
+        return eager.marlin_repack(_dense(b_q_weight), _dense(perm), size_k, size_n, num_bits)
 
     @staticmethod
     def fp8_marlin_gemm(a, b_q_weight, b_scales, workspace, num_bits, size_m, size_n, size_k):
@@ -84,10 +85,10 @@ class QuantoCudaBindings:
                 f"fp8_marlin_gemm: size_m={size_m}, size_n={size_n}, size_k={size_k} disagree with a "
                 f"{tuple(a.shape)} and b_scales {tuple(b_scales.shape)}"
             )
-        return ops.fp8_marlin_gemm(_dense(a), b_q_weight, b_scales)
+        return eager.fp8_marlin_gemm(_dense(a), b_q_weight, b_scales)
 
     @staticmethod
     def marlin_gemm_f16i4(A, B, C_out, s, sz, workspace, thread_k, thread_n, sms, max_par):
         # Tiling hints (thread_k, thread_n, sms, max_par) belong to upstream's kernel; ours picks its own.
         perm = ops.marlin_int4_scale_perm(s.shape[0])
-        C_out.copy_(ops.marlin_int4_gemm(_dense(A), B, s, sz, perm).view_as(C_out))
+        C_out.copy_(eager.marlin_int4_gemm(_dense(A), B, s, sz, perm).view_as(C_out))

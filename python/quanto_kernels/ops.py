@@ -36,7 +36,15 @@ _DTYPE_CODES = {torch.float16: DTYPE_FLOAT16, torch.bfloat16: DTYPE_BFLOAT16}
 _ACT_DTYPES = (torch.float16, torch.bfloat16)
 
 
+try:  # the raw handle without building a Stream object (a few microseconds per call at M = 1)
+    _raw_stream = torch._C._cuda_getCurrentRawStream
+except AttributeError:  # pragma: no cover - older/newer torch without the private helper
+    _raw_stream = None
+
+
 def _stream(t: torch.Tensor) -> int:
+    if _raw_stream is not None:
+        return _raw_stream(t.device.index)
     return torch.cuda.current_stream(t.device).cuda_stream
 
 
@@ -54,9 +62,11 @@ def _workspace_bytes(fn: str, *args) -> int:
     return out.value
 
 
-def _workspace(t: torch.Tensor, nbytes: int) -> torch.Tensor:
-    # fp32 split-K partials; torch's caching allocator makes this cheap and stream-safe.
-    return torch.empty(max(nbytes // 4, 0), dtype=torch.float32, device=t.device)
+def _workspace(t: torch.Tensor, nbytes: int):
+    """fp32 split-K partials (None when the plan needs none); the caching allocator keeps it cheap and stream-safe."""
+    if nbytes <= 0:
+        return None
+    return torch.empty(nbytes // 4, dtype=torch.float32, device=t.device)
 
 
 # ---------------------------------------------------------------------------------------- unpack
@@ -72,14 +82,16 @@ def _unpack_shape(t: torch.Tensor, bits: int):
     return (t.shape[0] * (8 // bits),) + tuple(t.shape[1:])
 
 
-@torch.library.custom_op("quanto_kernels::unpack", mutates_args=())
-def unpack(t: torch.Tensor, bits: int) -> torch.Tensor:
+def _unpack_eager(t: torch.Tensor, bits: int) -> torch.Tensor:
     """Inverse of quanto's ``pack_weights``: bit-field i of every byte becomes row-chunk i (uint8)."""
     _check_unpack(t, bits)
     v.on_cuda(t, "t")
     out = torch.empty(_unpack_shape(t, bits), dtype=torch.uint8, device=t.device)
     get_library().call("qk_unpack", t.data_ptr(), out.data_ptr(), t.numel(), bits, t.device.index, _stream(t))
     return out
+
+
+unpack = torch.library.custom_op("quanto_kernels::unpack", _unpack_eager, mutates_args=())
 
 
 @unpack.register_fake
@@ -103,8 +115,7 @@ def _check_repack(b_q_weight, perm, size_k, size_n, num_bits):
     return (size_k // 16, size_n * num_bits // 2)
 
 
-@torch.library.custom_op("quanto_kernels::marlin_repack", mutates_args=())
-def marlin_repack(b_q_weight: torch.Tensor, perm: torch.Tensor, size_k: int, size_n: int, num_bits: int) -> torch.Tensor:
+def _marlin_repack_eager(b_q_weight: torch.Tensor, perm: torch.Tensor, size_k: int, size_n: int, num_bits: int) -> torch.Tensor:
     """Marlin tile layout of a (K*bits/32, N) int32 weight: (K/16, 4N) for fp8, (K/16, 2N) for int4."""
     shape = _check_repack(b_q_weight, perm, size_k, size_n, num_bits)
     v.on_cuda(b_q_weight, "b_q_weight")
@@ -120,6 +131,9 @@ def marlin_repack(b_q_weight: torch.Tensor, perm: torch.Tensor, size_k: int, siz
         b_q_weight.device.index, _stream(b_q_weight),
     )
     return out
+
+
+marlin_repack = torch.library.custom_op("quanto_kernels::marlin_repack", _marlin_repack_eager, mutates_args=())
 
 
 @marlin_repack.register_fake
@@ -155,12 +169,14 @@ def _fp8_dequant(b_q_weight, b_scales, n, k):
     return out
 
 
-@torch.library.custom_op("quanto_kernels::fp8_marlin_dequantize", mutates_args=())
-def fp8_marlin_dequantize(b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
+def _fp8_marlin_dequantize_eager(b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
     """Dense (N, K) weight, in the scales' dtype, from the FP8 Marlin layout and permuted scales."""
     n, k = _check_fp8_weight(b_q_weight, b_scales)
     _fp8_device_checks(b_q_weight, b_scales)
     return _fp8_dequant(b_q_weight, b_scales, n, k)
+
+
+fp8_marlin_dequantize = torch.library.custom_op("quanto_kernels::fp8_marlin_dequantize", _fp8_marlin_dequantize_eager, mutates_args=())
 
 
 @fp8_marlin_dequantize.register_fake
@@ -178,8 +194,7 @@ def _check_fp8_gemm(a, b_q_weight, b_scales):
     return n, k
 
 
-@torch.library.custom_op("quanto_kernels::fp8_marlin_gemm", mutates_args=())
-def fp8_marlin_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
+def _fp8_marlin_gemm_eager(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
     """a (M, K) fp16/bf16 times the FP8 Marlin weight: (M, N) in a's dtype, scale applied in fp32."""
     n, k = _check_fp8_gemm(a, b_q_weight, b_scales)
     v.on_cuda(a, "a")
@@ -196,9 +211,12 @@ def fp8_marlin_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: torch.T
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
     get_library().call(
         "qk_fp8_marlin_gemv", a.data_ptr(), b_q_weight.data_ptr(), b_scales.data_ptr(), out.data_ptr(),
-        ws.data_ptr() if ws_bytes else None, ws_bytes, m, n, k, _DTYPE_CODES[a.dtype], dev, _stream(a),
+        ws.data_ptr() if ws is not None else None, ws_bytes, m, n, k, _DTYPE_CODES[a.dtype], dev, _stream(a),
     )
     return out
+
+
+fp8_marlin_gemm = torch.library.custom_op("quanto_kernels::fp8_marlin_gemm", _fp8_marlin_gemm_eager, mutates_args=())
 
 
 @fp8_marlin_gemm.register_fake
@@ -251,7 +269,7 @@ def _int4_gemm(a, n, k, dequant, gemv_entry, ws_entry, gemv_args, ws_args):
     w, scales, zeros, *rest = gemv_args
     get_library().call(
         gemv_entry, a2.data_ptr(), w.data_ptr(), scales.data_ptr(), zeros.data_ptr(), out.data_ptr(),
-        ws.data_ptr() if ws_bytes else None, ws_bytes, m, n, k, *rest, dev, _stream(a),
+        ws.data_ptr() if ws is not None else None, ws_bytes, m, n, k, *rest, dev, _stream(a),
     )
     return out.reshape(lead + (n,))
 
@@ -276,12 +294,14 @@ def _awq_dequant(w, scales, zeros, n, k, group_size):
     return out
 
 
-@torch.library.custom_op("quanto_kernels::awq_int4_dequantize", mutates_args=())
-def awq_int4_dequantize(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+def _awq_int4_dequantize_eager(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
     """Dense (N, K) fp16 weight S*q + Z from the AWQ-v2 layout."""
     n, k, g = _check_awq(packed, scales, zeros)
     _int4_device_checks([("packed", packed), ("scales", scales), ("zeros", zeros)])
     return _awq_dequant(packed, scales, zeros, n, k, g)
+
+
+awq_int4_dequantize = torch.library.custom_op("quanto_kernels::awq_int4_dequantize", _awq_int4_dequantize_eager, mutates_args=())
 
 
 @awq_int4_dequantize.register_fake
@@ -290,8 +310,7 @@ def _awq_int4_dequantize_fake(packed, scales, zeros):
     return packed.new_empty((n, k), dtype=torch.float16)
 
 
-@torch.library.custom_op("quanto_kernels::awq_int4_gemm", mutates_args=())
-def awq_int4_gemm(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+def _awq_int4_gemm_eager(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
     """input (..., K) fp16 times the AWQ-v2 int4 weight: (..., N) fp16."""
     n, k, g = _check_awq(packed, scales, zeros)
     _check_activation(input, k)
@@ -300,6 +319,9 @@ def awq_int4_gemm(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tenso
         input, n, k, lambda: _awq_dequant(packed, scales, zeros, n, k, g),
         "qk_awq_int4_gemv", "qk_awq_int4_gemv_workspace_bytes", (packed, scales, zeros, g), (g,),
     )
+
+
+awq_int4_gemm = torch.library.custom_op("quanto_kernels::awq_int4_gemm", _awq_int4_gemm_eager, mutates_args=())
 
 
 @awq_int4_gemm.register_fake
@@ -336,12 +358,14 @@ def _marlin_i4_dequant(w, scales, zeros, n, k, group_size, scale_perm):
     return out
 
 
-@torch.library.custom_op("quanto_kernels::marlin_int4_dequantize", mutates_args=())
-def marlin_int4_dequantize(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, scale_perm: int) -> torch.Tensor:
+def _marlin_int4_dequantize_eager(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, scale_perm: int) -> torch.Tensor:
     """Dense (N, K) fp16 weight S*q + Z from the Marlin int4 layout (scales/zeros stored with scale_perm)."""
     n, k, g = _check_marlin_i4(packed, scales, zeros, scale_perm)
     _int4_device_checks([("packed", packed), ("scales", scales), ("zeros", zeros)])
     return _marlin_i4_dequant(packed, scales, zeros, n, k, g, scale_perm)
+
+
+marlin_int4_dequantize = torch.library.custom_op("quanto_kernels::marlin_int4_dequantize", _marlin_int4_dequantize_eager, mutates_args=())
 
 
 @marlin_int4_dequantize.register_fake
@@ -350,8 +374,7 @@ def _marlin_int4_dequantize_fake(packed, scales, zeros, scale_perm):
     return packed.new_empty((n, k), dtype=torch.float16)
 
 
-@torch.library.custom_op("quanto_kernels::marlin_int4_gemm", mutates_args=())
-def marlin_int4_gemm(
+def _marlin_int4_gemm_eager(
     input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, scale_perm: int
 ) -> torch.Tensor:
     """input (..., K) fp16 times the Marlin int4 weight with zero points: (..., N) fp16."""
@@ -364,8 +387,30 @@ def marlin_int4_gemm(
     )
 
 
+marlin_int4_gemm = torch.library.custom_op("quanto_kernels::marlin_int4_gemm", _marlin_int4_gemm_eager, mutates_args=())
+
+
 @marlin_int4_gemm.register_fake
 def _marlin_int4_gemm_fake(input, packed, scales, zeros, scale_perm):
     n, k, _ = _check_marlin_i4(packed, scales, zeros, scale_perm)
     _check_activation(input, k)
     return input.new_empty(tuple(input.shape[:-1]) + (n,))
+
+
+class _Eager:
+    """The same ops without the torch.library dispatch (about 10 us less per call); same validation.
+
+    Used where the call already comes through a dispatcher op (quanto's), e.g. the quanto bindings.
+    """
+
+    unpack = staticmethod(_unpack_eager)
+    marlin_repack = staticmethod(_marlin_repack_eager)
+    fp8_marlin_dequantize = staticmethod(_fp8_marlin_dequantize_eager)
+    fp8_marlin_gemm = staticmethod(_fp8_marlin_gemm_eager)
+    awq_int4_dequantize = staticmethod(_awq_int4_dequantize_eager)
+    awq_int4_gemm = staticmethod(_awq_int4_gemm_eager)
+    marlin_int4_dequantize = staticmethod(_marlin_int4_dequantize_eager)
+    marlin_int4_gemm = staticmethod(_marlin_int4_gemm_eager)
+
+
+eager = _Eager()
