@@ -4,7 +4,7 @@ For each shape of the H100 anchor table (../shared/anchors/h100_baseline.md) it 
   bf16/fp16 dense F.linear; quanto qfloat8 on our kernels (bf16 and fp16 activations, through quanto's
   own module, i.e. what users get); quanto qfloat8 fallback (what Windows users get without us);
   quanto qint4 AWQ (fp16) on our kernels. Layers are rotated so weights do not sit in L2.
-Writes a markdown table and JSON to --out (default benchmarks/results/).
+Writes linear_<mode>.json to --out; benchmarks/report.py turns the JSON files into tables and a plot.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import datetime
 import json
 import platform
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -81,7 +82,30 @@ def floor_ms(m, k, n, weight_bytes_per_elem, act_bytes=2):
     return max(bytes_moved / 3.0e12, 2.0 * m * n * k / 800e12) * 1e3
 
 
-def run(shapes, iters, copies_cap):
+def run_upstream(shapes, iters, copies_cap):
+    """quanto's own JIT-built kernels (run with QUANTO_KERNELS_DISABLE=1). AWQ at M < 8 is not run:
+    upstream's GEMV makes an illegal memory access there, which would end the CUDA context."""
+    rows = []
+    for m, k, n in shapes:
+        copies = max(2, min(copies_cap, int(200e6 // (n * k * 2))))
+        row = {"M": m, "K": k, "N": n}
+        for dtype, tag in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            layers = make_layers(k, n, dtype, copies, qfloat8)
+            row[f"upstream_fp8_{tag}"] = time_layers(layers, x, iters)
+            del layers
+        if m >= 8:
+            x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+            row["upstream_awq_int4_fp16"] = time_layers(make_layers(k, n, torch.float16, copies, qint4), x, iters)
+        else:
+            row["upstream_awq_int4_fp16"] = None
+        torch.cuda.empty_cache()
+        rows.append(row)
+        print(f"upstream {m}x{k}x{n}: {row}", flush=True)
+    return rows
+
+
+def run(shapes, iters, copies_cap, variants=("dense", "ours", "fallback", "awq")):
     rows = []
     for m, k, n in shapes:
         copies = max(2, min(copies_cap, int(200e6 // (n * k * 2))))
@@ -154,52 +178,80 @@ def breakdown(shapes, iters):
     return rows
 
 
-def markdown(rows, meta):
-    lines = [f"# Per-layer timings ({meta['gpu']}, {meta['date']})", "",
-             f"torch {meta['torch']}, CUDA {meta['cuda']}, driver {meta['driver']}, optimum-quanto {meta['quanto']}, "
-             f"quanto-kernels {meta['quanto_kernels']}. Median ms per call of quanto's module (Python dispatch "
-             "included), layers rotated so weights are not L2-resident.", "",
-             "| M×K×N | bf16 dense | fp16 dense | ours fp8 (bf16 / fp16 act.) | fallback fp8 (bf16 / fp16) | "
-             "ours AWQ int4 fp16 | floor fp8 | ours/fallback (bf16) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['M']}×{r['K']}×{r['N']} | {r['dense_bf16']:.3f} | {r['dense_fp16']:.3f} | "
-            f"{r['ours_fp8_bf16']:.3f} / {r['ours_fp8_fp16']:.3f} | {r['fallback_fp8_bf16']:.3f} / "
-            f"{r['fallback_fp8_fp16']:.3f} | {r['ours_awq_int4_fp16']:.3f} | {r['floor_fp8']:.3f} | "
-            f"{r['ours_fp8_bf16'] / r['fallback_fp8_bf16']:.2f} |")
-    return "\n".join(lines) + "\n"
+SWEEP_SHAPE = (4096, 14336)  # K, N of a Llama-style MLP projection
+SWEEP_M = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def sweep(mode, iters):
+    """Time vs M at one shape, bf16 activations for fp8 and fp16 for AWQ int4."""
+    k, n = SWEEP_SHAPE
+    rows = []
+    for m in SWEEP_M:
+        row = {"M": m, "K": k, "N": n}
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        xh = x.half()
+        if mode == "ours":
+            row["dense_bf16"] = time_layers(make_layers(k, n, torch.bfloat16, 4), x, iters)
+            row["ours_fp8_bf16"] = time_layers(make_layers(k, n, torch.bfloat16, 4, qfloat8), x, iters)
+            row["fallback_fp8_bf16"] = time_layers(make_layers(k, n, torch.bfloat16, 4, qfloat8, fallback=True), x, iters)
+            row["ours_awq_int4_fp16"] = time_layers(make_layers(k, n, torch.float16, 4, qint4), xh, iters)
+        else:
+            row["upstream_fp8_bf16"] = time_layers(make_layers(k, n, torch.bfloat16, 4, qfloat8), x, iters)
+            row["upstream_awq_int4_fp16"] = (
+                time_layers(make_layers(k, n, torch.float16, 4, qint4), xh, iters) if m >= 8 else None)
+        torch.cuda.empty_cache()
+        rows.append(row)
+        print(f"sweep {mode} {row}", flush=True)
+    return rows
+
+
+def first_call_seconds():
+    """Seconds for the first quantized matmul in this process (includes any JIT build)."""
+    lin = make_layers(512, 512, torch.bfloat16, 1, qfloat8)[0]
+    x = torch.randn(1, 512, device="cuda", dtype=torch.bfloat16)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        lin(x)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def environment():
+    import optimum.quanto
+
+    driver = torch.cuda.get_device_properties(0)
+    return {"gpu": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "quanto": optimum.quanto.__version__, "quanto_kernels": quanto_kernels.__version__,
+            "platform": platform.platform(), "sm_count": driver.multi_processor_count}
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--mode", choices=("ours", "upstream"), default="ours",
+                        help="upstream: quanto's own JIT kernels (set QUANTO_KERNELS_DISABLE=1)")
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--copies", type=int, default=8)
-    parser.add_argument("--name", default="linear")
+    parser.add_argument("--no-sweep", action="store_true")
     args = parser.parse_args()
-    import optimum.quanto
-
-    lib = quanto_kernels.get_library()
-    driver, _ = lib.cuda_versions()
-    meta = {"gpu": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "driver": f"CUDA {driver // 1000}.{driver % 1000 // 10}",
-            "quanto": optimum.quanto.__version__, "quanto_kernels": quanto_kernels.__version__,
-            "platform": platform.platform(), "build_info": json.loads(lib.build_info())}
-    assert quanto_kernels.quanto_status()["patched"], quanto_kernels.quanto_status()
-    rows = run(ANCHORS, args.iters, args.copies)
-    parts = breakdown([(1, 4096, 14336), (16, 4096, 14336), (4096, 3072, 3072), (4096, 3072, 12288)], args.iters)
+    meta = environment()
+    patched = quanto_kernels.quanto_status()["patched"]
+    if (args.mode == "ours") != patched:
+        raise SystemExit(f"--mode {args.mode} but quanto patched={patched} (QUANTO_KERNELS_DISABLE decides)")
+    meta["first_quantized_matmul_s"] = first_call_seconds()
+    if args.mode == "ours":
+        lib = quanto_kernels.get_library()
+        meta["build_info"] = json.loads(lib.build_info())
+        rows = run(ANCHORS, args.iters, args.copies)
+        parts = breakdown([(1, 4096, 14336), (16, 4096, 14336), (4096, 3072, 3072), (4096, 3072, 12288)], args.iters)
+    else:
+        rows, parts = run_upstream(ANCHORS, args.iters, args.copies), []
+    sweep_rows = [] if args.no_sweep else sweep(args.mode, args.iters)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "breakdown": parts}, indent=1))
-    table = markdown(rows, meta)
-    table += "\n## FP8 op breakdown (ms, no quanto in the path; L2-warm weights)\n\n"
-    table += "| M×K×N | dtype | op | op (eager) | dequantize | dense F.linear | op again |\n|---|---|---|---|---|---|---|\n"
-    for p in parts:
-        table += (f"| {p['M']}×{p['K']}×{p['N']} | {p['dtype']} | {p['op']:.4f} | {p['op_eager']:.4f} | "
-                  f"{p['dequantize']:.4f} | {p['dense_linear']:.4f} | {p['op_again']:.4f} |\n")
-    (out / f"{args.name}.md").write_text(table)
-    print(table)
+    result = {"meta": meta, "rows": rows, "breakdown": parts, "sweep": sweep_rows}
+    (out / f"linear_{args.mode}.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / f'linear_{args.mode}.json'}; make tables and the plot with benchmarks/report.py")
 
 
 if __name__ == "__main__":

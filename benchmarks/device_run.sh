@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: install the carried wheels (optimum-quanto, diffusers), build the
 # library for the local GPU, then diagnostics, the whole test suite and (optionally) the benchmark.
-# Usage (device tool, carry .whl):  bash benchmarks/device_run.sh [tests|bench|all]
+# Usage (device tool, carry .whl):  bash benchmarks/device_run.sh [tests|bench|all|none]
 set -uo pipefail
 what="${1:-all}"
 OUT="${OUT:-/tmp/out}"
@@ -21,6 +21,6 @@ if [[ "$what" == tests || "$what" == all ]]; then
   tail -60 "$OUT/pytest.txt"
 fi
 if [[ "$what" == bench || "$what" == all ]]; then
-  python3 "$OLDPWD/benchmarks/bench_linear.py" --out "$OUT" 2>&1 | tail -30
+  OUT="$OUT" bash "$OLDPWD/benchmarks/run_perf.sh"
 fi
 exit $rc
