@@ -15,7 +15,6 @@ import datetime
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -205,17 +204,6 @@ def sweep(mode, iters):
     return rows
 
 
-def first_call_seconds():
-    """Seconds for the first quantized matmul in this process (includes any JIT build)."""
-    lin = make_layers(512, 512, torch.bfloat16, 1, qfloat8)[0]
-    x = torch.randn(1, 512, device="cuda", dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        lin(x)
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
 def environment():
     import optimum.quanto
 
@@ -238,7 +226,6 @@ def main():
     patched = quanto_kernels.quanto_status()["patched"]
     if (args.mode == "ours") != patched:
         raise SystemExit(f"--mode {args.mode} but quanto patched={patched} (QUANTO_KERNELS_DISABLE decides)")
-    meta["first_quantized_matmul_s"] = first_call_seconds()
     if args.mode == "ours":
         lib = quanto_kernels.get_library()
         meta["build_info"] = json.loads(lib.build_info())

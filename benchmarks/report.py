@@ -107,9 +107,15 @@ def main():
           f"max(bytes at {COPY_TBPS} TB/s, FLOPs at {MMA_TFLOPS} TFLOP/s) for an fp8 weight. 'upstream' = optimum-quanto's "
           "JIT-built kernels, 'fallback' = quanto without a CUDA extension (Windows today).", "",
           "## Per layer (ms)", "", linear_table(ours, upstream), ""]
-    if upstream:
-        md += [f"First quantized matmul in a fresh process: ours {ours['meta']['first_quantized_matmul_s']:.2f} s, "
-               f"upstream {upstream['meta']['first_quantized_matmul_s']:.1f} s (JIT build included).", ""]
+    s_ours, s_up = load("startup_ours.json"), load("startup_upstream.json")
+    if s_ours:
+        md += ["## Start-up (fresh process)", "", "| | import quanto_kernels + optimum.quanto | quantize 4096×4096 + first matmul | sum |",
+               "|---|---|---|---|"]
+        for name, s in (("ours", s_ours), ("upstream (JIT build, cold)", s_up)):
+            if s:
+                md.append(f"| {name} | {s['import_quanto_kernels_and_quanto_s']:.2f} s | {s['quantize_and_first_matmul_s']:.2f} s | "
+                          f"{s['import_plus_first_matmul_s']:.2f} s |")
+        md.append("")
     if flux:
         md += ["## FLUX.1-dev transformer step (1024×1024, random bf16 weights)", "", flux_table(flux), ""]
     if ours.get("sweep"):

@@ -3,9 +3,18 @@
 quanto's registered CUDA wrappers call ``ext.lib.<binding>(...)`` positionally; this object offers
 the same six names and signatures (contract: quanto_cuda_ops.md, section 1.2). Activations from
 quanto may be strided views, so they are made dense here before the validated ops see them.
+
+Every argument is checked before anything is launched: a bad one raises a TypeError/ValueError whose
+message starts with the binding's own parameter name. The ``workspace`` tensors quanto passes to
+``fp8_marlin_gemm`` and ``marlin_gemm_f16i4`` (int32 zeros sized for upstream's lock-based kernels)
+must be int32 tensors, as upstream requires, but are otherwise ignored: our kernels never read or
+write them (their split-K scratch is allocated per call, see ``ops._workspace``), so their size and
+device are not checked.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -13,11 +22,45 @@ from . import ops
 from .ops import eager
 
 
-def _dense(t: torch.Tensor) -> torch.Tensor:
-    t = t.contiguous()
-    if t.numel() and t.data_ptr() % 16:  # an offset view: our kernels use 16-byte loads
+def _tensor(t, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def _int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    return value
+
+
+def _dense(t, name: str) -> torch.Tensor:
+    t = _tensor(t, name).contiguous()
+    if t.device.type == "cuda" and t.numel() and t.data_ptr() % 16:  # an offset view: our kernels use 16-byte loads
         t = t.clone()
     return t
+
+
+def _check_workspace(workspace) -> None:
+    """quanto's upstream workspace: must be an int32 tensor (as upstream requires); never used."""
+    _tensor(workspace, "workspace")
+    if workspace.dtype != torch.int32:
+        raise TypeError(f"workspace: expected dtype torch.int32, got {workspace.dtype}")
+
+
+@contextlib.contextmanager
+def _renamed(names):
+    """Re-raises an op's argument error under the binding's parameter name (e.g. input -> A)."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        head, sep, rest = str(exc).partition(": ")
+        if sep and head in names:
+            raise type(exc)(f"{names[head]}: {rest}") from exc
+        raise
+
+
+_MARLIN_I4_NAMES = {"input": "A", "packed": "B", "scales": "s", "zeros": "sz"}
 
 
 def unpack_in_torch(t: torch.Tensor, bits: int) -> torch.Tensor:
@@ -55,40 +98,71 @@ class QuantoCudaBindings:
 
     @staticmethod
     def unpack(t, bits):
-        return eager.unpack(_dense(t), bits)
+        return eager.unpack(_dense(t, "t"), bits)
 
     @staticmethod
     def awq_v2_gemm_f16i4(input, packed, scales, zeros):
-        return eager.awq_int4_gemm(_dense(input), packed, scales, zeros)
+        return eager.awq_int4_gemm(_dense(input, "input"), packed, scales, zeros)
 
     @staticmethod
     def awq_v2_gemv_f16i4(input, packed, scales, zeros, m, n, k, group_size):
-        out = eager.awq_int4_gemm(_dense(input), packed, scales, zeros)
-        if out.shape[-1] != n or input.numel() != m * k or k // scales.shape[0] != group_size:
-            raise ValueError(
-                f"awq_v2_gemv_f16i4: m={m}, n={n}, k={k}, group_size={group_size} disagree with the tensors "
-                f"(input {tuple(input.shape)}, scales {tuple(scales.shape)})"
-            )
-        return out
+        input = _dense(input, "input")
+        _tensor(packed, "packed")
+        _tensor(scales, "scales")
+        for name, value in (("m", m), ("n", n), ("k", k), ("group_size", group_size)):
+            _int(value, name)
+        # The sizes must agree with the tensors (checked before anything is launched).
+        if packed.dim() == 2 and packed.shape[0] * 4 != n:
+            raise ValueError(f"n: {n}, but packed {tuple(packed.shape)} holds N={packed.shape[0] * 4} channels")
+        if packed.dim() == 2 and packed.shape[1] != k:
+            raise ValueError(f"k: {k}, but packed {tuple(packed.shape)} holds K={packed.shape[1]}")
+        if input.numel() != m * k:
+            raise ValueError(f"m: {m} rows of k={k} disagree with input of shape {tuple(input.shape)}")
+        if scales.dim() == 2 and scales.shape[0] > 0 and k // scales.shape[0] != group_size:
+            raise ValueError(f"group_size: {group_size}, but scales {tuple(scales.shape)} give K/groups="
+                             f"{k // scales.shape[0]}")
+        return eager.awq_int4_gemm(input, packed, scales, zeros)
 
     @staticmethod
     def gptq_marlin_repack(b_q_weight, perm, size_k, size_n, num_bits):
-        return eager.marlin_repack(_dense(b_q_weight), _dense(perm), size_k, size_n, num_bits)
+        return eager.marlin_repack(_dense(b_q_weight, "b_q_weight"), _dense(perm, "perm"), size_k, size_n, num_bits)
 
     @staticmethod
     def fp8_marlin_gemm(a, b_q_weight, b_scales, workspace, num_bits, size_m, size_n, size_k):
-        # The workspace is accepted but not used: our kernels need no cross-block locks.
-        if num_bits != 8:
+        # The workspace is checked (int32 tensor) but not used: our kernels need no cross-block locks.
+        _check_workspace(workspace)
+        if _int(num_bits, "num_bits") != 8:
             raise ValueError(f"num_bits: the FP8 Marlin GEMM takes 8, got {num_bits}")
-        if tuple(a.shape) != (size_m, size_k) or b_scales.shape[-1] != size_n:
-            raise ValueError(
-                f"fp8_marlin_gemm: size_m={size_m}, size_n={size_n}, size_k={size_k} disagree with a "
-                f"{tuple(a.shape)} and b_scales {tuple(b_scales.shape)}"
-            )
-        return eager.fp8_marlin_gemm(_dense(a), b_q_weight, b_scales)
+        for name, value in (("size_m", size_m), ("size_n", size_n), ("size_k", size_k)):
+            _int(value, name)
+        a = _dense(a, "a")
+        _tensor(b_scales, "b_scales")
+        if a.dim() == 2 and a.shape[0] != size_m:
+            raise ValueError(f"size_m: {size_m}, but a has shape {tuple(a.shape)}")
+        if a.dim() == 2 and a.shape[1] != size_k:
+            raise ValueError(f"size_k: {size_k}, but a has shape {tuple(a.shape)}")
+        if b_scales.dim() >= 1 and b_scales.shape[-1] != size_n:
+            raise ValueError(f"size_n: {size_n}, but b_scales has shape {tuple(b_scales.shape)}")
+        return eager.fp8_marlin_gemm(a, b_q_weight, b_scales)
 
     @staticmethod
     def marlin_gemm_f16i4(A, B, C_out, s, sz, workspace, thread_k, thread_n, sms, max_par):
         # Tiling hints (thread_k, thread_n, sms, max_par) belong to upstream's kernel; ours picks its own.
-        perm = ops.marlin_int4_scale_perm(s.shape[0])
-        C_out.copy_(eager.marlin_int4_gemm(_dense(A), B, s, sz, perm).view_as(C_out))
+        _check_workspace(workspace)
+        A = _dense(A, "A")
+        _tensor(s, "s")
+        _tensor(C_out, "C_out")
+        with _renamed(_MARLIN_I4_NAMES):
+            perm = ops.marlin_int4_scale_perm(s.shape[0] if s.dim() >= 1 else 0)
+            n, k, _ = ops._check_marlin_i4(B, s, sz, perm)
+            ops._check_activation(A, k)
+        m = A.numel() // k
+        if C_out.dtype != torch.float16:
+            raise TypeError(f"C_out: expected dtype torch.float16, got {C_out.dtype}")
+        if C_out.device != A.device:
+            raise ValueError(f"C_out: is on {C_out.device} but A is on {A.device}")
+        if C_out.numel() != m * n or C_out.dim() < 1 or C_out.shape[-1] != n:
+            raise ValueError(f"C_out: expected {m} x {n} outputs (last dimension {n}), got shape {tuple(C_out.shape)}")
+        with _renamed(_MARLIN_I4_NAMES):
+            out = eager.marlin_int4_gemm(A, B, s, sz, perm)
+        C_out.copy_(out.view_as(C_out))

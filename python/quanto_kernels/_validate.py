@@ -7,6 +7,12 @@ from typing import Iterable, Optional, Tuple
 import torch
 
 INT32_MAX = 2**31 - 1
+# Mirrors the C entry points' kMaxDim: every size, and N * K, must stay below 2^40 elements.
+MAX_ELEMENTS = 2**40
+# Largest K the int4 kernels take: they index within a weight/activation row with 32-bit ints
+# (plus offsets below 1024), so K is kept well inside int32 (upstream returned
+# cudaErrorInvalidValue for K >= 2^31; real layers have K < 2^17).
+INT4_MAX_K = 2**30
 
 
 def tensor(

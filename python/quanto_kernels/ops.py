@@ -76,6 +76,7 @@ def _check_unpack(t: torch.Tensor, bits: int) -> None:
     v.tensor(t, "t", dtypes=(torch.uint8,))
     v.integer(bits, "bits", choices=(2, 4))
     v.condition(t.dim() >= 1, "t", "must have at least one dimension")
+    v.condition(t.numel() < v.MAX_ELEMENTS, "t", f"{t.numel()} elements is too many (limit 2^40)")
 
 
 def _unpack_shape(t: torch.Tensor, bits: int):
@@ -87,6 +88,8 @@ def _unpack_eager(t: torch.Tensor, bits: int) -> torch.Tensor:
     _check_unpack(t, bits)
     v.on_cuda(t, "t")
     out = torch.empty(_unpack_shape(t, bits), dtype=torch.uint8, device=t.device)
+    if t.numel() == 0:
+        return out
     get_library().call("qk_unpack", t.data_ptr(), out.data_ptr(), t.numel(), bits, t.device.index, _stream(t))
     return out
 
@@ -109,6 +112,8 @@ def _check_repack(b_q_weight, perm, size_k, size_n, num_bits):
     v.integer(size_n, "size_n", minimum=64)
     v.condition(size_k % 16 == 0, "size_k", f"must be a multiple of 16, got {size_k}")
     v.condition(size_n % 64 == 0, "size_n", f"must be a multiple of 64, got {size_n}")
+    v.condition(size_k * size_n < v.MAX_ELEMENTS, "size_k",
+                f"size_k * size_n = {size_k} * {size_n} elements is too many (limit 2^40)")
     v.tensor(b_q_weight, "b_q_weight", dtypes=(torch.int32,), shape=(size_k * num_bits // 32, size_n))
     v.tensor(perm, "perm", dtypes=(torch.int32,), ndim=1)
     v.condition(perm.numel() in (0, size_k), "perm", f"must be empty or have size_k={size_k} entries, got {perm.numel()}")
@@ -146,11 +151,12 @@ def _marlin_repack_fake(b_q_weight, perm, size_k, size_n, num_bits):
 
 def _check_fp8_weight(b_q_weight, b_scales):
     v.tensor(b_q_weight, "b_q_weight", dtypes=(torch.int32,), ndim=2)
-    v.condition(b_q_weight.shape[1] % 256 == 0 and b_q_weight.shape[0] > 0, "b_q_weight",
+    v.condition(b_q_weight.shape[1] % 256 == 0 and b_q_weight.shape[0] > 0 and b_q_weight.shape[1] > 0, "b_q_weight",
                 f"expected the (K/16, 4N) FP8 Marlin layout with N % 64 == 0, got shape {tuple(b_q_weight.shape)}")
     n, k = b_q_weight.shape[1] // 4, b_q_weight.shape[0] * 16
+    v.condition(n * k < v.MAX_ELEMENTS, "b_q_weight", f"N * K = {n} * {k} elements is too many (limit 2^40)")
     v.tensor(b_scales, "b_scales", dtypes=_ACT_DTYPES)
-    v.condition(b_scales.numel() == n and b_scales.shape[-1] == n, "b_scales",
+    v.condition(b_scales.dim() >= 1 and b_scales.numel() == n and b_scales.shape[-1] == n, "b_scales",
                 f"expected N={n} per-channel scales of shape (1, N) or (N,), got {tuple(b_scales.shape)}")
     return n, k
 
@@ -240,6 +246,11 @@ def _check_group_tensors(scales, zeros, n, k, group_multiple):
     return group_size
 
 
+def _check_int4_size(n, k):
+    v.condition(k <= v.INT4_MAX_K, "packed", f"K={k} is too large: the int4 kernels take K <= 2^30")
+    v.condition(n * k < v.MAX_ELEMENTS, "packed", f"N * K = {n} * {k} elements is too many (limit 2^40)")
+
+
 def _int4_device_checks(tensors):
     first_name, first = tensors[0]
     v.on_cuda(first, first_name)
@@ -281,6 +292,7 @@ def _check_awq(w, scales, zeros):
     v.tensor(w, "packed", dtypes=(torch.int16,), ndim=2)
     n, k = w.shape[0] * 4, w.shape[1]
     v.condition(n > 0 and k > 0 and k % 64 == 0, "packed", f"expected the (N/4, K) AWQ layout with K % 64 == 0, got {tuple(w.shape)}")
+    _check_int4_size(n, k)
     group_size = _check_group_tensors(scales, zeros, n, k, 32)
     return n, k, group_size
 
@@ -344,6 +356,7 @@ def _check_marlin_i4(w, scales, zeros, scale_perm):
     v.condition(w.shape[0] > 0 and w.shape[1] % 128 == 0 and w.shape[1] > 0, "packed",
                 f"expected the (K/16, 2N) Marlin int4 layout with N % 64 == 0, got {tuple(w.shape)}")
     n, k = w.shape[1] // 2, w.shape[0] * 16
+    _check_int4_size(n, k)
     group_size = _check_group_tensors(scales, zeros, n, k, 16)
     v.integer(scale_perm, "scale_perm", choices=(SCALE_PERM_NONE, SCALE_PERM_BLOCK32, SCALE_PERM_BLOCK64))
     return n, k, group_size
