@@ -97,7 +97,7 @@ class CMakeBuild(build_ext):
         ]
         if nvcc is not None:
             cached = _cached_cuda_compiler(build_dir)
-            if cached and Path(cached).resolve() != nvcc.resolve():
+            if cached and cached != nvcc.as_posix():
                 cfg.append("--fresh")  # this tree was configured for another toolkit
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc.as_posix()}")
         if archs:

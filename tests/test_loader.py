@@ -37,7 +37,7 @@ def test_missing_library_says_what_it_looked_for(tmp_path):
 def test_garbage_file_gives_clear_error(tmp_path):
     (tmp_path / "libquanto_kernels_cu13.so").write_bytes(b"\x7fELF not really a library" * 10)
     with pytest.raises(NativeLibraryError, match="cannot use .*libquanto_kernels_cu13.so.*Reinstall"):
-        load_library(directory=tmp_path, driver_version=13000)
+        load_library(directory=tmp_path, driver_version=13000, platform="linux")
 
 
 def test_truncated_library_gives_clear_error(tmp_path):
@@ -49,10 +49,15 @@ def test_truncated_library_gives_clear_error(tmp_path):
 
 
 def test_wrong_architecture_library_gives_clear_error(tmp_path):
-    # An ELF for another machine (aarch64 header) is refused by the dynamic loader.
-    real = bytearray(_loader.get_library().path.read_bytes())
-    real[18:20] = (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
-    (tmp_path / "libquanto_kernels_cu13.so").write_bytes(bytes(real))
+    # A library for another machine (aarch64 header) is refused before the dynamic loader sees it.
+    path = _loader.get_library().path
+    real = bytearray(path.read_bytes())
+    if real[:2] == b"MZ":  # Windows: PE machine field
+        machine_at = int.from_bytes(real[0x3C:0x40], "little") + 4
+        real[machine_at:machine_at + 2] = (0xAA64).to_bytes(2, "little")
+    else:
+        real[18:20] = (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
+    (tmp_path / path.name).write_bytes(bytes(real))
     with pytest.raises(NativeLibraryError, match="built for aarch64, but this machine is x86_64"):
         load_library(directory=tmp_path, driver_version=13000)
 
@@ -73,7 +78,7 @@ def test_loader_never_dlopens_a_refused_file(tmp_path):
     (tmp_path / "libquanto_kernels_cu13.so").write_bytes(b"")
     opened = []
     with pytest.raises(NativeLibraryError, match="truncated or empty"):
-        load_library(directory=tmp_path, driver_version=13000, cdll_factory=opened.append)
+        load_library(directory=tmp_path, driver_version=13000, cdll_factory=opened.append, platform="linux")
     assert opened == []
 
 

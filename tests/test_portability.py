@@ -1,7 +1,6 @@
 """Would the native sources build with nvcc + MSVC? Checked on Linux (see portability_check.py)."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -16,6 +16,26 @@ def _line(key: str, value) -> None:
     print(f"{key:<26} {value}")
 
 
+def _report_build_record(loaded):
+    """Prints build_record.json, written by setup.py next to the libraries: every build in this installation."""
+    from quanto_kernels import _loader
+
+    path = _loader.PACKAGE_DIR / "build_record.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _line("build record", f"none ({type(exc).__name__}: {path})")
+        return None
+    _line("build record", f"version {record.get('version')}, git {record.get('git_revision')}")
+    for lib in record.get("libraries", []):
+        if not isinstance(lib, dict):
+            continue
+        mark = " (loaded)" if lib.get("file") == loaded else ""
+        _line(f"  {lib.get('file')}", f"CUDA {lib.get('cuda_version')}, sm {lib.get('archs')} + PTX {lib.get('ptx')}, "
+              f"{lib.get('cxx_runtime')}, CUDA runtime {lib.get('cuda_runtime')}{mark}")
+    return record
+
+
 def report() -> dict:
     import torch
 
@@ -35,14 +55,17 @@ def report() -> dict:
             _line(f"GPU {i}", f"{torch.cuda.get_device_name(i)} (compute capability {cap[0]}.{cap[1]})")
     else:
         _line("GPU", "none visible to torch")
+    loaded = None
     try:
         lib = _loader.get_library()
+        loaded = lib.path.name
         _line("library", lib.path)
         _line("build info", lib.build_info())
         facts["library"] = True
     except _loader.NativeLibraryError as exc:
         _line("library", f"NOT LOADED: {exc}")
         facts["library"] = False
+    facts["build_record"] = _report_build_record(loaded)
     try:
         import optimum.quanto as quanto
 

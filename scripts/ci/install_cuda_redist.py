@@ -4,7 +4,8 @@ Used by the Windows wheel job: it downloads redistrib_<version>.json from NVIDIA
 component's archive for the platform, checks every archive against the SHA-256 that the JSON lists,
 and merges them into one toolkit directory (bin/nvcc, include/, lib/, nvvm/). About 200 MB instead of
 the multi-GB full installer, no registry changes, and a short path without spaces (nvcc on Windows
-does not cope with paths over 260 characters).
+does not cope with paths over 260 characters). On Linux the flat archives get the targets/<arch>-linux
+links that nvcc.profile expects. The result is checked for nvcc, cicc, the headers and the static runtime.
 
   python scripts/ci/install_cuda_redist.py --version 13.0.2 --dest C:/cuda/13.0
   python scripts/ci/install_cuda_redist.py --version 12.8.1 --dest /opt/cuda-12.8 --platform linux-x86_64
@@ -109,10 +110,31 @@ def install(version: str, dest: Path, plat: str, base: str = BASE_URL, component
             shutil.copytree(top, dest, dirs_exist_ok=True)
             installed[name] = manifest[name].get("version", "?")
             print(f"  {name} {installed[name]} ok (sha256 {got[:16]}...)", flush=True)
-    nvcc = dest / "bin" / ("nvcc.exe" if plat.startswith("windows") else "nvcc")
-    if not nvcc.is_file():
-        raise SystemExit(f"no {nvcc} after installing {wanted}")
+    if plat.startswith("linux-"):
+        _link_target_dir(dest, plat)
+    missing = [f for f in _expected_files(plat) if not (dest / f).exists()]
+    if missing:
+        raise SystemExit(f"after installing {sorted(installed)} these are still missing: {missing}; the release "
+                         f"lists {sorted(k for k, v in manifest.items() if isinstance(v, dict) and plat in v)}")
     return installed
+
+
+def _expected_files(plat: str) -> list:
+    exe = ".exe" if plat.startswith("windows") else ""
+    runtime = "lib/x64/cudart_static.lib" if plat.startswith("windows") else "lib/libcudart_static.a"
+    return [f"bin/nvcc{exe}", f"bin/ptxas{exe}", f"nvvm/bin/cicc{exe}", "include/cuda_runtime.h", "include/cuda_fp16.h",
+            "include/crt/host_config.h", runtime]
+
+
+def _link_target_dir(dest: Path, plat: str) -> None:
+    """nvcc.profile on Linux looks under targets/<arch>-linux/{include,lib}; the archives are flat."""
+    arch = plat.split("-", 1)[1]
+    target = dest / "targets" / f"{arch}-linux"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("include", "lib"):
+        link = target / name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(Path("..") / ".." / name, target_is_directory=True)
 
 
 def main(argv=None) -> int:
