@@ -4,6 +4,7 @@
 # build the wheel holds (QUANTO_KERNELS_CUDA_MAJOR=12, 13).
 # Usage (device tool, carry ["wheelhouse", ".whl"]):
 #   bash scripts/device_wheel_check.sh [wheelhouse/quanto_kernels-*.whl]
+# PYTEST_EXTRA adds pytest arguments (e.g. --ignore=... for suites already run in another call).
 # wheelhouse/ holds the wheel to test (scripts/verify_wheel.sh or the wheels workflow makes it);
 # .whl/ holds the other wheels the tests need (optimum-quanto, diffusers), as for benchmarks/device_run.sh.
 set -uo pipefail
@@ -28,7 +29,7 @@ for major in $majors; do
   echo "== CUDA $major build"
   QUANTO_KERNELS_CUDA_MAJOR=$major python3 -m quanto_kernels 2>&1 | tee "$OUT/diagnostics_cu$major.txt" || rc=1
   QUANTO_KERNELS_CUDA_MAJOR=$major python3 -m pytest "$src/tests" -q -rs -p no:cacheprovider \
-    --junitxml="$OUT/junit_cu$major.xml" > "$OUT/pytest_cu$major.txt" 2>&1 || rc=1
+    --junitxml="$OUT/junit_cu$major.xml" ${PYTEST_EXTRA:-} > "$OUT/pytest_cu$major.txt" 2>&1 || rc=1
   tail -5 "$OUT/pytest_cu$major.txt"
 done
 # And the library the loader picks by itself for this driver:

@@ -15,9 +15,11 @@ device are not checked.
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
+from . import _validate as v
 from . import ops
 from .ops import eager
 
@@ -35,7 +37,9 @@ def _int(value, name: str) -> int:
 
 
 def _dense(t, name: str) -> torch.Tensor:
-    t = _tensor(t, name).contiguous()
+    if _tensor(t, name).numel() >= v.MAX_ELEMENTS:  # refuse before .contiguous() could materialise it
+        raise ValueError(f"{name}: {t.numel()} elements is too many (limit 2^40)")
+    t = t.contiguous()
     if t.device.type == "cuda" and t.numel() and t.data_ptr() % 16:  # an offset view: our kernels use 16-byte loads
         t = t.clone()
     return t
@@ -56,6 +60,8 @@ def _renamed(names):
     except (TypeError, ValueError) as exc:
         head, sep, rest = str(exc).partition(": ")
         if sep and head in names:
+            # "... but input is on cuda:0": the other tensor is named the binding's way too
+            rest = re.sub(r"\b(\w+)(?= is on )", lambda m: names.get(m.group(1), m.group(1)), rest)
             raise type(exc)(f"{names[head]}: {rest}") from exc
         raise
 
@@ -116,9 +122,10 @@ class QuantoCudaBindings:
             raise ValueError(f"n: {n}, but packed {tuple(packed.shape)} holds N={packed.shape[0] * 4} channels")
         if packed.dim() == 2 and packed.shape[1] != k:
             raise ValueError(f"k: {k}, but packed {tuple(packed.shape)} holds K={packed.shape[1]}")
-        if input.numel() != m * k:
+        if input.dim() >= 1 and input.shape[-1] == k and input.numel() != m * k:
             raise ValueError(f"m: {m} rows of k={k} disagree with input of shape {tuple(input.shape)}")
-        if scales.dim() == 2 and scales.shape[0] > 0 and k // scales.shape[0] != group_size:
+        if (scales.dim() == 2 and scales.shape[0] > 0 and k % scales.shape[0] == 0
+                and k // scales.shape[0] != group_size):
             raise ValueError(f"group_size: {group_size}, but scales {tuple(scales.shape)} give K/groups="
                              f"{k // scales.shape[0]}")
         return eager.awq_int4_gemm(input, packed, scales, zeros)

@@ -9,7 +9,8 @@ What the patch does (quanto 0.2.7):
      imports quanto's CUDA op definitions itself, which registers the extension and compiles nothing;
   3. points the extension's module at our bindings (``ext._lib``), so quanto's ops run our kernels
      (its CPU extension, which only unpacks, is served in plain torch);
-  4. fixes the Marlin FP8 linear, which drops the bias in 0.2.7.
+  4. fixes the Marlin FP8 linear, which drops the bias in 0.2.7;
+  5. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def patch_quanto() -> bool:
         if ext_mod.is_extension_available("quanto_cpp"):
             ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
         _fix_fp8_bias(fp8_qbits)
+        # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.
+        from ._quanto_fakes import register_quanto_fakes
+
+        register_quanto_fakes()
         _state["patched"] = True
         _state["reason"] = "quanto's quanto_cuda extension is served by quanto_kernels"
         return True

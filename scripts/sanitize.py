@@ -1,0 +1,183 @@
+"""Drives every kernel over ragged and minimum shapes, for compute-sanitizer (see scripts/sanitize.sh).
+
+Inputs are built on the CPU from the spec formulas (tests/gpu_util.py) and copied to the GPU, so every
+byte a kernel reads was written by a cudaMemcpy (initialised, for initcheck) and no torch kernel runs
+before ours; every result is copied back and checked against an fp64 reference, so a run under a
+sanitizer is a correctness run too. Prints ``SANITIZE_OK <calls>`` and exits 0 when every result
+matches, else prints the mismatches and exits 1.
+
+Coverage (each also on its own: ``python scripts/sanitize.py``):
+  unpack 2/4 bits (odd lengths, 1-3 dims); Marlin repack 8/4 bits with and without a permutation;
+  FP8 Marlin dequantize + GEMM, fp16 and bf16, M in {1, 3, 8, 16, 17, 33} (K = 16: one k-tile, and
+  K = 272: 17 k-tiles, uneven split-K), N in {64, 192};
+  AWQ int4 dequantize + GEMM, M in {1, 7, 8, 9, 16, 17}, N in {128, 132, 260}, K in {128, 384};
+  Marlin int4 dequantize + GEMM, K in {128, 256}, N in {64, 192}, scale_perm none/block32/block64,
+  M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import gpu_util as gu  # noqa: E402
+
+import quanto_kernels  # noqa: E402
+from quanto_kernels import ops  # noqa: E402
+
+CPU = "cpu"
+f16, bf16 = torch.float16, torch.bfloat16
+FAILURES = []
+CALLS = [0]
+
+
+def gen(*parts):
+    return gu.generator("sanitize", *parts, device=CPU)
+
+
+def cuda(t):
+    return t.to("cuda")  # host-to-device copy
+
+
+def run(what, fn, check):
+    CALLS[0] += 1
+    try:
+        out = fn()
+        torch.cuda.synchronize()
+        check(out.cpu() if isinstance(out, torch.Tensor) else out)
+    except AssertionError as exc:
+        FAILURES.append(f"{what}: {str(exc)[:400]}")
+
+
+def exact(ref, what):
+    def check(out):
+        assert tuple(out.shape) == tuple(ref.shape), f"shape {tuple(out.shape)} != {tuple(ref.shape)}"
+        bad = out != ref
+        assert not bool(bad.any()), f"{int(bad.sum())} elements differ"
+    return check
+
+
+def gemm_close(ref, dtype, what):
+    return lambda out: gu.assert_gemm_close(out, ref, dtype, what)
+
+
+def within(ref, bound):
+    def check(out):
+        gu.assert_all_finite(out, "dequantized weight")
+        over = gu.max_abs_over(out, ref, bound)
+        assert over <= 0, f"outside the rounding bound by {over:.3g}"
+    return check
+
+
+def fp8_bound(ref, dtype):
+    return 2.0**-10 * ref.abs() + 2.0**-24 if dtype == f16 else 2.0**-7 * ref.abs() + 2.0**-133
+
+
+def sweep_unpack():
+    for bits in (2, 4):
+        for shape in [(1,), (3,), (5,), (4, 1), (7, 3), (33, 65), (2, 3, 5)]:
+            t = torch.randint(0, 256, shape, generator=gen("unpack", bits, shape), dtype=torch.uint8)
+            tg = cuda(t)
+            run(f"unpack {shape} bits={bits}", lambda: ops.unpack(tg, bits),
+                exact(gu.unpack_reference(t, bits), "unpack"))
+
+
+def sweep_repack():
+    for bits in (8, 4):
+        for k, n in [(16, 64), (48, 192)]:
+            for use_perm in (False, True):
+                g = gen("repack", bits, k, n, use_perm)
+                if bits == 8:
+                    codes, pack, layout = gu.random_fp8_codes(n, k, g, device=CPU), gu.fp8_pack_as_int32, \
+                        gu.fp8_marlin_layout
+                else:
+                    codes, pack, layout = gu.random_int4_codes(n, k, g, device=CPU), gu.int4_pack_as_int32, \
+                        gu.marlin_int4_layout
+                perm = torch.randperm(k, generator=g).to(torch.int32) if use_perm else torch.empty(0, dtype=torch.int32)
+                src = codes[:, perm.long()] if use_perm else codes
+                b, pg = cuda(pack(codes)), cuda(perm)
+                run(f"repack bits={bits} K={k} N={n} perm={use_perm}", lambda: ops.marlin_repack(b, pg, k, n, bits),
+                    exact(layout(src), "repack"))
+
+
+def sweep_fp8():
+    for dtype in (f16, bf16):
+        for k, n in [(16, 64), (272, 192)]:
+            g = gen("fp8", str(dtype), k, n)
+            codes = gu.random_fp8_codes(n, k, g, device=CPU)
+            s = gu.random_fp8_scales(n, dtype, g, device=CPU)
+            packed, s_perm = cuda(gu.fp8_marlin_layout(codes)), cuda(gu.permute_block32(s.reshape(1, n)))
+            ref_w = gu.fp8_dequant_reference(codes, s)
+            run(f"fp8 dequantize K={k} N={n} {dtype}", lambda: ops.fp8_marlin_dequantize(packed, s_perm),
+                within(ref_w, fp8_bound(ref_w, dtype)))
+            for m in (1, 3, 8, 16, 17, 33):
+                a = torch.randn(m, k, generator=g).to(dtype)
+                ag = cuda(a)
+                what = f"fp8 gemm M={m} K={k} N={n} {dtype}"
+                run(what, lambda: ops.fp8_marlin_gemm(ag, packed, s_perm),
+                    gemm_close(gu.matmul_reference(a, ref_w), dtype, what))
+
+
+def sweep_awq():
+    for k in (128, 384):
+        for n in (128, 132, 260):
+            g = gen("awq", k, n)
+            codes = gu.random_int4_codes(n, k, g, device=CPU)
+            s, z = gu.random_group_params(k // 128, n, g, device=CPU)
+            packed, sg, zg = cuda(gu.awq_v2_layout(codes)), cuda(s), cuda(z)
+            ref_w = gu.int4_dequant_reference(codes, s, z)
+            run(f"awq dequantize K={k} N={n}", lambda: ops.awq_int4_dequantize(packed, sg, zg),
+                within(ref_w, gu.int4_dequant_bound(codes, s, ref_w)))
+            for m in (1, 7, 8, 9, 16, 17):
+                x = torch.randn(m, k, generator=g).to(f16)
+                xg = cuda(x)
+                what = f"awq gemm M={m} K={k} N={n}"
+                run(what, lambda: ops.awq_int4_gemm(xg, packed, sg, zg), gemm_close(gu.matmul_reference(x, ref_w), f16,
+                                                                                    what))
+
+
+def sweep_marlin():
+    perms = {ops.SCALE_PERM_NONE: lambda t: t.contiguous(), ops.SCALE_PERM_BLOCK32: gu.permute_block32,
+             ops.SCALE_PERM_BLOCK64: gu.permute_block64}
+    shapes = [(k, n, 128, p, (1, 9, 16, 17)) for k in (128, 256) for n in (64, 192) for p in perms]
+    shapes.append((256, 64, 32, ops.SCALE_PERM_BLOCK64, (1, 17)))  # group 32: one-k-tile units
+    for k, n, group, perm, ms in shapes:
+        g = gen("marlin", k, n, group, perm)
+        codes = gu.random_int4_codes(n, k, g, device=CPU)
+        s, z = gu.random_group_params(k // group, n, g, device=CPU)
+        packed, sg, zg = cuda(gu.marlin_int4_layout(codes)), cuda(perms[perm](s)), cuda(perms[perm](z))
+        ref_w = gu.int4_dequant_reference(codes, s, z)
+        run(f"marlin dequantize K={k} N={n} group={group} perm={perm}",
+            lambda: ops.marlin_int4_dequantize(packed, sg, zg, perm), within(ref_w, gu.int4_dequant_bound(codes, s, ref_w)))
+        for m in ms:
+            x = torch.randn(m, k, generator=g).to(f16)
+            xg = cuda(x)
+            what = f"marlin gemm M={m} K={k} N={n} group={group} perm={perm}"
+            run(what, lambda: ops.marlin_int4_gemm(xg, packed, sg, zg, perm),
+                gemm_close(gu.matmul_reference(x, ref_w), f16, what))
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("SANITIZE_SKIPPED no CUDA GPU")
+        return 2
+    quanto_kernels.get_library()
+    t0 = time.time()
+    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin):
+        sweep()
+    seconds = time.time() - t0
+    if FAILURES:
+        print(f"SANITIZE_FAILED {len(FAILURES)} of {CALLS[0]} calls wrong ({seconds:.1f} s):")
+        for f in FAILURES:
+            print("  " + f)
+        return 1
+    print(f"SANITIZE_OK {CALLS[0]} calls, results match the fp64 references ({seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
