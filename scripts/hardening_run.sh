@@ -57,4 +57,7 @@ if [[ "$sanitize" == 1 ]]; then
   [[ $src -ne 0 && $rc -eq 0 ]] && rc=$src
 fi
 echo "total: $(( $(date +%s) - t0 )) s"
+# The device tool returns at most 8 files: bundle the logs, keep the two summaries beside them.
+(cd "$OUT" && tar czf hardening_logs.tgz --exclude=hardening_logs.tgz ./* && \
+  find . -maxdepth 1 -type f ! -name hardening_logs.tgz ! -name sanitizer_summary.md ! -name pytest_hardening.txt -delete)
 exit $rc
