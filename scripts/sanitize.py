@@ -17,6 +17,7 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,8 @@ def cuda(t):
 
 def run(what, fn, check):
     CALLS[0] += 1
+    if os.environ.get("SANITIZE_TRACE"):
+        print(f"call {CALLS[0]}: {what}", flush=True)
     try:
         out = fn()
         torch.cuda.synchronize()

@@ -9,7 +9,8 @@ What the patch does (quanto 0.2.7):
      imports quanto's CUDA op definitions itself, which registers the extension and compiles nothing;
   3. points the extension's module at our bindings (``ext._lib``), so quanto's ops run our kernels
      (its CPU extension, which only unpacks, is served in plain torch);
-  4. fixes the Marlin FP8 linear, which drops the bias in 0.2.7;
+  4. replaces the Marlin FP8 linear's forward, which drops the bias in 0.2.7 (and passes a workspace
+     torch.compile cannot trace);
   5. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers.
 """
 
@@ -72,15 +73,29 @@ def _quanto_modules():
     return ext_mod, fp8_qbits
 
 
-def _fix_fp8_bias(fp8_qbits) -> None:
+def _fix_fp8_linear(fp8_qbits) -> None:
+    """Our forward for quanto's Marlin FP8 linear.
+
+    quanto 0.2.7's drops the bias, and passes the weight's `_workspace` tensor, which is not part of
+    the weight subclass's flattened state, so torch.compile cannot trace it. Ours adds the bias and
+    passes an empty workspace: our kernels use none (the binding only checks its dtype).
+    """
+    import torch
+
     fn_cls = fp8_qbits.MarlinF8QBytesLinearFunction
-    original = fn_cls.forward
-    if getattr(original, "_quanto_kernels_bias_fix", False):
+    if getattr(fn_cls.forward, "_quanto_kernels_bias_fix", False):
         return
 
     def forward(ctx, input, other, bias=None):
-        output = original(ctx, input, other, bias)
-        return output if bias is None else output + bias
+        ctx.save_for_backward(input, other)
+        n = other._scale.shape[1]
+        x = input.reshape(-1, input.shape[-1])
+        out = torch.ops.quanto.gemm_f16f8_marlin(
+            x, b_q_weight=other._data._data, b_scales=other._scale, workspace=x.new_empty(0, dtype=torch.int32),
+            num_bits=8, size_m=x.shape[0], size_n=n, size_k=x.shape[1],
+        )
+        out = out.reshape(tuple(input.shape[:-1]) + (n,))
+        return out if bias is None else out + bias
 
     forward._quanto_kernels_bias_fix = True
     fn_cls.forward = staticmethod(forward)
@@ -106,7 +121,7 @@ def patch_quanto() -> bool:
         # The loader is forbidden for every extension, so serve quanto's CPU one (unpack) as well.
         if ext_mod.is_extension_available("quanto_cpp"):
             ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
-        _fix_fp8_bias(fp8_qbits)
+        _fix_fp8_linear(fp8_qbits)
         # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.
         from ._quanto_fakes import register_quanto_fakes
 
