@@ -44,7 +44,17 @@ def cuda(t):
     return t.to("cuda")  # host-to-device copy
 
 
+# Large M goes through our dequantize kernel and then cuBLAS. Hopper cuBLAS kernels for tiny K write
+# their output with the tensor-memory (TMA) unit, which initcheck does not see as writes and which
+# made racecheck fail with "Internal Sanitizer Error ... hardware exception" (H100, 2026-11-24); our
+# dequantize kernels are still covered by their own calls. SANITIZE_SKIP_DENSE=1 skips those M.
+SKIP_DENSE = bool(os.environ.get("SANITIZE_SKIP_DENSE"))
+MAX_FUSED_M = 16
+
+
 def run(what, fn, check):
+    if SKIP_DENSE and " M=" in what and int(what.split(" M=")[1].split()[0]) > MAX_FUSED_M:
+        return
     CALLS[0] += 1
     if os.environ.get("SANITIZE_TRACE"):
         print(f"call {CALLS[0]}: {what}", flush=True)
