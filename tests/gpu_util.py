@@ -66,7 +66,8 @@ def generator(*parts, device="cuda") -> torch.Generator:
 POISON_BYTE = 0xFF
 
 
-def poison_allocator(device=None, large_bytes: Optional[int] = None, small_blocks: int = 64) -> None:
+def poison_allocator(device=None, large_bytes: Optional[int] = None, small_blocks: int = 64,
+                     fragments: int = 1024) -> None:
     """Fills the memory that the next ``torch.empty`` calls will get with 0xFF bytes.
 
     The caching allocator is emptied first, so that the only free cached blocks afterwards are the
@@ -80,7 +81,10 @@ def poison_allocator(device=None, large_bytes: Optional[int] = None, small_block
     if large_bytes is None:
         free, _total = torch.cuda.mem_get_info(device)
         large_bytes = int(min(1 << 30, free // 4))
-    blocks = [torch.empty(large_bytes, dtype=torch.uint8, device=device)]
+    # empty_cache() keeps segments that still hold live tensors, and their free fragments are what a
+    # small request gets first (best fit): claim those fragments with 512-byte blocks and poison them too.
+    blocks = [torch.empty(512, dtype=torch.uint8, device=device) for _ in range(fragments)]
+    blocks += [torch.empty(large_bytes, dtype=torch.uint8, device=device)]
     blocks += [torch.empty(1 << 20, dtype=torch.uint8, device=device) for _ in range(small_blocks)]
     for b in blocks:
         b.fill_(POISON_BYTE)

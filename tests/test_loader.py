@@ -153,7 +153,7 @@ def test_simulated_windows_uses_package_dir_and_absolute_path(tmp_path, monkeypa
         loaded.append(path)
         return _FakeCDLL(path)
 
-    lib = load_library(directory=tmp_path, platform="win32", cdll_factory=factory, driver_version=12080)
+    lib = load_library(directory=tmp_path, platform="win32", cdll_factory=factory, driver_version=12080, env={})
     assert registered == [str(tmp_path.resolve())]
     assert loaded == [str((tmp_path / "quanto_kernels_cu12.dll").resolve())]
     assert os.path.isabs(loaded[0])
