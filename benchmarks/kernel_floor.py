@@ -102,7 +102,7 @@ def ceilings():
     x = torch.randint(0, 255, (n,), dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
     copy_ms = graph_ms([lambda: y.copy_(x)], 20)
-    del x, y
+
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     mm_ms = graph_ms([lambda: a @ b], 20)

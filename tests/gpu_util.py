@@ -47,6 +47,11 @@ _SKIP_REASON = gpu_skip_reason()
 requires_gpu = pytest.mark.skipif(_SKIP_REASON is not None, reason=f"GPU test: {_SKIP_REASON}")
 HAS_GPU = _SKIP_REASON is None
 
+def fused_limit(ops, fmt: str) -> int:
+    """Largest M the op family `fmt` serves with its fused kernel ("fp8"/"qfloat8" or an int4 one)."""
+    return ops._max_gemv_m("fp8" if fmt in ("fp8", "qfloat8") else "int4")
+
+
 # ---------------------------------------------------------------------------------------- seeding
 
 

@@ -39,13 +39,21 @@ def test_bad_argument_is_reported_before_touching_cuda():
         ("qk_awq_int4_dequantize", (16, 16, 16, 16, 130, 128, 128, 0, None), "n:"),
         ("qk_marlin_int4_dequantize", (16, 16, 16, 16, 128, 128, 128, 5, 0, None), "scale_perm:"),
         ("qk_marlin_repack", (16, None, 16, 128, 128, 6, 0, None), "num_bits:"),
-        ("qk_fp8_marlin_gemv", (16, 16, 16, 16, None, 0, 17, 128, 128, 1, 0, None), "m:"),
+        ("qk_fp8_marlin_gemv", (16, 16, 16, 16, None, 0, 65, 128, 128, 1, 0, None), "m:"),
+        ("qk_fp8_marlin_gemv_workspace_bytes", (0, 128, 128, 0, None), "bytes:"),
+        ("qk_awq_int4_gemv", (16, 16, 16, 16, 16, None, 0, 17, 128, 128, 128, 0, None), "m:"),
     ],
 )
 def test_each_entry_names_the_bad_argument(name, args, word):
     status, message = _status(name, *args)
     assert status == _loader.STATUS_INVALID_ARGUMENT
     assert message.startswith(word), message
+
+
+def test_fused_kernel_row_limits():
+    """The FP8 kernel takes up to 64 rows, the int4 ones 16 (ops dispatch on these numbers)."""
+    assert lib.lib.qk_fp8_marlin_max_gemv_m() == 64
+    assert lib.lib.qk_max_gemv_m() == 16
 
 
 def test_error_message_is_per_thread():

@@ -114,7 +114,7 @@ def recorder(monkeypatch, ops):
 @pytest.mark.parametrize("fmt,m", CASES, ids=IDS)
 def test_two_streams_at_once(ops, recorder, fmt, m):
     call, make_x, ref64 = _op_case(ops, fmt, m)
-    fused = m <= ops._max_gemv_m()
+    fused = m <= gu.fused_limit(ops, fmt)
     x1, x2 = make_x(1), make_x(2)
     r1, r2 = call(x1), call(x2)
     torch.cuda.synchronize()
@@ -158,7 +158,7 @@ def test_two_streams_at_once(ops, recorder, fmt, m):
                          ids=[i for i, c in zip(IDS, CASES) if c[1] in (1, 64)])
 def test_python_threads(ops, fmt, m):
     call, make_x, _ = _op_case(ops, fmt, m)
-    fused = m <= ops._max_gemv_m()
+    fused = m <= gu.fused_limit(ops, fmt)
     xs = [make_x(100 + t) for t in range(THREADS)]
     refs = [call(x) for x in xs]
     torch.cuda.synchronize()
@@ -252,7 +252,7 @@ def _quanto_linear(kind, k=1024, n=768):
 def test_quanto_layer_from_two_streams_and_threads(quanto_patched, ops, kind, m):
     model = _quanto_linear(kind)
     k = model[0].in_features
-    fused = m <= ops._max_gemv_m()
+    fused = m <= gu.fused_limit(ops, kind)
     xs = [torch.randn(m, k, generator=gu.generator("conc-q", kind, m, t), device=DEV, dtype=f16) for t in range(4)]
     ws = getattr(model[0].weight, "_workspace", None)
     ws_before = ws.clone() if ws is not None else None

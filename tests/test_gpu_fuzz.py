@@ -51,16 +51,16 @@ def _poison():
     gu.poison_allocator(large_bytes=16 << 20, small_blocks=8)
 
 
-def _rows(r: random.Random) -> int:
-    """M: mostly the fused range (1..16) and just past it, sometimes 0 or larger."""
+def _rows(r: random.Random, limit: int = 16) -> int:
+    """M: mostly the fused range (1..limit) and just past it, sometimes 0 or larger."""
     u = r.random()
     if u < 0.04:
         return 0
     if u < 0.70:
-        return r.randint(1, 16)
+        return r.randint(1, limit)
     if u < 0.85:
-        return r.randint(17, 24)
-    return r.randint(25, 80)
+        return r.randint(limit + 1, limit + 8)
+    return r.randint(limit + 9, limit + 64)
 
 
 def _lead(r: random.Random, m: int):
@@ -128,7 +128,7 @@ def _run(op_name, case_fn):
 def test_fuzz_fp8_marlin_gemm(ops):
     def case(i, stats):
         r = random.Random(gu.case_seed("fuzz", "fp8", i))
-        m, k, n = _rows(r), 16 * r.randint(1, 48), 64 * r.randint(1, 6)
+        m, k, n = _rows(r, ops._max_gemv_m("fp8")), 16 * r.randint(1, 48), 64 * r.randint(1, 6)
         dtype = r.choice([f16, bf16])
         g = gu.generator("fuzz", "fp8", i)
         codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
@@ -142,7 +142,7 @@ def test_fuzz_fp8_marlin_gemm(ops):
         ref = gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s))
         if m:
             gu.assert_gemm_close(out, ref, dtype, what)
-        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m() else "dequant+gemm"))
+        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m("fp8") else "dequant+gemm"))
         if r.random() < 0.25:  # the dequantize op directly, against its one-rounding bound
             _poison()
             deq = ops.fp8_marlin_dequantize(packed, s_perm)
@@ -176,7 +176,7 @@ def test_fuzz_awq_int4_gemm(ops):
         ref = gu.matmul_reference(x, ref_w)
         if m:
             gu.assert_gemm_close(out, ref, f16, what)
-        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m() else "dequant+gemm"))
+        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m("int4") else "dequant+gemm"))
         if r.random() < 0.25:
             _poison()
             deq = ops.awq_int4_dequantize(packed, s, z)
@@ -215,7 +215,7 @@ def test_fuzz_marlin_int4_gemm(ops):
         ref = gu.matmul_reference(x, ref_w)
         if m:
             gu.assert_gemm_close(out, ref, f16, what)
-        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m() else "dequant+gemm"))
+        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m("int4") else "dequant+gemm"))
         if r.random() < 0.25:
             _poison()
             deq = ops.marlin_int4_dequantize(packed, sp, zp, perm)

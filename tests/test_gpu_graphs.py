@@ -100,7 +100,7 @@ def test_gemm_captured_and_replayed(ops, fmt, m, dtype):
         torch.cuda.synchronize()
         gu.assert_gemm_close(out, gu.matmul_reference(x, ref_w), dtype, f"{fmt} M={m} graph replay {rep}")
         eager = op(x)
-        if m <= ops._max_gemv_m():
+        if m <= gu.fused_limit(ops, fmt):
             assert torch.equal(out, eager), f"{fmt} M={m}: replay differs from the eager call"
 
 

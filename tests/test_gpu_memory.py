@@ -65,7 +65,7 @@ def _check_steady(call, what):
 
 
 @pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin"])
-@pytest.mark.parametrize("m", [1, 64], ids=["M1-fused", "M64-dequant"])
+@pytest.mark.parametrize("m", [1, 64, 100], ids=lambda m: f"M{m}")
 def test_10000_calls_leak_nothing(ops, fmt, m):
     g = gu.generator("memory", fmt, m)
     if fmt == "fp8":
@@ -81,10 +81,10 @@ def test_10000_calls_leak_nothing(ops, fmt, m):
     x = torch.randn(m, K, generator=g, device=DEV, dtype=torch.float16)
     first = op(x)
     _check_steady(lambda: op(x), f"{fmt} M={m}")
-    assert torch.equal(op(x), first) or m > ops._max_gemv_m()
+    assert torch.equal(op(x), first) or m > gu.fused_limit(ops, fmt)
 
 
-@pytest.mark.parametrize("m", [1, 64], ids=["M1-fused", "M64-dequant"])
+@pytest.mark.parametrize("m", [1, 64, 100], ids=lambda m: f"M{m}")
 def test_10000_quanto_qfloat8_linear_calls_leak_nothing(quanto_patched, m):
     from optimum.quanto import freeze, qfloat8, quantize
 

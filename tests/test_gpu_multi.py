@@ -177,7 +177,7 @@ def test_quanto_layer_launches_on_the_current_stream(quanto_patched, ops, record
         with torch.cuda.stream(s):
             out = model(x)
         torch.cuda.synchronize()
-    assert torch.equal(out, ref) or m > ops._max_gemv_m()
+    assert torch.equal(out, ref) or m > gu.fused_limit(ops, kind)
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
     _assert_launches(recorder, x.device.index, s.cuda_stream, f"quanto {kind} M={m}")
 
@@ -234,7 +234,7 @@ def test_two_layers_on_two_gpus_used_alternately(quanto_patched, ops):
             assert torch.cuda.current_device() == 0
             for (d, m), out in outs.items():
                 assert out.device == torch.device("cuda", d)
-                if m <= ops._max_gemv_m():
+                if m <= ops._max_gemv_m("fp8"):
                     assert torch.equal(out, refs[(d, m)]), f"layer on cuda:{d} M={m} changed between calls"
                 else:
                     torch.testing.assert_close(out, refs[(d, m)], rtol=2e-3, atol=2e-3)
@@ -272,7 +272,7 @@ def test_model_split_across_two_gpus_matches_one_gpu(quanto_patched, ops, m):
     y_split = y_split.to("cuda:0")
     torch.cuda.synchronize(0)
     torch.cuda.synchronize(1)
-    if m <= ops._max_gemv_m():
+    if m <= ops._max_gemv_m("fp8"):
         assert torch.equal(y_split, y_one), "the split model differs from the one-GPU model"
     else:
         torch.testing.assert_close(y_split, y_one, rtol=2e-3, atol=2e-3)

@@ -375,7 +375,7 @@ class TestFp8Marlin:
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     def test_gemm_around_small_m_threshold(self, ops, dtype):
         """Both sides of the op's small-M/large-M switch (read from the op module), at two shapes."""
-        threshold = ops._max_gemv_m() if hasattr(ops, "_max_gemv_m") else 16
+        threshold = ops._max_gemv_m("fp8")
         for m in sorted({1, max(1, threshold - 1), threshold, threshold + 1}):
             for k, n in [(256, 384), (4096, 3072)]:
                 g = gu.generator("fp8-thr", m, k, n, str(dtype))

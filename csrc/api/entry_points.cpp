@@ -24,9 +24,9 @@ int32_t check_nk(int64_t n, int64_t k) {
   return QK_STATUS_OK;
 }
 
-int32_t check_gemv_m(int64_t m) {
-  QK_REQUIRE(m >= 1 && m <= qk::kMaxGemvM, "m: the fused kernels take 1 <= m <= %lld, got %lld",
-             static_cast<long long>(qk::kMaxGemvM), static_cast<long long>(m));
+int32_t check_gemv_m(int64_t m, int64_t limit = qk::kMaxGemvM) {
+  QK_REQUIRE(m >= 1 && m <= limit, "m: the fused kernels take 1 <= m <= %lld, got %lld",
+             static_cast<long long>(limit), static_cast<long long>(m));
   return QK_STATUS_OK;
 }
 
@@ -104,6 +104,7 @@ int32_t check_ptr2(const void* p, const char* name) {
 extern "C" {
 
 QK_API int64_t qk_max_gemv_m(void) { return qk::kMaxGemvM; }
+QK_API int64_t qk_fp8_marlin_max_gemv_m(void) { return qk::kMaxFp8GemvM; }
 
 QK_API int32_t qk_unpack(const void* in, void* out, int64_t numel, int32_t bits, int32_t device, void* stream) {
   QK_REQUIRE(bits == 2 || bits == 4, "bits: must be 2 or 4, got %d", bits);
@@ -145,7 +146,7 @@ QK_API int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void*
 QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device,
                                                   int64_t* bytes) {
   QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
-  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(qk::check_device(device));
   *bytes = splitk_bytes(fp8_splits(m, n, k, device), m, n);
@@ -156,7 +157,7 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
                                   int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                                   int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
-  QK_TRY(check_gemv_m(m));
+  QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));

@@ -75,8 +75,10 @@ QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* sca
                                    void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
                                    int64_t group_size, int32_t scale_perm, int32_t device, void* stream);
 
-/* Largest M served by the *_gemv entry points; larger M: dequantize, then a dense GEMM. */
+/* Largest M served by the int4 *_gemv entry points; larger M: dequantize, then a dense GEMM. */
 QK_API int64_t qk_max_gemv_m(void);
+/* Largest M served by qk_fp8_marlin_gemv (its kernel covers more rows than the int4 ones). */
+QK_API int64_t qk_fp8_marlin_max_gemv_m(void);
 
 #ifdef __cplusplus
 }

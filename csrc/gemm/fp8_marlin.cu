@@ -85,6 +85,19 @@ QK_DEVICE QK_FORCEINLINE uint32_t fix_nan_pair(uint32_t r, uint32_t x) {
 // Nonzero iff some byte of x is a NaN code: (b & 0x7F) + 1 reaches bit 7 only for 0x7F.
 QK_DEVICE QK_FORCEINLINE uint32_t nan_bytes(uint32_t x) { return (x & 0x7F7F7F7Fu) + 0x01010101u; }
 
+// Two exact 16-bit values times a pair of scales, rounded once (fp16: mul; bf16: fma with -0, as
+// sm_80 has no bf16x2 mul and -0 keeps the sign of zero products).
+template <DType D>
+QK_DEVICE QK_FORCEINLINE uint32_t scale_pair(uint32_t v, uint32_t s2) {
+  uint32_t r;
+  if constexpr (D == DType::F16) {
+    QK_ASM("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(v), "r"(s2));
+  } else {
+    QK_ASM("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(s2), "r"(0x80008000u));
+  }
+  return r;
+}
+
 template <DType D>
 QK_DEVICE QK_FORCEINLINE uint32_t float_to_bits16(float v);
 template <>
@@ -119,7 +132,7 @@ __global__ void __launch_bounds__(kDqThreads)
     fp8_dequant_kernel(const uint32_t* QK_RESTRICT w, const uint16_t* QK_RESTRICT scales,
                        uint16_t* QK_RESTRICT out, int64_t n, int64_t k) {
   __shared__ QK_ALIGN(16) uint32_t tile[64 * kDqRowWords];
-  __shared__ float tile_scale[64];
+  __shared__ uint32_t tile_scale[64];
   const int tid = static_cast<int>(threadIdx.x);
   const int64_t k_blocks = k / 16;
   const int64_t col_tiles = n / 64;
@@ -133,7 +146,11 @@ __global__ void __launch_bounds__(kDqThreads)
     const int64_t kt0 = kq * kDqKt;
     const int nkt = static_cast<int>(k_blocks - kt0 < kDqKt ? k_blocks - kt0 : kDqKt);
 
-    if (tid < 64) tile_scale[tid] = bits16_to_float<D>(scales[block32_slot(64 * c + tid)]);
+    // The scale as a pair of identical 16-bit values: a (k, k+1) pair shares its channel.
+    if (tid < 64) {
+      const uint32_t sb = scales[block32_slot(64 * c + tid)];
+      tile_scale[tid] = sb | (sb << 16);
+    }
 
     // Issue all loads before decoding so that they are in flight together.
     uint4 v[kDqLoads];
@@ -158,18 +175,22 @@ __global__ void __launch_bounds__(kDqThreads)
         const int pair = 8 * kl + ((q >> 1) & 3);  // k/2 of the (k, k+1) pair inside the tile row
         const int row0 = 32 * (q & 1) + (q >> 3);
         const uint32_t words[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+        const uint32_t any_nan = nan_bytes(words[0]) | nan_bytes(words[1]) | nan_bytes(words[2]) | nan_bytes(words[3]);
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const int row = row0 + 8 * r;
-          const float s = tile_scale[row];
+          const uint32_t s2 = tile_scale[row];
           const uint32_t x = words[r];
-          // fp32 product of an exact fp8 value and the scale, rounded once to the output type.
-          const float f0 = fp8e4m3_to_float(x & 0xFFu) * s;
-          const float f1 = fp8e4m3_to_float((x >> 8) & 0xFFu) * s;
-          const float f2 = fp8e4m3_to_float((x >> 16) & 0xFFu) * s;
-          const float f3 = fp8e4m3_to_float(x >> 24) * s;
-          tile[dq_word(row, pair)] = float_to_bits16<D>(f0) | (float_to_bits16<D>(f2) << 16);
-          tile[dq_word(row, pair + 4)] = float_to_bits16<D>(f1) | (float_to_bits16<D>(f3) << 16);
+          // Exact 16-bit values of the codes times the scale: one rounding of the exact product,
+          // the same result as the fp32 product rounded to the output type (both are exact in fp32).
+          uint32_t lo = scale_pair<D>(fp8_pair<D, kSelLo>(x), s2);  // (k, k+1)
+          uint32_t hi = scale_pair<D>(fp8_pair<D, kSelHi>(x), s2);  // (k+8, k+9)
+          if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never produces NaN codes
+            lo = fix_nan_pair<D, kSelLo>(lo, x);
+            hi = fix_nan_pair<D, kSelHi>(hi, x);
+          }
+          tile[dq_word(row, pair)] = lo;
+          tile[dq_word(row, pair + 4)] = hi;
         }
       }
     }
@@ -207,7 +228,11 @@ cudaError_t launch_dequant_typed(const uint32_t* w, const void* scales, void* ou
 // matching 16 k of every activation row per stage), so several KB per warp are in flight without
 // holding them in registers. Per block, lane t reads its 8 words, converts them to the four A
 // fragments of the four 16-channel sub-tiles, and runs 4 * MT mma (MT = activation row tiles of
-// 8). The warps' fp32 partials are then summed through shared memory in a fixed order.
+// 8; MT = 1, 2, 4, 8 covers M <= 64). The warps' fp32 partials are then summed through shared
+// memory in a fixed order, 16 activation rows at a time (bounded shared memory for any MT).
+
+// Activation row tiles of 8 for m rows: 1, 2, 4 or 8 (m <= kMaxFp8GemvM).
+inline int gemv_row_tiles(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8; }
 
 constexpr int kGemvWarps = 4;
 constexpr int kGemvThreads = kGemvWarps * 32;
@@ -222,9 +247,10 @@ constexpr int kGemvMinBlocksOneTile = 6;
 #else
 constexpr int kGemvMinBlocksOneTile = 7;
 #endif
+// MT = 4 and 8 hold 64 and 128 fp32 accumulators per thread: 3 and 2 CTAs per SM.
 template <int MT>
 struct GemvOccupancy {
-  static constexpr int kMinBlocks = MT == 1 ? kGemvMinBlocksOneTile : 5;
+  static constexpr int kMinBlocks = MT == 1 ? kGemvMinBlocksOneTile : MT == 2 ? 5 : MT == 4 ? 3 : 2;
 };
 
 template <int MT>
@@ -232,7 +258,9 @@ struct GemvShape {
   static constexpr int kActWords = MT * 8 * 8;  // MT*8 rows x 16 k of 16-bit values
   static constexpr int kStageWords = 256 + kActWords;
   static constexpr int kPipeWords = kGemvWarps * kGemvStages * kStageWords;
-  static constexpr int kRedWords = kGemvWarps * MT * 8 * kRedStride;
+  static constexpr int kRedRows = MT < 2 ? MT * 8 : 16;  // activation rows reduced per pass
+  static constexpr int kRedWords = kGemvWarps * kRedRows * kRedStride;
+  static constexpr int kActCopies = MT < 2 ? 1 : MT / 2;  // 16-byte activation pieces per lane per stage
   static constexpr int kSmemWords = kPipeWords > kRedWords ? kPipeWords : kRedWords;
 };
 
@@ -262,11 +290,8 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
   const int64_t items = col_tiles * splits;
   uint32_t* const ring = smem + warp * kGemvStages * Shape::kStageWords;
 
-  // The activation piece this lane copies per stage: row lane/2, k half lane%2.
-  const int a_row = lane >> 1;
+  // Activation pieces this lane copies per stage: piece lane + 32j is row (lane + 32j)/2, k half lane%2.
   const int a_half = lane & 1;
-  const bool a_copy = a_row < m && a_row < MT * 8;
-  const int a_dst = 256 + a_word(a_row, a_half);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     const int split = static_cast<int>(item / col_tiles);
@@ -287,7 +312,12 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
         const uint32_t* const src = w_tile + kt * row_words;
         cp_async16(shared_addr(st + 4 * w_piece(lane)), src + 4 * lane);
         cp_async16(shared_addr(st + 4 * w_piece(lane + 32)), src + 4 * (lane + 32));
-        if (a_copy) cp_async16(shared_addr(st + a_dst), a + a_row * k + 16 * kt + 8 * a_half);
+#pragma unroll
+        for (int j = 0; j < Shape::kActCopies; ++j) {
+          const int a_row = (lane >> 1) + 16 * j;
+          if (a_row < m && a_row < MT * 8)
+            cp_async16(shared_addr(st + 256 + a_word(a_row, a_half)), a + a_row * k + 16 * kt + 8 * a_half);
+        }
       }
       cp_async_commit();
     };
@@ -350,32 +380,42 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
     __syncthreads();     // every warp is done with its ring: reuse it for the partials
 
     // acc[sub][t] = (channel 16 sub + g, row 8t + 2tig), (same, row + 1), (channel + 8, row),
-    // (channel + 8, row + 1).
+    // (channel + 8, row + 1). Pass p reduces activation rows [kRedRows p, kRedRows (p + 1)).
     float* const red = reinterpret_cast<float*>(smem);
+    constexpr int kTilesPerPass = Shape::kRedRows / 8;
 #pragma unroll
-    for (int sub = 0; sub < 4; ++sub)
+    for (int pass = 0; pass < MT / kTilesPerPass; ++pass) {
+      const int row_base = pass * Shape::kRedRows;
+      if (row_base >= m) break;  // uniform across the CTA
+      if (pass > 0) __syncthreads();  // the previous pass has read `red`
 #pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        float* const base = red + (warp * MT * 8 + 8 * t + 2 * tig) * kRedStride + 16 * sub + g;
-        base[0] = acc[sub][t][0];
-        base[kRedStride] = acc[sub][t][1];
-        base[8] = acc[sub][t][2];
-        base[kRedStride + 8] = acc[sub][t][3];
-      }
-    __syncthreads();
+      for (int sub = 0; sub < 4; ++sub)
+#pragma unroll
+        for (int tt = 0; tt < kTilesPerPass; ++tt) {
+          const int t = pass * kTilesPerPass + tt;
+          float* const base = red + (warp * Shape::kRedRows + 8 * tt + 2 * tig) * kRedStride + 16 * sub + g;
+          base[0] = acc[sub][t][0];
+          base[kRedStride] = acc[sub][t][1];
+          base[8] = acc[sub][t][2];
+          base[kRedStride + 8] = acc[sub][t][3];
+        }
+      __syncthreads();
 
-    for (int idx = static_cast<int>(threadIdx.x); idx < m * 64; idx += kGemvThreads) {
-      const int row = idx >> 6;
-      const int ch = idx & 63;
-      float sum = 0.f;
+      const int rows = m - row_base < Shape::kRedRows ? m - row_base : Shape::kRedRows;
+      for (int idx = static_cast<int>(threadIdx.x); idx < rows * 64; idx += kGemvThreads) {
+        const int r = idx >> 6;
+        const int ch = idx & 63;
+        float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < kGemvWarps; ++j) sum += red[(j * MT * 8 + row) * kRedStride + ch];  // fixed order
-      const int64_t col = 64 * c + ch;
-      if (splits == 1) {
-        const float s = bits16_to_float<D>(scales[block32_slot(col)]);
-        out[row * n + col] = static_cast<uint16_t>(float_to_bits16<D>(sum * s));
-      } else {
-        ws[(static_cast<int64_t>(split) * m + row) * n + col] = sum;  // unscaled; the reduce scales
+        for (int j = 0; j < kGemvWarps; ++j) sum += red[(j * Shape::kRedRows + r) * kRedStride + ch];  // fixed order
+        const int64_t col = 64 * c + ch;
+        const int row = row_base + r;
+        if (splits == 1) {
+          const float s = bits16_to_float<D>(scales[block32_slot(col)]);
+          out[row * n + col] = static_cast<uint16_t>(float_to_bits16<D>(sum * s));
+        } else {
+          ws[(static_cast<int64_t>(split) * m + row) * n + col] = sum;  // unscaled; the reduce scales
+        }
       }
     }
     __syncthreads();  // the next item refills the ring
@@ -396,6 +436,17 @@ cudaError_t launch_gemv_typed(const void* a, const uint32_t* w, const void* scal
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream);
 }
 
+template <DType D>
+cudaError_t launch_gemv_dtype(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+                              int64_t n, int64_t k, int splits, cudaStream_t stream) {
+  switch (gemv_row_tiles(m)) {
+    case 1: return launch_gemv_typed<D, 1>(a, w, scales, out, ws, m, n, k, splits, stream);
+    case 2: return launch_gemv_typed<D, 2>(a, w, scales, out, ws, m, n, k, splits, stream);
+    case 4: return launch_gemv_typed<D, 4>(a, w, scales, out, ws, m, n, k, splits, stream);
+    default: return launch_gemv_typed<D, 8>(a, w, scales, out, ws, m, n, k, splits, stream);
+  }
+}
+
 }  // namespace
 
 cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
@@ -407,18 +458,17 @@ cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out,
 cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
                             int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
   if (m <= 0 || n <= 0 || k <= 0) return cudaSuccess;
-  if (m > kMaxGemvM || splits < 1 || (splits > 1 && ws == nullptr)) return cudaErrorInvalidValue;
-  if (dt == DType::BF16) {
-    return m <= 8 ? launch_gemv_typed<DType::BF16, 1>(a, w, scales, out, ws, m, n, k, splits, stream)
-                  : launch_gemv_typed<DType::BF16, 2>(a, w, scales, out, ws, m, n, k, splits, stream);
-  }
-  return m <= 8 ? launch_gemv_typed<DType::F16, 1>(a, w, scales, out, ws, m, n, k, splits, stream)
-                : launch_gemv_typed<DType::F16, 2>(a, w, scales, out, ws, m, n, k, splits, stream);
+  if (m > kMaxFp8GemvM || splits < 1 || (splits > 1 && ws == nullptr)) return cudaErrorInvalidValue;
+  return dt == DType::BF16 ? launch_gemv_dtype<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
+                           : launch_gemv_dtype<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
 }
 
 int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
   // Column unit: one 64-channel tile; K unit: one 16-row block (the smallest range a split owns).
-  return plan_splits(m, n / 64, k / 16, sm_count);
+  // Blocks per SM: what the register budget keeps resident for this M (GemvOccupancy), capped at 4.
+  const int tiles = gemv_row_tiles(m);
+  const int per_sm = tiles <= 2 ? 4 : tiles == 4 ? 3 : 2;
+  return plan_splits(m, n / 64, k / 16, sm_count, per_sm);
 }
 
 }  // namespace qk

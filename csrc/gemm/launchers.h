@@ -61,8 +61,11 @@ cudaError_t launch_marlin_i4_gemv(const void* a, const uint32_t* w, const void* 
                                   ScalePerm perm, int splits, cudaStream_t stream);
 int plan_marlin_i4_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 
-// Largest M the fused small-M kernels accept; larger M goes to dequantize + dense GEMM.
+// Largest M the fused small-M kernels accept; larger M goes to dequantize + dense GEMM. The FP8
+// kernel keeps its weight tile in registers across up to 64 activation rows (measured: at 32-64
+// rows it beats dequantize + cuBLAS, see benchmarks/results/perf_notes.md); the int4 ones stop at 16.
 constexpr int64_t kMaxGemvM = 16;
+constexpr int64_t kMaxFp8GemvM = 64;
 
 // ---- shared split-K finish (csrc/gemm/splitk_reduce.cu) -----------------------------------
 // out[m,n] = dt( (sum_s ws[(s*M + m)*N + n]) * (scales ? scale_of(n) : 1) ), where scale_of reads
@@ -74,6 +77,6 @@ cudaError_t launch_splitk_reduce(const float* ws, int splits, int64_t m, int64_t
 // Shared rule behind the plan_*_splits functions: enough blocks (col_tiles * splits) to give every
 // SM a few, never more than `k_tiles` (the smallest unit of K one split may own) nor kMaxSplits.
 constexpr int kMaxSplits = 16;
-int plan_splits(int64_t m, int64_t col_tiles, int64_t k_tiles, int sm_count);
+int plan_splits(int64_t m, int64_t col_tiles, int64_t k_tiles, int sm_count, int blocks_per_sm = 4);
 
 }  // namespace qk

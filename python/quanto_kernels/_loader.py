@@ -123,6 +123,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "qk_cuda_versions": (i32, [pi32, pi32]),
         "qk_device_check": (i32, [i32]),
         "qk_max_gemv_m": (i64, []),
+        "qk_fp8_marlin_max_gemv_m": (i64, []),
         "qk_unpack": (i32, [p, p, i64, i32, i32, p]),
         "qk_marlin_repack": (i32, [p, p, p, i64, i64, i32, i32, p]),
         "qk_fp8_marlin_dequantize": (i32, [p, p, p, i64, i64, i32, i32, p]),

@@ -11,7 +11,9 @@ What the patch does (quanto 0.2.7):
      (its CPU extension, which only unpacks, is served in plain torch);
   4. replaces the Marlin FP8 linear's forward, which drops the bias in 0.2.7 (and passes a workspace
      torch.compile cannot trace);
-  5. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers.
+  5. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
+  6. gives QLinear a short inference path for FP8 Marlin and AWQ int4 weights (_fast_linear): at
+     small M quanto's Python dispatch costs more than our kernel.
 """
 
 from __future__ import annotations
@@ -101,6 +103,35 @@ def _fix_fp8_linear(fp8_qbits) -> None:
     fn_cls.forward = staticmethod(forward)
 
 
+def _add_fast_linear() -> None:
+    """QLinear.forward tries _fast_linear first; quanto's own forward runs whenever it declines."""
+    try:
+        from optimum.quanto.nn.qlinear import QLinear
+        from optimum.quanto.tensor.weights.awq.qbits import AWQWeightQBitsTensor
+        from optimum.quanto.tensor.weights.marlin.fp8.qbits import MarlinF8QBytesTensor
+    except ImportError:  # a layout we do not know: quanto's own forward stays (still on our kernels)
+        return
+
+    from ._fast_linear import awq_linear, fp8_linear
+
+    original = QLinear.forward
+    if getattr(original, "_quanto_kernels_fast", False):
+        return
+    fast = {MarlinF8QBytesTensor: fp8_linear, AWQWeightQBitsTensor: awq_linear}
+
+    def forward(self, input):
+        path = fast.get(type(self.weight))
+        if path is not None and self.activation_qtype is None:
+            out = path(input, self.weight, self.bias)
+            if out is not None:
+                return out
+        return original(self, input)
+
+    forward._quanto_kernels_fast = True
+    forward.__wrapped__ = original
+    QLinear.forward = forward
+
+
 def patch_quanto() -> bool:
     """Patches an imported optimum.quanto; idempotent. Returns whether quanto now uses our kernels."""
     with _lock:
@@ -122,6 +153,7 @@ def patch_quanto() -> bool:
         if ext_mod.is_extension_available("quanto_cpp"):
             ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
         _fix_fp8_linear(fp8_qbits)
+        _add_fast_linear()
         # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.
         from ._quanto_fakes import register_quanto_fakes
 

@@ -49,8 +49,10 @@ def _stream(t: torch.Tensor) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _max_gemv_m() -> int:
-    return int(get_library().lib.qk_max_gemv_m())
+def _max_gemv_m(fmt: str) -> int:
+    """Largest M the fused kernel of `fmt` ("fp8" or "int4") takes; larger M: dequantize + cuBLAS."""
+    lib = get_library().lib
+    return int(lib.qk_fp8_marlin_max_gemv_m() if fmt == "fp8" else lib.qk_max_gemv_m())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -209,7 +211,7 @@ def _fp8_marlin_gemm_eager(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: 
     m = a.shape[0]
     if m == 0:
         return a.new_empty((0, n))
-    if m > _max_gemv_m():
+    if m > _max_gemv_m("fp8"):
         return F.linear(a, _fp8_dequant(b_q_weight, b_scales, n, k))
     dev = a.device.index
     ws_bytes = _workspace_bytes("qk_fp8_marlin_gemv_workspace_bytes", m, n, k, dev)
@@ -270,7 +272,7 @@ def _int4_gemm(a, n, k, dequant, gemv_entry, ws_entry, gemv_args, ws_args):
     m = a.numel() // k if k else 0
     if m == 0:
         return a.new_empty(lead + (n,))
-    if m > _max_gemv_m():
+    if m > _max_gemv_m("int4"):
         return F.linear(a, dequant())
     a2 = a.reshape(m, k)
     dev = a.device.index
