@@ -18,6 +18,7 @@ from . import ops
 from ._loader import get_library
 
 _CACHE_ATTR = "_quanto_kernels_cache"
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; subclasses go the full way
 
 
 class _Weight:
@@ -72,7 +73,7 @@ def _awq_info(w) -> _Weight:
 
 def _plain_inference(input, w, bias) -> bool:
     """True when skipping quanto's autograd Function and torch-function dispatch changes nothing."""
-    if type(input) is not torch.Tensor or torch.compiler.is_compiling():
+    if type(input) not in _PLAIN or torch.compiler.is_compiling():
         return False
     if torch._C._is_torch_function_mode_enabled():
         return False
@@ -85,7 +86,7 @@ def _activation(input, info, bias):
     """input as a 16-byte aligned contiguous (M, K) matrix, or None if the full path should decide."""
     if input.dtype is not info.dtype or input.device != info.device or input.dim() == 0 or input.shape[-1] != info.k:
         return None
-    if bias is not None and (type(bias) is not torch.Tensor or bias.dtype is not info.dtype or bias.device != info.device
+    if bias is not None and (type(bias) not in _PLAIN or bias.dtype is not info.dtype or bias.device != info.device
                              or bias.shape != (info.n,)):
         return None
     x = input.reshape(-1, info.k)
