@@ -127,7 +127,7 @@ def main():
           f"{meta['quanto_kernels']}, {meta['platform']}. Per-layer times: quanto's own module called back to back "
           "as a model calls it (its Python dispatch included), rotating layers so weights are not L2-resident, CUDA "
           "events around blocks of 20 calls, median of the blocks. Floor = "
-          f"max(bytes at {COPY_TBPS:.2f} TB/s, FLOPs at {MMA_TFLOPS} TFLOP/s) for an fp8 weight. 'upstream' = optimum-quanto's "
+          f"max(bytes at {COPY_TBPS:.2f} TB/s, FLOPs at {MMA_TFLOPS:.0f} TFLOP/s) for an fp8 weight. 'upstream' = optimum-quanto's "
           "JIT-built kernels, 'fallback' = quanto without a CUDA extension (Windows today).", "",
           "## Per layer (ms)", "", linear_table(ours, upstream), ""]
     if kf:
