@@ -13,6 +13,12 @@ Environment:
   QUANTO_KERNELS_BUILD_JOBS  parallel compile jobs (default: ninja's choice).
   QUANTO_KERNELS_BUILD_DIR   where the CMake build trees go (default: under setuptools' build_temp).
                              Windows CI sets a short one: nvcc does not handle paths over 260 characters.
+
+Repeated builds: a CMake build tree outlives the pip invocation that made it, but pip's isolated build
+environment (which provided cmake and ninja) does not. Before configuring, the cache of an existing
+tree is compared with the tools of this build; if it names a cmake, ninja, compiler or source folder
+that is gone or different, the cache is thrown away (the compiled objects stay, so ninja rebuilds only
+what changed). See docs/building.md, "Repeated builds".
   QUANTO_KERNELS_CMAKE_ARGS  extra CMake configure arguments (shell-quoted; use "/" in Windows paths),
                              e.g. "-DQK_STATIC_LIBSTDCXX=ON -DQK_ALLOW_UNSUPPORTED_MSVC=ON".
   QUANTO_KERNELS_GIT_REV     git revision to record (default: asked of git, else the GIT_REVISION file
@@ -30,6 +36,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
 from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1 (pyproject asks for >= 77)
@@ -72,13 +79,99 @@ def cuda_homes():
     return [Path(p.strip()) for p in parts if p.strip()]
 
 
-def _cached_cuda_compiler(build_dir):
-    cache = build_dir / "CMakeCache.txt"
-    if cache.is_file():
-        m = re.search(r"^CMAKE_CUDA_COMPILER:\w+=(.*)$", cache.read_text(errors="replace"), re.M)
+def read_cmake_cache(build_dir):
+    """NAME -> value of every entry in build_dir/CMakeCache.txt ({} without a cache)."""
+    cache = Path(build_dir) / "CMakeCache.txt"
+    if not cache.is_file():
+        return {}
+    entries = {}
+    for line in cache.read_text(errors="replace").splitlines():
+        m = re.match(r"^([A-Za-z_][\w.-]*):[A-Z]+=(.*)$", line)
         if m:
-            return m.group(1).strip()
+            entries[m.group(1)] = m.group(2).strip()
+    return entries
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def build_tools():
+    """The cmake and ninja executables this build runs: the ones of the `cmake`/`ninja` Python packages
+    (what pip's isolated build environment provides), else the ones on PATH."""
+    exe = ".exe" if sys.platform.startswith("win") else ""
+    tools = {}
+    for name, attr in (("cmake", "CMAKE_BIN_DIR"), ("ninja", "BIN_DIR")):
+        path = None
+        try:
+            module = __import__(name)
+            candidate = Path(getattr(module, attr)) / (name + exe)
+            if candidate.is_file():
+                path = str(candidate)
+        except (ImportError, AttributeError, TypeError):
+            pass
+        tools[name] = path or shutil.which(name)
+    if tools["cmake"] is None:
+        sys.exit("quanto-kernels: no cmake found (pip installs it as a build requirement; with "
+                 "--no-build-isolation, `pip install cmake ninja` first)")
+    if tools["ninja"] is None:
+        sys.exit("quanto-kernels: no ninja found (`pip install ninja`)")
+    return tools
+
+
+def stale_cache_reason(cache, cmake, ninja, source_dir, nvcc=None):
+    """Why the CMake cache of an existing build tree cannot be reused by this build (None: it can).
+
+    `cache` is read_cmake_cache()'s dict. A tree configured inside an earlier pip build still names that
+    build's cmake and ninja, which pip deleted with its isolated environment; reusing it fails with
+    "CMAKE_MAKE_PROGRAM is not set" or a missing ninja. A tree may also come from another checkout or
+    another toolkit.
+    """
+    if not cache:
+        return None
+    home = cache.get("CMAKE_HOME_DIRECTORY")
+    if home and not _same_file(home, source_dir):
+        return f"it was configured for another source folder ({home})"
+    recorded_cmake = cache.get("CMAKE_COMMAND")
+    if recorded_cmake and not Path(recorded_cmake).is_file():
+        return f"its cmake ({recorded_cmake}) no longer exists"
+    # (A cmake found on PATH may be the PyPI package's wrapper script, which is not the binary it runs.)
+    if recorded_cmake and cmake and not _is_script(cmake) and not _same_file(recorded_cmake, cmake):
+        return f"it was configured by another cmake ({recorded_cmake}, now {cmake})"
+    generator = cache.get("CMAKE_GENERATOR")
+    if generator and generator != "Ninja":
+        return f"it was configured for the {generator!r} generator"
+    make = cache.get("CMAKE_MAKE_PROGRAM")
+    if make and not Path(make).is_file():
+        return f"its ninja ({make}) no longer exists"
+    if make and ninja and not _same_file(make, ninja):
+        return f"it uses another ninja ({make}, now {ninja})"
+    for key in ("CMAKE_CUDA_COMPILER", "CMAKE_CXX_COMPILER", "CMAKE_C_COMPILER"):
+        value = cache.get(key)
+        if value and os.path.isabs(value) and not Path(value).is_file():
+            return f"its {key} ({value}) no longer exists"
+    cuda = cache.get("CMAKE_CUDA_COMPILER")
+    if nvcc is not None and cuda and not _same_file(cuda, nvcc):
+        return f"it was configured for another toolkit ({cuda})"
     return None
+
+
+def _is_script(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
+
+
+def reset_cmake_cache(build_dir):
+    """Removes the cache and CMake's per-configuration files; keeps the compiled objects."""
+    build_dir = Path(build_dir)
+    (build_dir / "CMakeCache.txt").unlink(missing_ok=True)
+    shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
 
 
 class CMakeExtension(Extension):
@@ -89,23 +182,26 @@ class CMakeExtension(Extension):
 class CMakeBuild(build_ext):
     def _cmake_build(self, build_dir, nvcc, archs, rev):
         build_dir.mkdir(parents=True, exist_ok=True)
+        tools = build_tools()
+        reason = stale_cache_reason(read_cmake_cache(build_dir), tools["cmake"], tools["ninja"], ROOT, nvcc)
+        if reason:
+            print(f"quanto-kernels: reconfiguring {build_dir}: {reason}", flush=True)
+            reset_cmake_cache(build_dir)
         cfg = [
-            "cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
+            tools["cmake"], "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={Path(tools['ninja']).as_posix()}",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DQK_VERSION={self.distribution.get_version()}",
             f"-DQK_GIT_REV={rev}",
         ]
         if nvcc is not None:
-            cached = _cached_cuda_compiler(build_dir)
-            if cached and cached != nvcc.as_posix():
-                cfg.append("--fresh")  # this tree was configured for another toolkit
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc.as_posix()}")
         if archs:
             cfg.append(f"-DQK_CUDA_ARCHS={archs}")
         cfg += shlex.split(os.environ.get("QUANTO_KERNELS_CMAKE_ARGS", ""))
         print("quanto-kernels:", " ".join(cfg), flush=True)
         subprocess.run(cfg, check=True)
-        build = ["cmake", "--build", str(build_dir)]
+        build = [tools["cmake"], "--build", str(build_dir)]
         jobs = os.environ.get("QUANTO_KERNELS_BUILD_JOBS")
         if jobs:
             build += ["--parallel", jobs]
@@ -167,6 +263,17 @@ class CMakeBuild(build_ext):
         return os.path.join(*ext_name.split(".")[:-1], "build_record.json")
 
 
+class BuildPy(build_py):
+    """Starts the package folder under build/lib afresh: files a previous build copied there (a module
+    since moved or deleted, a library of another toolkit) must not end up in this wheel."""
+
+    def run(self):
+        stale = Path(self.build_lib) / "quanto_kernels"
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        super().run()
+
+
 class SdistWithRevision(sdist):
     """Writes GIT_REVISION into the sdist, so a wheel built from it still records where it came from."""
 
@@ -192,6 +299,7 @@ class PlatformWheel(bdist_wheel):
 
 setup(
     ext_modules=[CMakeExtension("quanto_kernels._native")],
-    cmdclass={"build_ext": CMakeBuild, "bdist_wheel": PlatformWheel, "sdist": SdistWithRevision},
+    cmdclass={"build_py": BuildPy, "build_ext": CMakeBuild, "bdist_wheel": PlatformWheel,
+              "sdist": SdistWithRevision},
     package_data={"quanto_kernels": ["*.so", "*.dll", "*.json"]},
 )
