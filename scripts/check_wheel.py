@@ -213,15 +213,15 @@ def check_wheel(path: Path, expect_cuda=None, max_mb=100.0, allow_plain_linux=Fa
 
 SDIST_REQUIRED = ["CMakeLists.txt", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
                   "GIT_REVISION", "PKG-INFO", "csrc/api/quanto_kernels.h", "csrc/compat/qk_compat.h",
-                  "python/quanto_kernels/__init__.py", "python/quanto_kernels/_loader.py", "tests/conftest.py"]
+                  "python/quanto_kernels/__init__.py", "python/quanto_kernels/__main__.py", "tests/conftest.py"]
 
 
 def check_sdist(path: Path) -> list[str]:
     with tarfile.open(path) as t:
         names = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
     problems = [f"missing {need}" for need in SDIST_REQUIRED if need not in names]
-    if not any(n.startswith("csrc/gemm/") and n.endswith(".cu") for n in names):
-        problems.append("no CUDA sources under csrc/gemm/")
+    if not any(n.startswith("csrc/") and n.endswith(".cu") for n in names):
+        problems.append("no CUDA sources under csrc/")
     if not any(n.startswith("tests/test_") for n in names):
         problems.append("no tests")
     built = [n for n in names if n.endswith((".so", ".dll", ".whl")) or n.endswith("build_record.json")]

@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Hardening run (issues 4 and 5) on the GPU machine, in one call: build and diagnostics
-# (benchmarks/device_run.sh none), then the hardening test files and compute-sanitizer side by side.
+# Hardening run on a CUDA GPU machine: the hardening test files (bad inputs, fuzz, concurrency, CUDA graphs
+# and torch.compile, memory, huge shapes, device/stream checks) and, side by side, compute-sanitizer.
 #
-# Usage (device tool, carry .whl):
-#   bash scripts/hardening_run.sh          # one GPU: bad inputs, fuzz, concurrency, graphs/compile, memory,
-#                                          # huge shapes, device/stream checks; plus compute-sanitizer
-#   bash scripts/hardening_run.sh multi    # 2+ GPUs (nvidia-h200-x2): test_gpu_multi.py and the
-#                                          # cross-device bad-input cases only
-# Results in $OUT: pytest_hardening.txt, junit_hardening.xml, fuzz_<op>.json, sanitizer_summary.md and
-# the sanitizer logs, gpu.txt, build.txt, diagnostics.txt.
+# Usage: bash scripts/hardening_run.sh OUTDIR [single|multi]
+#        python tasks.py hardening --out OUTDIR [--multi]     (installs the package first)
+#   single (default): one GPU, every hardening file plus scripts/sanitize.sh in the background
+#   multi:            2+ GPUs, test_gpu_multi.py and the cross-device bad-input cases only
+# quanto_kernels, optimum-quanto and pytest must be installed in $PYTHON (default python3); the tests run
+# from OUTDIR, so they import the installed package and not the source tree.
+# Results in OUTDIR: pytest_hardening.txt, junit_hardening.xml, fuzz_<op>.json (the tests write them to
+# $QK_REPORT_DIR), sanitizer_summary.md and the sanitizer logs, gpu.txt, diagnostics.txt.
+# Environment: HARDENING_TESTS_TIMEOUT (seconds, default 330), SANITIZE_* (see scripts/sanitize.sh).
 set -uo pipefail
-mode="${1:-single}"
-OUT="${OUT:-/tmp/out}"
+OUT="${1:?usage: hardening_run.sh OUTDIR [single|multi]}"
+mode="${2:-single}"
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
 TESTS_TIMEOUT="${HARDENING_TESTS_TIMEOUT:-330}"
 t0=$(date +%s)
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 QK_REPORT_DIR="$OUT"
+cd "$OUT" || exit 1
 
-cd "$REPO" && bash benchmarks/device_run.sh none || exit 1  # (carried wheels in .whl/, build, diagnostics)
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 QK_REPORT_DIR="$OUT"
-cd /tmp  # the installed package, not the source tree
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > gpu.txt 2>&1
+cat gpu.txt
+"$PY" -m quanto_kernels > diagnostics.txt 2>&1 || { cat diagnostics.txt; echo "diagnostics failed"; exit 1; }
 
 if [[ "$mode" == multi ]]; then
   files=("$REPO/tests/test_gpu_multi.py" "$REPO/tests/test_bad_inputs.py")
@@ -37,12 +43,13 @@ fi
 
 if [[ "$sanitize" == 1 ]]; then
   # compute-sanitizer in the background (its own processes; little GPU memory) while the tests run.
-  SANITIZE_TIMEOUT="${SANITIZE_TIMEOUT:-330}" OUT="$OUT" bash "$REPO/scripts/sanitize.sh" > "$OUT/sanitizer_run.txt" 2>&1 &
+  SANITIZE_TIMEOUT="${SANITIZE_TIMEOUT:-330}" PYTHON="$PY" bash "$REPO/scripts/sanitize.sh" "$OUT" \
+    > "$OUT/sanitizer_run.txt" 2>&1 &
   san_pid=$!
 fi
 
 t1=$(date +%s)
-timeout --kill-after=20 "$TESTS_TIMEOUT" python3 -m pytest "${files[@]}" ${sel[@]+"${sel[@]}"} -q -rs --durations=20 \
+timeout --kill-after=20 "$TESTS_TIMEOUT" "$PY" -m pytest "${files[@]}" ${sel[@]+"${sel[@]}"} -q -ra --durations=20 \
   --junitxml="$OUT/junit_hardening.xml" -p no:cacheprovider > "$OUT/pytest_hardening.txt" 2>&1
 rc=$?
 echo "hardening tests: exit $rc, $(( $(date +%s) - t1 )) s"
@@ -56,8 +63,5 @@ if [[ "$sanitize" == 1 ]]; then
   cat "$OUT/sanitizer_summary.md" 2>/dev/null || tail -20 "$OUT/sanitizer_run.txt"
   [[ $src -ne 0 && $rc -eq 0 ]] && rc=$src
 fi
-echo "total: $(( $(date +%s) - t0 )) s"
-# The device tool returns at most 8 files: bundle the logs, keep the two summaries beside them.
-(cd "$OUT" && tar czf hardening_logs.tgz --exclude=hardening_logs.tgz ./* && \
-  find . -maxdepth 1 -type f ! -name hardening_logs.tgz ! -name sanitizer_summary.md ! -name pytest_hardening.txt -delete)
+echo "total: $(( $(date +%s) - t0 )) s; results in $OUT"
 exit $rc

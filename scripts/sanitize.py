@@ -8,8 +8,8 @@ matches, else prints the mismatches and exits 1.
 
 Coverage (each also on its own: ``python scripts/sanitize.py``):
   unpack 2/4 bits (odd lengths, 1-3 dims); Marlin repack 8/4 bits with and without a permutation;
-  FP8 Marlin dequantize + GEMM, fp16 and bf16, M in {1, 3, 8, 16, 17, 33} (K = 16: one k-tile, and
-  K = 272: 17 k-tiles, uneven split-K), N in {64, 192};
+  FP8 Marlin dequantize + GEMM, fp16 and bf16, M in {1, 3, 8, 16, 17, 33, L, L + 1} with L the library's
+  fused limit (K = 16: one k-tile, and K = 272: 17 k-tiles, uneven split-K), N in {64, 192};
   AWQ int4 dequantize + GEMM, M in {1, 7, 8, 9, 16, 17}, N in {128, 132, 260}, K in {128, 384};
   Marlin int4 dequantize + GEMM, K in {128, 256}, N in {64, 192}, scale_perm none/block32/block64,
   M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit).
@@ -44,16 +44,32 @@ def cuda(t):
     return t.to("cuda")  # host-to-device copy
 
 
-# Large M goes through our dequantize kernel and then cuBLAS. Hopper cuBLAS kernels for tiny K write
-# their output with the tensor-memory (TMA) unit, which initcheck does not see as writes and which
-# made racecheck fail with "Internal Sanitizer Error ... hardware exception" (H100, 2026-11-24); our
-# dequantize kernels are still covered by their own calls. SANITIZE_SKIP_DENSE=1 skips those M.
+# Above the fused kernel's limit, M goes through our dequantize kernel and then cuBLAS. Hopper cuBLAS
+# kernels for tiny K write their output with the tensor-memory (TMA) unit, which initcheck does not see
+# as writes and which made racecheck fail with "Internal Sanitizer Error ... hardware exception" (H100,
+# 2026-11-24); our dequantize kernels are still covered by their own calls. SANITIZE_SKIP_DENSE=1 skips
+# those M. The limits are the library's own (qk_fp8_marlin_max_gemv_m for FP8 Marlin, qk_max_gemv_m
+# for the int4 formats), read at start-up, so the skip follows the dispatch the library really does.
 SKIP_DENSE = bool(os.environ.get("SANITIZE_SKIP_DENSE"))
-MAX_FUSED_M = 16
+FUSED_LIMITS = {}
+
+
+def fused_limits():
+    """Largest M each format's fused kernel takes, asked of the loaded library through ctypes."""
+    lib = quanto_kernels.get_library().lib
+    return {"fp8": int(lib.qk_fp8_marlin_max_gemv_m()), "int4": int(lib.qk_max_gemv_m())}
+
+
+def dense_call(what):
+    """True for a GEMM call whose M is above its format's fused limit (it runs dequantize + cuBLAS)."""
+    if " M=" not in what:
+        return False
+    m = int(what.split(" M=")[1].split()[0])
+    return m > FUSED_LIMITS["fp8" if what.startswith("fp8") else "int4"]
 
 
 def run(what, fn, check):
-    if SKIP_DENSE and " M=" in what and int(what.split(" M=")[1].split()[0]) > MAX_FUSED_M:
+    if SKIP_DENSE and dense_call(what):
         return
     CALLS[0] += 1
     if os.environ.get("SANITIZE_TRACE"):
@@ -127,7 +143,9 @@ def sweep_fp8():
             ref_w = gu.fp8_dequant_reference(codes, s)
             run(f"fp8 dequantize K={k} N={n} {dtype}", lambda: ops.fp8_marlin_dequantize(packed, s_perm),
                 within(ref_w, fp8_bound(ref_w, dtype)))
-            for m in (1, 3, 8, 16, 17, 33):
+            # Both sides of the fused limit (64 today): every M here up to it runs the fused kernel.
+            limit = FUSED_LIMITS["fp8"]
+            for m in sorted({1, 3, 8, 16, 17, 33, limit, limit + 1}):
                 a = torch.randn(m, k, generator=g).to(dtype)
                 ag = cuda(a)
                 what = f"fp8 gemm M={m} K={k} N={n} {dtype}"
@@ -178,7 +196,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("SANITIZE_SKIPPED no CUDA GPU")
         return 2
-    quanto_kernels.get_library()
+    FUSED_LIMITS.update(fused_limits())
+    print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} (largest M of the fused kernels)",
+          flush=True)
     t0 = time.time()
     for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin):
         sweep()

