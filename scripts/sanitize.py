@@ -17,6 +17,7 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import time
@@ -55,9 +56,18 @@ FUSED_LIMITS = {}
 
 
 def fused_limits():
-    """Largest M each format's fused kernel takes, asked of the loaded library through ctypes."""
-    lib = quanto_kernels.get_library().lib
-    return {"fp8": int(lib.qk_fp8_marlin_max_gemv_m()), "int4": int(lib.qk_max_gemv_m())}
+    """Largest M each format's fused kernel takes, asked through ctypes of the library the package's
+    loader chose (the same file, so the same answer the ops' dispatch gets)."""
+    native = quanto_kernels.get_library()
+    cdll = getattr(native, "lib", None)
+    if not isinstance(cdll, ctypes.CDLL):
+        cdll = ctypes.CDLL(str(native.path))  # the loaded file again: dlopen hands back the same handle
+    limits = {}
+    for fmt, symbol in (("fp8", "qk_fp8_marlin_max_gemv_m"), ("int4", "qk_max_gemv_m")):
+        fn = getattr(cdll, symbol)
+        fn.restype, fn.argtypes = ctypes.c_int64, []
+        limits[fmt] = int(fn())
+    return limits
 
 
 def dense_call(what):
