@@ -4,11 +4,17 @@
 instead of JIT-compiling its own. Set ``QUANTO_KERNELS_DISABLE=1`` to opt out. Without a CUDA GPU
 the import succeeds and patches nothing. ``python -m quanto_kernels`` prints diagnostics and, on a
 GPU, runs a self-check.
+
+Layers (docs/architecture.md):
+  _native/   find, choose and load the library; its C ABI as keyword-only Python functions
+  ops/       the kernels as validated torch custom ops, one module per kernel family
+  quanto/    the optimum-quanto shim, its bindings, the fast QLinear path, fakes of quanto's ops
+  _diagnostics.py, __main__.py   ``python -m quanto_kernels``
 """
 
-from . import _shim
-from ._loader import NativeLibraryError, get_library
-from ._shim import JITDisabledError
+from ._native import NativeLibraryError, get_library
+from .quanto import shim as _shim
+from .quanto.shim import JITDisabledError
 
 __version__ = "0.1.0"
 

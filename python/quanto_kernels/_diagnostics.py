@@ -18,9 +18,9 @@ def _line(key: str, value) -> None:
 
 def _report_build_record(loaded):
     """Prints build_record.json, written by setup.py next to the libraries: every build in this installation."""
-    from quanto_kernels import _loader
+    from quanto_kernels._native import loader
 
-    path = _loader.PACKAGE_DIR / "build_record.json"
+    path = loader.PACKAGE_DIR / "build_record.json"
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -40,13 +40,13 @@ def report() -> dict:
     import torch
 
     import quanto_kernels
-    from quanto_kernels import _loader
+    from quanto_kernels._native import NativeLibraryError, loader
 
     facts = {}
     _line("platform", f"{platform.system()} {platform.release()} ({platform.machine()})")
     _line("python", sys.version.split()[0])
     _line("torch", f"{torch.__version__} (CUDA {torch.version.cuda})")
-    drv = _loader.driver_cuda_version()
+    drv = loader.driver_cuda_version()
     _line("driver CUDA version", "none found" if drv is None else f"{drv // 1000}.{(drv % 1000) // 10}")
     facts["gpu"] = torch.cuda.is_available()
     if facts["gpu"]:
@@ -57,12 +57,12 @@ def report() -> dict:
         _line("GPU", "none visible to torch")
     loaded = None
     try:
-        lib = _loader.get_library()
+        lib = loader.get_library()
         loaded = lib.path.name
         _line("library", lib.path)
-        _line("build info", lib.build_info())
+        _line("build info", lib.abi.build_info())
         facts["library"] = True
-    except _loader.NativeLibraryError as exc:
+    except NativeLibraryError as exc:
         _line("library", f"NOT LOADED: {exc}")
         facts["library"] = False
     facts["build_record"] = _report_build_record(loaded)
@@ -80,9 +80,10 @@ def report() -> dict:
     if facts["quanto"]:
         from optimum.quanto.library.extensions import extension as ext_mod
 
+        from quanto_kernels.quanto.bindings import QuantoCudaBindings
+
         served = ext_mod.is_extension_available("quanto_cuda") and isinstance(
-            ext_mod.get_extension("quanto_cuda")._lib, __import__(
-                "quanto_kernels._quanto_bindings", fromlist=["x"]).QuantoCudaBindings)
+            ext_mod.get_extension("quanto_cuda")._lib, QuantoCudaBindings)
         for name in BINDINGS:
             _line(f"  quanto_cuda.{name}", "native (quanto_kernels)" if served else "not served")
         facts["served"] = served
@@ -118,6 +119,25 @@ def self_check() -> bool:
     return ok
 
 
+INSTALL_QUANTO = 'pip install "quanto-kernels[quanto]" (from a checkout: pip install ".[quanto]")'
+
+
+def self_check_plan(facts, no_self_check: bool):
+    """(run it?, reason it does not run, whether not running it is a fault)."""
+    if no_self_check:
+        return False, "--no-self-check given", False
+    if not facts.get("library"):
+        return False, "the native library did not load (see 'library' above)", True
+    if not facts.get("gpu"):
+        return False, ("no CUDA GPU visible to torch (the library loads; the kernels need a GPU of compute "
+                       "capability >= 8.0)"), False
+    if not facts.get("quanto"):
+        return False, f"optimum-quanto is not installed; install it with: {INSTALL_QUANTO}", False
+    if not facts.get("patched"):
+        return False, "quanto is not patched (see 'quanto patched' above)", True
+    return True, "", False
+
+
 def main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m quanto_kernels", description=__doc__)
     parser.add_argument("--no-self-check", action="store_true", help="only print the environment report")
@@ -125,21 +145,23 @@ def main(argv) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     facts = report()
-    status = 0
-    if not facts.get("library"):
-        status = 1
-    elif facts["gpu"] and facts.get("quanto") and not args.no_self_check:
-        if not facts.get("patched"):
-            print("self-check skipped: quanto is not patched (see 'quanto patched' above)")
-            status = 1
-        else:
-            print("self-check (quanto layers on our kernels vs quanto's dequantize() + matmul):")
-            facts["self_check"] = self_check()
-            status = 0 if facts["self_check"] else 1
-    elif not facts["gpu"]:
-        print("self-check skipped: no CUDA GPU (the library loads; kernels need a GPU of compute capability >= 8.0)")
+    run, reason, fault = self_check_plan(facts, args.no_self_check)
+    status = 1 if fault or not facts.get("library") else 0
+    if run:
+        print("self-check (quanto layers on our kernels vs quanto's dequantize() + matmul):")
+        facts["self_check"] = self_check()
+        status = 0 if facts["self_check"] else 1
+    else:
+        print(f"self-check NOT RUN: {reason}")
+        facts["self_check"] = None
+        facts["self_check_skipped"] = reason
     facts["seconds"] = round(time.perf_counter() - start, 3)
     if args.json:
         print(json.dumps(facts))
-    print("RESULT:", "ok" if status == 0 else "problems found")
+    if status != 0:
+        print("RESULT: problems found")
+    elif run:
+        print("RESULT: ok")
+    else:
+        print(f"RESULT: ok (self-check skipped: {reason})")
     return status

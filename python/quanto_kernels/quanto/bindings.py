@@ -1,14 +1,16 @@
 """A stand-in for quanto's JIT-built ``quanto_cuda`` module, served by our library.
 
 quanto's registered CUDA wrappers call ``ext.lib.<binding>(...)`` positionally; this object offers
-the same six names and signatures (contract: quanto_cuda_ops.md, section 1.2). Activations from
-quanto may be strided views, so they are made dense here before the validated ops see them.
+the same six names and signatures (docs/ops.md describes each). Activations from quanto may be
+strided views, so they are made dense here before the validated ops see them.
 
 Every argument is checked before anything is launched: a bad one raises a TypeError/ValueError whose
-message starts with the binding's own parameter name. The ``workspace`` tensors quanto passes to
+message starts with the binding's own parameter name. The op's own checks (``quanto_kernels.ops``)
+cover the tensors; this module checks only what exists in the bindings alone (the sizes quanto
+passes besides the tensors, the workspace, ``C_out``). The ``workspace`` tensors quanto passes to
 ``fp8_marlin_gemm`` and ``marlin_gemm_f16i4`` (int32 zeros sized for upstream's lock-based kernels)
 must be int32 tensors, as upstream requires, but are otherwise ignored: our kernels never read or
-write them (their split-K scratch is allocated per call, see ``ops._workspace``), so their size and
+write them (their split-K scratch is allocated per call, see ``ops._common.workspace``), so their size and
 device are not checked.
 """
 
@@ -19,25 +21,12 @@ import re
 
 import torch
 
-from . import _validate as v
-from . import ops
-from .ops import eager
-
-
-def _tensor(t, name: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    return t
-
-
-def _int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    return value
+from ..ops import _marlin_int4, _validate as v
+from ..ops import direct
 
 
 def _dense(t, name: str) -> torch.Tensor:
-    if _tensor(t, name).numel() >= v.MAX_ELEMENTS:  # refuse before .contiguous() could materialise it
+    if v.tensor(t, name).numel() >= v.MAX_ELEMENTS:  # refuse before .contiguous() could materialise it
         raise ValueError(f"{name}: {t.numel()} elements is too many (limit 2^40)")
     t = t.contiguous()
     if t.device.type == "cuda" and t.numel() and t.data_ptr() % 16:  # an offset view: our kernels use 16-byte loads
@@ -47,9 +36,7 @@ def _dense(t, name: str) -> torch.Tensor:
 
 def _check_workspace(workspace) -> None:
     """quanto's upstream workspace: must be an int32 tensor (as upstream requires); never used."""
-    _tensor(workspace, "workspace")
-    if workspace.dtype != torch.int32:
-        raise TypeError(f"workspace: expected dtype torch.int32, got {workspace.dtype}")
+    v.tensor(workspace, "workspace", dtypes=(torch.int32,))
 
 
 @contextlib.contextmanager
@@ -104,19 +91,19 @@ class QuantoCudaBindings:
 
     @staticmethod
     def unpack(t, bits):
-        return eager.unpack(_dense(t, "t"), bits)
+        return direct.unpack(_dense(t, "t"), bits)
 
     @staticmethod
     def awq_v2_gemm_f16i4(input, packed, scales, zeros):
-        return eager.awq_int4_gemm(_dense(input, "input"), packed, scales, zeros)
+        return direct.awq_int4_gemm(_dense(input, "input"), packed, scales, zeros)
 
     @staticmethod
     def awq_v2_gemv_f16i4(input, packed, scales, zeros, m, n, k, group_size):
         input = _dense(input, "input")
-        _tensor(packed, "packed")
-        _tensor(scales, "scales")
+        v.tensor(packed, "packed")
+        v.tensor(scales, "scales")
         for name, value in (("m", m), ("n", n), ("k", k), ("group_size", group_size)):
-            _int(value, name)
+            v.integer(value, name)
         # The sizes must agree with the tensors (checked before anything is launched).
         if packed.dim() == 2 and packed.shape[0] * 4 != n:
             raise ValueError(f"n: {n}, but packed {tuple(packed.shape)} holds N={packed.shape[0] * 4} channels")
@@ -128,48 +115,46 @@ class QuantoCudaBindings:
                 and k // scales.shape[0] != group_size):
             raise ValueError(f"group_size: {group_size}, but scales {tuple(scales.shape)} give K/groups="
                              f"{k // scales.shape[0]}")
-        return eager.awq_int4_gemm(input, packed, scales, zeros)
+        return direct.awq_int4_gemm(input, packed, scales, zeros)
 
     @staticmethod
     def gptq_marlin_repack(b_q_weight, perm, size_k, size_n, num_bits):
-        return eager.marlin_repack(_dense(b_q_weight, "b_q_weight"), _dense(perm, "perm"), size_k, size_n, num_bits)
+        return direct.marlin_repack(_dense(b_q_weight, "b_q_weight"), _dense(perm, "perm"), size_k, size_n, num_bits)
 
     @staticmethod
     def fp8_marlin_gemm(a, b_q_weight, b_scales, workspace, num_bits, size_m, size_n, size_k):
         # The workspace is checked (int32 tensor) but not used: our kernels need no cross-block locks.
         _check_workspace(workspace)
-        if _int(num_bits, "num_bits") != 8:
+        if v.integer(num_bits, "num_bits") != 8:
             raise ValueError(f"num_bits: the FP8 Marlin GEMM takes 8, got {num_bits}")
         for name, value in (("size_m", size_m), ("size_n", size_n), ("size_k", size_k)):
-            _int(value, name)
+            v.integer(value, name)
         a = _dense(a, "a")
-        _tensor(b_scales, "b_scales")
+        v.tensor(b_scales, "b_scales")
         if a.dim() == 2 and a.shape[0] != size_m:
             raise ValueError(f"size_m: {size_m}, but a has shape {tuple(a.shape)}")
         if a.dim() == 2 and a.shape[1] != size_k:
             raise ValueError(f"size_k: {size_k}, but a has shape {tuple(a.shape)}")
         if b_scales.dim() >= 1 and b_scales.shape[-1] != size_n:
             raise ValueError(f"size_n: {size_n}, but b_scales has shape {tuple(b_scales.shape)}")
-        return eager.fp8_marlin_gemm(a, b_q_weight, b_scales)
+        return direct.fp8_marlin_gemm(a, b_q_weight, b_scales)
 
     @staticmethod
     def marlin_gemm_f16i4(A, B, C_out, s, sz, workspace, thread_k, thread_n, sms, max_par):
         # Tiling hints (thread_k, thread_n, sms, max_par) belong to upstream's kernel; ours picks its own.
         _check_workspace(workspace)
         A = _dense(A, "A")
-        _tensor(s, "s")
-        _tensor(C_out, "C_out")
+        v.tensor(s, "s")
+        v.tensor(C_out, "C_out", dtypes=(torch.float16,))
         with _renamed(_MARLIN_I4_NAMES):
-            perm = ops.marlin_int4_scale_perm(s.shape[0] if s.dim() >= 1 else 0)
-            n, k, _ = ops._check_marlin_i4(B, s, sz, perm)
-            ops._check_activation(A, k)
+            perm = _marlin_int4.scale_perm_for(s.shape[0] if s.dim() >= 1 else 0)
+            n, k, g = _marlin_int4.check_gemm(A, B, s, sz, perm)
         m = A.numel() // k
-        if C_out.dtype != torch.float16:
-            raise TypeError(f"C_out: expected dtype torch.float16, got {C_out.dtype}")
         if C_out.device != A.device:
             raise ValueError(f"C_out: is on {C_out.device} but A is on {A.device}")
         if C_out.numel() != m * n or C_out.dim() < 1 or C_out.shape[-1] != n:
             raise ValueError(f"C_out: expected {m} x {n} outputs (last dimension {n}), got shape {tuple(C_out.shape)}")
         with _renamed(_MARLIN_I4_NAMES):
-            out = eager.marlin_int4_gemm(A, B, s, sz, perm)
+            _marlin_int4.device_checks(B, s, sz, A)
+        out = _marlin_int4.gemm_checked(A, B, s, sz, perm, n, k, g)
         C_out.copy_(out.view_as(C_out))

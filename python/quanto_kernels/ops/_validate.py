@@ -1,4 +1,6 @@
-"""Argument checks shared by the ops: every failure names the argument and says what was expected."""
+"""Python-side argument checks of every op: each failure is a TypeError/ValueError that starts with
+the argument's name and says what was expected. The C entry points re-check sizes, codes and
+alignment (docs/ops.md); nothing else in this package re-states these rules."""
 
 from __future__ import annotations
 
@@ -19,21 +21,22 @@ def tensor(
     t,
     name: str,
     *,
-    dtypes: Iterable[torch.dtype],
+    dtypes: Optional[Iterable[torch.dtype]] = None,
     ndim: Optional[int] = None,
     shape: Optional[Tuple[int, ...]] = None,
 ) -> None:
-    """Type, dtype and shape checks (device-independent: these also run for fake tensors)."""
+    """Type, dtype and shape checks (device-independent: these also run for fake tensors); returns t."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    dtypes = tuple(dtypes)
-    if t.dtype not in dtypes:
+    dtypes = tuple(dtypes) if dtypes is not None else None
+    if dtypes is not None and t.dtype not in dtypes:
         want = " or ".join(str(d) for d in dtypes)
         raise TypeError(f"{name}: expected dtype {want}, got {t.dtype}")
     if ndim is not None and t.dim() != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {tuple(t.shape)}")
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    return t
 
 
 def on_cuda(t: torch.Tensor, name: str, ref: Optional[torch.Tensor] = None, ref_name: str = "") -> None:
@@ -63,3 +66,39 @@ def integer(value, name: str, *, choices=None, minimum=None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}")
     return value
+
+
+# ------------------------------------------------------------------- shared by the int4 families
+
+
+def int4_size(n: int, k: int) -> None:
+    condition(k <= INT4_MAX_K, "packed", f"K={k} is too large: the int4 kernels take K <= 2^30")
+    condition(n * k < MAX_ELEMENTS, "packed", f"N * K = {n} * {k} elements is too many (limit 2^40)")
+
+
+def group_tensors(scales, zeros, n: int, k: int, group_multiple: int) -> int:
+    """fp16 (K/group_size, N) scales and zeros; returns the group size."""
+    tensor(scales, "scales", dtypes=(torch.float16,), ndim=2)
+    groups = scales.shape[0]
+    condition(scales.shape[1] == n, "scales", f"expected shape (K/group_size, N={n}), got {tuple(scales.shape)}")
+    condition(groups > 0 and k % groups == 0, "scales", f"{groups} groups do not divide K={k}")
+    group_size = k // groups
+    condition(group_size % group_multiple == 0, "scales",
+              f"group size K/{groups}={group_size} must be a multiple of {group_multiple}")
+    tensor(zeros, "zeros", dtypes=(torch.float16,), shape=tuple(scales.shape))
+    return group_size
+
+
+def activation(a, k: int, name: str = "input") -> None:
+    """An fp16 (..., K) activation."""
+    tensor(a, name, dtypes=(torch.float16,))
+    condition(a.dim() >= 1 and a.shape[-1] == k, name,
+              f"expected last dimension K={k} to match the weight, got shape {tuple(a.shape)}")
+
+
+def all_on_cuda(*named) -> None:
+    """(name, tensor) pairs: each on CUDA, dense and aligned, all on the first one's device."""
+    first_name, first = named[0]
+    on_cuda(first, first_name)
+    for name, t in named[1:]:
+        on_cuda(t, name, first, first_name)

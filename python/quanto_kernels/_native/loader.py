@@ -1,4 +1,4 @@
-"""Finds and loads the native library (plain C ABI) with ctypes.
+"""Finds, chooses and loads the native library (plain C ABI) with ctypes.
 
 The library is only ever loaded from this package's directory, by absolute path. A wheel may hold
 one build per CUDA major (``libquanto_kernels_cu12.so``, ``..._cu13.so``; ``quanto_kernels_cuNN.dll``
@@ -17,21 +17,15 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from . import _binfile
+from .abi import ABI_VERSION, BoundAbi
+from .errors import NativeLibraryError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the quanto_kernels package: libraries live there
 ENV_CUDA_MAJOR = "QUANTO_KERNELS_CUDA_MAJOR"
 
 # Oldest driver (as cuDriverGetVersion reports it) that runs a build of each CUDA major, with the
 # Linux driver release users recognise.
 MIN_DRIVER = {12: (12000, "525.60.13"), 13: (13000, "580")}
-
-STATUS_OK, STATUS_INVALID_ARGUMENT, STATUS_UNSUPPORTED, STATUS_CUDA_ERROR = 0, 1, 2, 3
-DTYPE_FLOAT16, DTYPE_BFLOAT16 = 1, 2
-
-
-class NativeLibraryError(RuntimeError):
-    """The native library could not be found, chosen or loaded."""
-
 
 def _is_windows(platform: Optional[str] = None) -> bool:
     return (platform or sys.platform).startswith("win")
@@ -112,67 +106,13 @@ def choose_library(candidates: Dict[int, Path], driver_version: Optional[int], o
     return candidates[max(usable)]
 
 
-def _declare(lib: ctypes.CDLL) -> None:
-    """Declares the C signatures so ctypes converts (and checks) every argument."""
-    p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
-    pi32, pi64 = ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int64)
-    signatures = {
-        "qk_abi_version": (i32, []),
-        "qk_build_info": (ctypes.c_char_p, []),
-        "qk_last_error": (ctypes.c_char_p, []),
-        "qk_cuda_versions": (i32, [pi32, pi32]),
-        "qk_device_check": (i32, [i32]),
-        "qk_max_gemv_m": (i64, []),
-        "qk_fp8_marlin_max_gemv_m": (i64, []),
-        "qk_unpack": (i32, [p, p, i64, i32, i32, p]),
-        "qk_marlin_repack": (i32, [p, p, p, i64, i64, i32, i32, p]),
-        "qk_fp8_marlin_dequantize": (i32, [p, p, p, i64, i64, i32, i32, p]),
-        "qk_fp8_marlin_gemv_workspace_bytes": (i32, [i64, i64, i64, i32, pi64]),
-        "qk_fp8_marlin_gemv": (i32, [p, p, p, p, p, i64, i64, i64, i64, i32, i32, p]),
-        "qk_awq_int4_dequantize": (i32, [p, p, p, p, i64, i64, i64, i32, p]),
-        "qk_awq_int4_gemv_workspace_bytes": (i32, [i64, i64, i64, i64, i32, pi64]),
-        "qk_awq_int4_gemv": (i32, [p, p, p, p, p, p, i64, i64, i64, i64, i64, i32, p]),
-        "qk_marlin_int4_dequantize": (i32, [p, p, p, p, i64, i64, i64, i32, i32, p]),
-        "qk_marlin_int4_gemv_workspace_bytes": (i32, [i64, i64, i64, i64, i32, pi64]),
-        "qk_marlin_int4_gemv": (i32, [p, p, p, p, p, p, i64, i64, i64, i64, i64, i32, i32, p]),
-    }
-    for name, (restype, argtypes) in signatures.items():
-        fn = getattr(lib, name)  # AttributeError: an older/foreign library with this file name
-        fn.restype = restype
-        fn.argtypes = argtypes
-
-
-EXPECTED_ABI = 1
-
-
 class NativeLibrary:
-    """A loaded library plus a `call` that turns status codes into Python exceptions."""
+    """A loaded library: its path, the raw ctypes handle and its C ABI as Python functions (``abi``)."""
 
     def __init__(self, path: Path, cdll: ctypes.CDLL):
         self.path = path
-        self.lib = cdll
-
-    def last_error(self) -> str:
-        return (self.lib.qk_last_error() or b"").decode("utf-8", "replace")
-
-    def call(self, name: str, *args) -> None:
-        status = getattr(self.lib, name)(*args)
-        if status == STATUS_OK:
-            return
-        message = f"quanto-kernels {name}: {self.last_error()}"
-        if status == STATUS_INVALID_ARGUMENT:
-            raise ValueError(message)
-        if status == STATUS_UNSUPPORTED:
-            raise NotImplementedError(message)
-        raise RuntimeError(message)
-
-    def build_info(self) -> str:
-        return self.lib.qk_build_info().decode("utf-8", "replace")
-
-    def cuda_versions(self):
-        drv, rt = ctypes.c_int32(0), ctypes.c_int32(0)
-        self.call("qk_cuda_versions", ctypes.byref(drv), ctypes.byref(rt))
-        return drv.value, rt.value
+        self.lib = cdll  # raw handle, for tests of the C entry points themselves
+        self.abi = BoundAbi(cdll, path)
 
 
 def load_library(
@@ -205,14 +145,15 @@ def load_library(
             "The file may be truncated or built for another platform/architecture: reinstall with "
             "`pip install --force-reinstall quanto-kernels`."
         ) from exc
-    try:
-        _declare(cdll)
-        abi = cdll.qk_abi_version()
-    except AttributeError as exc:
-        raise NativeLibraryError(f"quanto-kernels: {path} is not a quanto-kernels library ({exc})") from exc
-    if abi != EXPECTED_ABI:
-        raise NativeLibraryError(f"quanto-kernels: {path} has C ABI {abi}, this package needs {EXPECTED_ABI}; reinstall")
-    return NativeLibrary(path, cdll)
+    if not hasattr(cdll, "qk_abi_version") or not hasattr(cdll, "qk_last_error"):
+        raise NativeLibraryError(f"quanto-kernels: {path} is not a quanto-kernels library (no qk_abi_version)")
+    lib = NativeLibrary(path, cdll)
+    version = lib.abi.abi_version()
+    if version != ABI_VERSION:
+        raise NativeLibraryError(
+            f"quanto-kernels: {path} has C ABI {version}, this package needs {ABI_VERSION}; reinstall"
+        )
+    return lib
 
 
 _lock = threading.Lock()

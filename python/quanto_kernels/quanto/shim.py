@@ -3,7 +3,11 @@
 Works whether quanto is imported before or after ``quanto_kernels``: if it is not imported yet, a
 one-shot import hook patches it the moment ``optimum.quanto`` finishes importing.
 
-What the patch does (quanto 0.2.7):
+Supported optimum-quanto versions: ``SUPPORTED_QUANTO_VERSIONS`` (0.2.7, and its git main, which
+reports "0.2.7dev"): the internals below are verified to exist before anything is patched. Any other
+version is left alone, with one warning.
+
+What the patch does:
   1. replaces quanto's JIT loader with one that raises, so no compilation can ever start;
   2. where quanto did not register its ``quanto_cuda`` extension (Windows, or any non-Linux OS),
      imports quanto's CUDA op definitions itself, which registers the extension and compiles nothing;
@@ -12,7 +16,7 @@ What the patch does (quanto 0.2.7):
   4. replaces the Marlin FP8 linear's forward, which drops the bias in 0.2.7 (and passes a workspace
      torch.compile cannot trace);
   5. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
-  6. gives QLinear a short inference path for FP8 Marlin and AWQ int4 weights (_fast_linear): at
+  6. gives QLinear a short inference path for FP8 Marlin and AWQ int4 weights (fast_linear): at
      small M quanto's Python dispatch costs more than our kernel.
 """
 
@@ -26,7 +30,7 @@ import sys
 import threading
 import warnings
 
-SUPPORTED_QUANTO_VERSIONS = ("0.2.7",)
+SUPPORTED_QUANTO_VERSIONS = ("0.2.7", "0.2.7dev")
 ENV_DISABLE = "QUANTO_KERNELS_DISABLE"
 
 _lock = threading.RLock()
@@ -112,7 +116,7 @@ def _add_fast_linear() -> None:
     except ImportError:  # a layout we do not know: quanto's own forward stays (still on our kernels)
         return
 
-    from ._fast_linear import awq_linear, fp8_linear
+    from .fast_linear import awq_linear, fp8_linear
 
     original = QLinear.forward
     if getattr(original, "_quanto_kernels_fast", False):
@@ -143,7 +147,7 @@ def patch_quanto() -> bool:
             _warn_once(f"quanto-kernels: leaving optimum-quanto alone: {found}")
             return False
         ext_mod, fp8_qbits = found
-        from ._quanto_bindings import QuantoCppBindings, QuantoCudaBindings
+        from .bindings import QuantoCppBindings, QuantoCudaBindings
 
         ext_mod.load = _jit_forbidden
         if not ext_mod.is_extension_available("quanto_cuda"):
@@ -155,7 +159,7 @@ def patch_quanto() -> bool:
         _fix_fp8_linear(fp8_qbits)
         _add_fast_linear()
         # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.
-        from ._quanto_fakes import register_quanto_fakes
+        from .fakes import register_quanto_fakes
 
         register_quanto_fakes()
         _state["patched"] = True
@@ -197,7 +201,7 @@ def install() -> bool:
         if not torch.cuda.is_available() or not torch.version.cuda:
             _state["reason"] = "no CUDA GPU available to this torch build: quanto left alone"
             return False
-        from ._loader import NativeLibraryError, get_library
+        from .._native import NativeLibraryError, get_library
 
         try:
             get_library()

@@ -12,10 +12,8 @@ path, which also raises the clear errors.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from . import ops
-from ._loader import get_library
+from ..ops import _awq_int4, _fp8_marlin
 
 _CACHE_ATTR = "_quanto_kernels_cache"
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; subclasses go the full way
@@ -24,7 +22,7 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; s
 class _Weight:
     """What the kernels need from a quantized weight, validated once."""
 
-    __slots__ = ("tensors", "ptrs", "n", "k", "dtype", "device", "dev_index", "group_size", "dequant")
+    __slots__ = ("tensors", "ptrs", "n", "k", "dtype", "device", "group_size")
 
     def matches(self, tensors) -> bool:
         return all(a is b for a, b in zip(self.tensors, tensors)) and self.ptrs == tuple(t.data_ptr() for t in tensors)
@@ -45,12 +43,11 @@ def _fp8_info(w) -> _Weight:
     data, scale = w._data._data, w._scale
 
     def build():
-        n, k = ops._check_fp8_weight(data, scale)
-        ops._fp8_device_checks(data, scale)
+        # the op's own checks, run once per weight
+        n, k = _fp8_marlin.check_weight(data, scale)
+        _fp8_marlin.device_checks(data, scale)
         info = _Weight()
-        info.n, info.k, info.dtype, info.device = n, k, scale.dtype, data.device
-        info.dev_index, info.group_size = data.device.index, 0
-        info.dequant = lambda: ops._fp8_dequant(data, scale, n, k)
+        info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, 0
         return info
 
     return _cached(w, (data, scale), build)
@@ -60,12 +57,10 @@ def _awq_info(w) -> _Weight:
     data, scale, shift = w._data._data, w._scale, w._shift
 
     def build():
-        n, k, g = ops._check_awq(data, scale, shift)
-        ops._int4_device_checks([("packed", data), ("scales", scale), ("zeros", shift)])
+        n, k, g = _awq_int4.check_weight(data, scale, shift)
+        _awq_int4.device_checks(data, scale, shift)
         info = _Weight()
-        info.n, info.k, info.dtype, info.device = n, k, torch.float16, data.device
-        info.dev_index, info.group_size = data.device.index, g
-        info.dequant = lambda: ops._awq_dequant(data, scale, shift, n, k, g)
+        info.n, info.k, info.dtype, info.device, info.group_size = n, k, torch.float16, data.device, g
         return info
 
     return _cached(w, (data, scale, shift), build)
@@ -95,12 +90,6 @@ def _activation(input, info, bias):
     return x
 
 
-def _finish(out, input, info, bias):
-    if bias is not None:
-        out.add_(bias)
-    return out.view(tuple(input.shape[:-1]) + (info.n,))
-
-
 def fp8_linear(input, w, bias):
     """F.linear(input, w, bias) for a MarlinF8QBytesTensor weight, or None if quanto's path must run."""
     if not _plain_inference(input, w, bias):
@@ -109,19 +98,9 @@ def fp8_linear(input, w, bias):
     x = _activation(input, info, bias)
     if x is None:
         return None
-    m, n, k = x.shape[0], info.n, info.k
-    if m > ops._max_gemv_m("fp8"):
-        return F.linear(x, info.dequant(), bias).view(tuple(input.shape[:-1]) + (n,))
-    dev = info.dev_index
-    ws_bytes = ops._workspace_bytes("qk_fp8_marlin_gemv_workspace_bytes", m, n, k, dev)
-    ws = ops._workspace(x, ws_bytes)
-    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     data, scale = info.tensors
-    get_library().call(
-        "qk_fp8_marlin_gemv", x.data_ptr(), data.data_ptr(), scale.data_ptr(), out.data_ptr(),
-        ws.data_ptr() if ws is not None else None, ws_bytes, m, n, k, ops._DTYPE_CODES[x.dtype], dev, ops._stream(x),
-    )
-    return _finish(out, input, info, bias)
+    out = _fp8_marlin.matmul(x, data, scale, info.n, info.k, bias)
+    return out.view(tuple(input.shape[:-1]) + (info.n,))
 
 
 def awq_linear(input, w, bias):
@@ -132,16 +111,6 @@ def awq_linear(input, w, bias):
     x = _activation(input, info, bias)
     if x is None:
         return None
-    m, n, k, g = x.shape[0], info.n, info.k, info.group_size
-    if m > ops._max_gemv_m("int4"):
-        return F.linear(x, info.dequant(), bias).view(tuple(input.shape[:-1]) + (n,))
-    dev = info.dev_index
-    ws_bytes = ops._workspace_bytes("qk_awq_int4_gemv_workspace_bytes", m, n, k, g, dev)
-    ws = ops._workspace(x, ws_bytes)
-    out = torch.empty((m, n), dtype=torch.float16, device=x.device)
     data, scale, shift = info.tensors
-    get_library().call(
-        "qk_awq_int4_gemv", x.data_ptr(), data.data_ptr(), scale.data_ptr(), shift.data_ptr(), out.data_ptr(),
-        ws.data_ptr() if ws is not None else None, ws_bytes, m, n, k, g, dev, ops._stream(x),
-    )
-    return _finish(out, input, info, bias)
+    out = _awq_int4.matmul(x, data, scale, shift, info.n, info.k, info.group_size, bias)
+    return out.view(tuple(input.shape[:-1]) + (info.n,))

@@ -4,7 +4,7 @@ optimum-quanto 0.2.7 defines ``quanto::gemm_f16f8_marlin``, ``quanto::gemm_f16i4
 ``quanto::gemm_f16i4_marlin`` and ``quanto::pack_fp8_marlin`` with a CUDA kernel only, so tracing a
 quantized model (``torch.compile``, ``torch.export``) fails with "no fake impl" at the first of them.
 The output shapes below are those of the CUDA implementations that quanto_kernels serves
-(``_quanto_bindings``); ``quanto::unpack`` already has a composite implementation that handles fake
+(``quanto_kernels.quanto.bindings``); ``quanto::unpack`` already has a composite implementation that handles fake
 tensors.
 
 ``register_quanto_fakes()`` is idempotent and never raises: an op that is not defined (quanto not

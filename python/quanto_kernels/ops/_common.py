@@ -1,0 +1,110 @@
+"""What every op family shares: the stream handle, dtype codes, split-K workspaces and the M rule.
+
+The dispatch rule of a GEMM family, written once here (docs/ops.md, "Dispatch"): the fused GEMV
+kernel serves M <= the library's limit for that family (``qk_*_max_gemv_m``, asked once); larger M
+dequantizes the weight into a dense temporary and lets torch (cuBLAS) multiply. ``force_path``
+overrides the rule for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .._native import abi
+
+PATHS = ("gemv", "dequant")
+_forced: Optional[str] = None
+
+DTYPE_CODES = {torch.float16: abi.DTYPE_FLOAT16, torch.bfloat16: abi.DTYPE_BFLOAT16}
+
+try:  # the raw handle without building a Stream object (a few microseconds per call at M = 1)
+    _raw_stream = torch._C._cuda_getCurrentRawStream
+except AttributeError:  # pragma: no cover - a torch without the private helper
+    _raw_stream = None
+
+
+def stream(t: torch.Tensor) -> int:
+    """The current CUDA stream of t's device, as the integer handle the C ABI takes."""
+    if _raw_stream is not None:
+        return _raw_stream(t.device.index)
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def workspace(t: torch.Tensor, nbytes: int) -> Optional[torch.Tensor]:
+    """fp32 split-K partials (None when the plan needs none); the caching allocator keeps it cheap and stream-safe."""
+    if nbytes <= 0:
+        return None
+    return torch.empty(nbytes // 4, dtype=torch.float32, device=t.device)
+
+
+def data_ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+@contextlib.contextmanager
+def force_path(path: Optional[str]) -> Iterator[None]:
+    """Test-only: every GEMM family takes `path` ("gemv" or "dequant"; None: the normal rule) inside the block.
+
+    Process-wide (all threads), not re-entrant across threads. Under "gemv", an M above the family's
+    fused-kernel limit raises ValueError instead of reaching the kernel.
+    """
+    global _forced
+    if path is not None and path not in PATHS:
+        raise ValueError(f"path: must be one of {PATHS} or None, got {path!r}")
+    previous, _forced = _forced, path
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def forced_path() -> Optional[str]:
+    return _forced
+
+
+class GemmFamily:
+    """The fused-kernel limit and the cached workspace query of one family of GEMM entry points."""
+
+    def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str):
+        self.name = name
+        self._max_gemv_m = max_gemv_m  # abi function names
+        # Planning is done once per shape: the per-call path only looks the size up.
+        self.workspace_bytes = functools.lru_cache(maxsize=4096)(self._query_workspace)
+        self._workspace_fn = workspace_bytes
+
+    def _query_workspace(self, **sizes) -> int:
+        return getattr(abi, self._workspace_fn)(**sizes)
+
+    @functools.cached_property
+    def max_gemv_m(self) -> int:
+        """Largest M the fused kernel of this family takes, as the loaded library reports it."""
+        return int(getattr(abi, self._max_gemv_m)())
+
+    def use_gemv(self, m: int) -> bool:
+        if _forced is None:
+            return m <= self.max_gemv_m
+        if _forced == "dequant":
+            return False
+        if m > self.max_gemv_m:
+            raise ValueError(
+                f"force_path('gemv'): M={m} rows exceed the {self.name} fused kernel's limit of "
+                f"{self.max_gemv_m}; use M <= {self.max_gemv_m} or the dequant path"
+            )
+        return True
+
+    def __repr__(self) -> str:
+        return f"GemmFamily({self.name!r})"
+
+
+def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Callable[[], torch.Tensor],
+                    dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """a (M, K) times the family's weight (+ bias): the fused kernel or dequantize + matmul, by M."""
+    if family.use_gemv(a.shape[0]):
+        out = gemv()
+        return out if bias is None else out.add_(bias)
+    return F.linear(a, dequant(), bias)

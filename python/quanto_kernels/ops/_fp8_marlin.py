@@ -1,0 +1,120 @@
+"""FP8 (e4m3) weights in the Marlin layout: ``quanto_kernels::fp8_marlin_dequantize`` and
+``quanto_kernels::fp8_marlin_gemm`` (docs/layouts.md, "FP8 Marlin layout" and "Scale permutations";
+math, contract and dispatch in docs/ops.md).
+
+The weight is (K/16, 4N) int32 with N per-channel scales (fp16 or bf16, Block32-permuted);
+activations (M, K) in the scales' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .._native import abi
+from . import _common as c
+from . import _validate as v
+
+ACT_DTYPES = (torch.float16, torch.bfloat16)
+FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
+                      workspace_bytes="fp8_marlin_gemv_workspace_bytes")
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def check_weight(b_q_weight, b_scales):
+    """Device-independent weight checks; returns (N, K)."""
+    v.tensor(b_q_weight, "b_q_weight", dtypes=(torch.int32,), ndim=2)
+    v.condition(b_q_weight.shape[1] % 256 == 0 and b_q_weight.shape[0] > 0 and b_q_weight.shape[1] > 0,
+                "b_q_weight",
+                f"expected the (K/16, 4N) FP8 Marlin layout with N % 64 == 0, got shape {tuple(b_q_weight.shape)}")
+    n, k = b_q_weight.shape[1] // 4, b_q_weight.shape[0] * 16
+    v.condition(n * k < v.MAX_ELEMENTS, "b_q_weight", f"N * K = {n} * {k} elements is too many (limit 2^40)")
+    v.tensor(b_scales, "b_scales", dtypes=ACT_DTYPES)
+    v.condition(b_scales.dim() >= 1 and b_scales.numel() == n and b_scales.shape[-1] == n, "b_scales",
+                f"expected N={n} per-channel scales of shape (1, N) or (N,), got {tuple(b_scales.shape)}")
+    return n, k
+
+
+def check_gemm(a, b_q_weight, b_scales):
+    """Device-independent checks of a GEMM call; returns (N, K)."""
+    n, k = check_weight(b_q_weight, b_scales)
+    v.tensor(a, "a", dtypes=ACT_DTYPES, ndim=2)
+    v.condition(a.shape[1] == k, "a", f"expected K={k} columns to match b_q_weight, got shape {tuple(a.shape)}")
+    if b_scales.dtype != a.dtype:
+        raise TypeError(f"b_scales: dtype {b_scales.dtype} must match the activation dtype {a.dtype}")
+    return n, k
+
+
+def device_checks(b_q_weight, b_scales, a=None) -> None:
+    if a is not None:
+        v.on_cuda(a, "a")
+    v.on_cuda(b_q_weight, "b_q_weight")
+    v.on_cuda(b_scales, "b_scales", b_q_weight, "b_q_weight")
+    if a is not None:
+        v.on_cuda(b_q_weight, "b_q_weight", a, "a")
+
+
+# ------------------------------------------------------------------ launches (arguments checked)
+
+
+def run_dequantize(b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
+    out = torch.empty((n, k), dtype=b_scales.dtype, device=b_q_weight.device)
+    abi.fp8_marlin_dequantize(w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), out=out.data_ptr(), n=n, k=k,
+                              dtype=c.DTYPE_CODES[b_scales.dtype], device=b_q_weight.device.index,
+                              stream=c.stream(b_q_weight))
+    return out
+
+
+def run_gemv(a, b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
+    m, dev = a.shape[0], a.device.index
+    nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, device=dev)
+    ws = c.workspace(a, nbytes)
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    abi.fp8_marlin_gemv(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), out=out.data_ptr(),
+                        workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
+                        dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
+    return out
+
+
+def matmul(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
+    return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, b_q_weight, b_scales, n, k),
+                             lambda: run_dequantize(b_q_weight, b_scales, n, k), bias)
+
+
+# ------------------------------------------------------------------------------------------- ops
+
+
+def direct_dequantize(b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
+    """Dense (N, K) weight, in the scales' dtype, from the FP8 Marlin layout and permuted scales."""
+    n, k = check_weight(b_q_weight, b_scales)
+    device_checks(b_q_weight, b_scales)
+    return run_dequantize(b_q_weight, b_scales, n, k)
+
+
+def direct_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
+    """a (M, K) fp16/bf16 times the FP8 Marlin weight: (M, N) in a's dtype, scale applied in fp32."""
+    n, k = check_gemm(a, b_q_weight, b_scales)
+    device_checks(b_q_weight, b_scales, a)
+    if a.shape[0] == 0:
+        return a.new_empty((0, n))
+    return matmul(a, b_q_weight, b_scales, n, k)
+
+
+dequantize_op = torch.library.custom_op("quanto_kernels::fp8_marlin_dequantize", direct_dequantize, mutates_args=())
+gemm_op = torch.library.custom_op("quanto_kernels::fp8_marlin_gemm", direct_gemm, mutates_args=())
+
+
+@dequantize_op.register_fake
+def _dequantize_fake(b_q_weight, b_scales):
+    n, k = check_weight(b_q_weight, b_scales)
+    return b_q_weight.new_empty((n, k), dtype=b_scales.dtype)
+
+
+@gemm_op.register_fake
+def _gemm_fake(a, b_q_weight, b_scales):
+    n, _ = check_gemm(a, b_q_weight, b_scales)
+    return a.new_empty((a.shape[0], n))
