@@ -1,8 +1,17 @@
 // The extern "C" op entry points: validate every argument the kernels rely on (the Python layer
 // validates first; this is the last line before device code), then launch on the caller's
 // device and stream.
-#include "../gemm/launchers.h"
+#include "common/launchers.h"
+#include "gemv/gemv.h"
+#include "int8/int8.h"
 #include "launch.h"
+
+// The internal enums carry the ABI's codes unchanged (casts between them are free and safe).
+static_assert(static_cast<int32_t>(qk::DType::F16) == QK_DTYPE_FLOAT16, "DType::F16 must match QK_DTYPE_FLOAT16");
+static_assert(static_cast<int32_t>(qk::DType::BF16) == QK_DTYPE_BFLOAT16, "DType::BF16 must match QK_DTYPE_BFLOAT16");
+static_assert(static_cast<int32_t>(qk::ScalePerm::None) == QK_SCALE_PERM_NONE, "ScalePerm::None mismatch");
+static_assert(static_cast<int32_t>(qk::ScalePerm::Block32) == QK_SCALE_PERM_BLOCK32, "ScalePerm::Block32 mismatch");
+static_assert(static_cast<int32_t>(qk::ScalePerm::Block64) == QK_SCALE_PERM_BLOCK64, "ScalePerm::Block64 mismatch");
 
 namespace {
 
@@ -52,8 +61,13 @@ int64_t splitk_bytes(int splits, int64_t m, int64_t n) { return splits > 1 ? int
     if (qk_status_ != QK_STATUS_OK) return qk_status_; \
   } while (0)
 
-int fp8_splits(int64_t m, int64_t n, int64_t k, int32_t device) {
-  return qk::plan_fp8_gemv_splits(m, n, k, qk::sm_count(device));
+// The GEMV engine's plan for a validated shape on a checked device; the workspace query and the
+// launch use the same function, so the caller's workspace always fits the launch.
+template <typename PlanFn>
+int32_t engine_plan(PlanFn plan_fn, int64_t m, int64_t n, int64_t k, int32_t device, qk::gemv::Plan* plan) {
+  const cudaError_t err = plan_fn(m, n, k, device, plan);
+  if (err != cudaSuccess) return qk::fail_cuda(err, "planning the GEMV grid");
+  return QK_STATUS_OK;
 }
 int awq_splits(int64_t m, int64_t n, int64_t k, int64_t g, int32_t device) {
   return qk::plan_awq_gemv_splits(m, n, k, g, qk::sm_count(device));
@@ -86,6 +100,12 @@ int32_t check_marlin_i4_shape(int64_t n, int64_t k, int64_t group_size, int32_t 
   return check_group(k, group_size, 16);
 }
 
+int32_t check_int8_gemv_shape(int64_t n, int64_t k) {
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(k % 16 == 0, "k: the int8 GEMV needs k %% 16 == 0, got %lld", static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+
 int32_t check_ptrs16(const void* a, const char* an, const void* b, const char* bn, const void* c, const char* cn) {
   QK_REQUIRE(a != nullptr && aligned16(a), "%s: must be a non-null 16-byte aligned device pointer", an);
   QK_REQUIRE(b != nullptr && aligned16(b), "%s: must be a non-null 16-byte aligned device pointer", bn);
@@ -104,7 +124,8 @@ int32_t check_ptr2(const void* p, const char* name) {
 extern "C" {
 
 QK_API int64_t qk_max_gemv_m(void) { return qk::kMaxGemvM; }
-QK_API int64_t qk_fp8_marlin_max_gemv_m(void) { return qk::kMaxFp8GemvM; }
+QK_API int64_t qk_fp8_marlin_max_gemv_m(void) { return qk::kMaxEngineGemvM; }
+QK_API int64_t qk_int8_max_gemv_m(void) { return qk::kMaxEngineGemvM; }
 
 QK_API int32_t qk_unpack(const void* in, void* out, int64_t numel, int32_t bits, int32_t device, void* stream) {
   QK_REQUIRE(bits == 2 || bits == 4, "bits: must be 2 or 4, got %d", bits);
@@ -146,10 +167,12 @@ QK_API int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void*
 QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device,
                                                   int64_t* bytes) {
   QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
-  QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
+  QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(qk::check_device(device));
-  *bytes = splitk_bytes(fp8_splits(m, n, k, device), m, n);
+  qk::gemv::Plan plan;
+  QK_TRY(engine_plan(qk::plan_fp8_marlin_gemv, m, n, k, device, &plan));
+  *bytes = plan.workspace_bytes();
   return qk::ok();
 }
 
@@ -157,16 +180,60 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
                                   int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                                   int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
-  QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
+  QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_TRY(qk::check_device(device));
-  const int splits = fp8_splits(m, n, k, device);
-  QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
+  qk::gemv::Plan plan;
+  QK_TRY(engine_plan(qk::plan_fp8_marlin_gemv, m, n, k, device, &plan));
+  QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
   return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
-    return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, out, static_cast<float*>(workspace), m,
-                               n, k, splits, static_cast<qk::DType>(dtype), s);
+    return qk::launch_fp8_marlin_gemv(a, static_cast<const uint32_t*>(w), scales, out, workspace, plan,
+                                      static_cast<qk::DType>(dtype), s);
+  });
+}
+
+// ---- int8 (quanto's own layout) ----
+
+QK_API int32_t qk_int8_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
+                                  int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(w != nullptr, "w: must not be null");
+  QK_REQUIRE(out != nullptr && reinterpret_cast<uintptr_t>(out) % 2 == 0, "out: must be a non-null 2-byte aligned pointer");
+  QK_TRY(check_ptr2(scales, "scales"));
+  return qk::launch_on(device, stream, "int8_dequantize", [&](cudaStream_t s) {
+    return qk::launch_int8_dequant(static_cast<const int8_t*>(w), scales, out, n, k, static_cast<qk::DType>(dtype), s);
+  });
+}
+
+QK_API int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
+  QK_TRY(check_int8_gemv_shape(n, k));
+  QK_TRY(qk::check_device(device));
+  qk::gemv::Plan plan;
+  QK_TRY(engine_plan(qk::plan_int8_gemv, m, n, k, device, &plan));
+  *bytes = plan.workspace_bytes();
+  return qk::ok();
+}
+
+QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
+                            int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
+                            void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
+  QK_TRY(check_int8_gemv_shape(n, k));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_TRY(qk::check_device(device));
+  qk::gemv::Plan plan;
+  QK_TRY(engine_plan(qk::plan_int8_gemv, m, n, k, device, &plan));
+  QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
+  return qk::launch_on(device, stream, "int8_gemv", [&](cudaStream_t s) {
+    return qk::launch_int8_gemv(a, static_cast<const int8_t*>(w), scales, out, workspace, plan,
+                                static_cast<qk::DType>(dtype), s);
   });
 }
 

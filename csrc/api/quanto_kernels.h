@@ -56,6 +56,14 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
                                   int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                                   int32_t device, void* stream);
 
+/* ---- int8 weight in quanto's own layout: w (N, K) int8 row-major, scales N values (dtype) in channel order ---- */
+QK_API int32_t qk_int8_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
+                                  int32_t dtype, int32_t device, void* stream);
+QK_API int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
+QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
+                            int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
+                            void* stream);
+
 /* ---- AWQ v2 int4: w (N/4, K) int16; scales, zeros (K/group, N) fp16 ---- */
 QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
                                       int64_t k, int64_t group_size, int32_t device, void* stream);
@@ -77,8 +85,10 @@ QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* sca
 
 /* Largest M served by the int4 *_gemv entry points; larger M: dequantize, then a dense GEMM. */
 QK_API int64_t qk_max_gemv_m(void);
-/* Largest M served by qk_fp8_marlin_gemv (its kernel covers more rows than the int4 ones). */
+/* Largest M served by qk_fp8_marlin_gemv and qk_int8_gemv (the GEMV engine covers more rows than the
+ * int4 kernels). */
 QK_API int64_t qk_fp8_marlin_max_gemv_m(void);
+QK_API int64_t qk_int8_max_gemv_m(void);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include "../compat/qk_compat.h"
-#include "launchers.h"
+#include "common/launchers.h"
 
 namespace qk {
 

@@ -1,5 +1,5 @@
 // Split-K planning shared by the fused small-M kernels.
-#include "launchers.h"
+#include "common/launchers.h"
 
 namespace qk {
 

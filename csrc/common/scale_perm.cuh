@@ -4,7 +4,7 @@
 
 #include <cstdint>
 #include "../compat/qk_compat.h"
-#include "launchers.h"
+#include "common/launchers.h"
 
 namespace qk {
 

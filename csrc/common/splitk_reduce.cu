@@ -1,8 +1,8 @@
 // Finishes a split-K product: sums the fp32 partials of every split, applies an optional
 // per-channel scale, and rounds once to the output dtype.
-#include "launchers.h"
-#include "numeric.cuh"
-#include "scale_perm.cuh"
+#include "common/launchers.h"
+#include "common/numeric.cuh"
+#include "common/scale_perm.cuh"
 
 namespace qk {
 namespace {

@@ -6,8 +6,8 @@
 // [64q + 32h, 64q + 32h + 32): word u, nibble j is k = 64q + 32h + u + 8j. So the 32-bit word r of
 // such a load (int16 words 2r, 2r+1) gives, at nibble j of each half, the adjacent pair
 // (k0 + 8j + 2r, k0 + 8j + 2r + 1): exactly one fp16x2 after dequantization.
-#include "launchers.h"
-#include "int4_common.cuh"
+#include "common/launchers.h"
+#include "int4/int4_common.cuh"
 
 namespace qk {
 namespace {

@@ -7,7 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include "../compat/qk_compat.h"
-#include "launchers.h"
+#include "common/launchers.h"
 
 namespace qk {
 namespace i4 {

@@ -8,9 +8,9 @@
 // i's m16n8k16 A fragment of the 16-channel tile j (a0 = nibbles 0/4, a1 = 2/6, a2 = 1/5, a3 = 3/7).
 // Scales and zeros are (K/G, N) fp16 with channel n of group g at [g, scale_slot(n, perm)]; lane
 // (g, t) needs channels 64c + 8u + g (u = 2j + b), which Block64 stores at 64c + 8g + u: 16 bytes.
-#include "launchers.h"
-#include "int4_common.cuh"
-#include "scale_perm.cuh"
+#include "common/launchers.h"
+#include "int4/int4_common.cuh"
+#include "common/scale_perm.cuh"
 
 namespace qk {
 namespace {

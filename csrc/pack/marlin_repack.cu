@@ -2,7 +2,7 @@
 // Marlin kernels read, one 16 (K) x 64 (N) tile per contiguous block of output words. This is a
 // one-time permutation, so each thread simply gathers the codes of one output word from the
 // input; reads are scattered but stay inside a few input rows, which the caches absorb.
-#include "launchers.h"
+#include "common/launchers.h"
 #include "../compat/qk_compat.h"
 
 namespace qk {

@@ -1,6 +1,6 @@
 // quanto::unpack: splits each byte into its 8/bits bit-fields; field i of every byte forms the
 // i-th consecutive chunk of the output (the inverse of quanto's pack_weights along dim 0).
-#include "launchers.h"
+#include "common/launchers.h"
 #include "../compat/qk_compat.h"
 
 namespace qk {

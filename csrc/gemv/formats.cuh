@@ -1,0 +1,151 @@
+// Weight formats of the GEMV engine. A format says where the 64 pieces of 16 bytes of one work unit
+// (64 channels x 16 k) come from, how a lane turns the unit (staged in shared memory) into the A
+// fragments of four m16n8k16 products, how the activations' B fragment is read with the same k
+// order, and which scale each output channel takes. Everything else (pipeline, schedule,
+// reduction, epilogue) is the engine's (csrc/gemv/engine.cuh).
+//
+// Activation stage layout (shared by the formats): row r holds 16 k as 8 words; its two 16-byte
+// halves (k 0..7, k 8..15) swap places for rows 4..7 of every 8, so rows g and g + 4 of one
+// fragment read fall in different banks.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "../compat/qk_compat.h"
+#include "common/launchers.h"
+#include "common/numeric.cuh"
+#include "common/scale_perm.cuh"
+#include "fp8_marlin/fp8_decode.cuh"
+#include "gemv/schedule.h"
+
+namespace qk {
+namespace gemv {
+
+QK_DEVICE QK_FORCEINLINE int act_word(int row, int half) { return row * 8 + 4 * (half ^ ((row >> 2) & 1)); }
+
+// ---- FP8 e4m3fn in quanto's Marlin layout (docs/layouts.md, "FP8 Marlin layout") ----------------
+// A unit is the 1 KB block (kslice, tile): 256 consecutive words of packed row kslice. Word
+// 8t + 2s + h holds channel 16s + 8h + t/4 at k 2(t%4) + (0, 8, 1, 9): lane t's two 16-byte pieces
+// are exactly the A fragments of the four 16-channel sub-tiles, so no data moves between lanes.
+struct Fp8Marlin {
+  struct Args {
+    const uint32_t* w;
+    const uint16_t* scales;  // Block32-permuted, dtype of the activations
+    int64_t n, k;
+  };
+
+  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int64_t tile, int64_t ks, int p, bool& valid) {
+    valid = true;
+    return a.w + ks * 4 * a.n + 256 * tile + 4 * p;
+  }
+  // Pieces 8..15 of every 16 trade places in pairs, so that the 16-byte reads of a quarter warp
+  // (lanes read pieces 2t and 2t + 1) cover all 32 banks.
+  static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p ^ ((p >> 3) & 1); }
+
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, uint32_t (&af)[4][4]) {
+    const uint4 w0 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane));
+    const uint4 w1 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane + 1));
+    const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      af[s][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[2 * s]);      // channel g,     k 2tig, +1
+      af[s][1] = fp8::fp8_pair<D, fp8::kSelLo>(words[2 * s + 1]);  // channel g + 8, k 2tig, +1
+      af[s][2] = fp8::fp8_pair<D, fp8::kSelHi>(words[2 * s]);      // channel g,     k 2tig + 8, +9
+      af[s][3] = fp8::fp8_pair<D, fp8::kSelHi>(words[2 * s + 1]);  // channel g + 8, k 2tig + 8, +9
+    }
+    uint32_t any_nan = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) any_nan |= fp8::nan_bytes(words[j]);
+    if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        af[s][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(af[s][0], words[2 * s]);
+        af[s][1] = fp8::fix_nan_pair<D, fp8::kSelLo>(af[s][1], words[2 * s + 1]);
+        af[s][2] = fp8::fix_nan_pair<D, fp8::kSelHi>(af[s][2], words[2 * s]);
+        af[s][3] = fp8::fix_nan_pair<D, fp8::kSelHi>(af[s][3], words[2 * s + 1]);
+      }
+    }
+  }
+
+  // Natural k order: b0 = k (2tig, 2tig + 1), b1 = k (8 + 2tig, 9 + 2tig).
+  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, uint32_t (&b)[2]) {
+    b[0] = act[act_word(row, 0) + tig];
+    b[1] = act[act_word(row, 1) + tig];
+  }
+
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE float scale(const Args& a, int64_t col) {
+    return bits16_to_float<D>(a.scales[block32_slot(col)]);
+  }
+};
+
+// ---- int8, quanto's own (N, K) row-major layout with one scale per channel -----------------------
+// A unit is rows 64 tile .. 64 tile + 63, bytes 16 ks .. 16 ks + 15 of each: piece p is channel p.
+// The mma sums over its 16 k slots in any order, so the engine uses one that suits row-major data:
+// lane (g, tig) gives slots (2tig, 2tig + 1, 2tig + 8, 2tig + 9) the k 4tig .. 4tig + 3, one word
+// of the channel's row; the activations' B fragment is read with the same order.
+struct Int8Rows {
+  struct Args {
+    const int8_t* w;
+    const uint16_t* scales;  // natural channel order, dtype of the activations
+    int64_t n, k;
+  };
+
+  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int64_t tile, int64_t ks, int p, bool& valid) {
+    const int64_t row = kTileN * tile + p;
+    valid = row < a.n;  // the last tile of an N that is no multiple of 64 is zero-filled
+    return a.w + (valid ? row : 0) * a.k + 16 * ks;
+  }
+  static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p; }  // row p, 16 bytes: conflict-free reads
+
+  // Signed bytes 0 and 1 (lo) or 2 and 3 (hi) of x as two exact 16-bit values.
+  template <DType D, bool kHi>
+  static QK_DEVICE QK_FORCEINLINE uint32_t int8_pair(uint32_t x) {
+    const uint32_t u = x ^ 0x80808080u;  // biased: u = x + 128 in 0..255
+    if constexpr (D == DType::F16) {
+      // 0x64uu is 1024 + u exactly; subtracting 1152 leaves x.
+      const uint32_t v = __byte_perm(u, 0x64646464u, kHi ? 0x5352u : 0x5150u);
+      uint32_t r;
+      QK_ASM("sub.rn.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(v), "r"(0x64806480u));
+      return r;
+    } else {
+      // bf16 has too few mantissa bits for that trick: go through fp32 (2^23 + u, exact), then pack.
+      const float f0 = __uint_as_float(__byte_perm(u, 0x4B000000u, kHi ? 0x7442u : 0x7440u)) - 8388736.f;
+      const float f1 = __uint_as_float(__byte_perm(u, 0x4B000000u, kHi ? 0x7443u : 0x7441u)) - 8388736.f;
+      const __nv_bfloat162 p = __floats2bfloat162_rn(f0, f1);
+      return *reinterpret_cast<const uint32_t*>(&p);
+    }
+  }
+
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, uint32_t (&af)[4][4]) {
+    const int g = lane >> 2;
+    const int tig = lane & 3;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t lo_row = st[(16 * s + g) * 4 + tig];      // channel 16s + g
+      const uint32_t hi_row = st[(16 * s + 8 + g) * 4 + tig];  // channel 16s + 8 + g
+      af[s][0] = int8_pair<D, false>(lo_row);
+      af[s][1] = int8_pair<D, false>(hi_row);
+      af[s][2] = int8_pair<D, true>(lo_row);
+      af[s][3] = int8_pair<D, true>(hi_row);
+    }
+  }
+
+  // b0 = k (4tig, 4tig + 1), b1 = k (4tig + 2, 4tig + 3): words 2tig and 2tig + 1 of the row.
+  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, uint32_t (&b)[2]) {
+    const uint2 v = *reinterpret_cast<const uint2*>(act + act_word(row, tig >> 1) + 2 * (tig & 1));
+    b[0] = v.x;
+    b[1] = v.y;
+  }
+
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE float scale(const Args& a, int64_t col) {
+    return bits16_to_float<D>(a.scales[col]);
+  }
+};
+
+}  // namespace gemv
+}  // namespace qk
