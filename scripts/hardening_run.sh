@@ -27,19 +27,27 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > 
 cat gpu.txt
 "$PY" -m quanto_kernels > diagnostics.txt 2>&1 || { cat diagnostics.txt; echo "diagnostics failed"; exit 1; }
 
+# The hardening suites, wherever they sit under tests/: test files by name, plus the bad-input folder.
+pick() {
+  local name found=()
+  for name in "$@"; do
+    while IFS= read -r f; do found+=("$f"); done < <(find "$REPO/tests" -name "$name.py" -not -path "*/__pycache__/*" | sort)
+  done
+  [[ -d "$REPO/tests/bad_inputs" && " $* " == *" test_bad_inputs "* ]] && found+=("$REPO/tests/bad_inputs")
+  printf '%s\n' "${found[@]}"
+}
 if [[ "$mode" == multi ]]; then
-  files=("$REPO/tests/test_gpu_multi.py" "$REPO/tests/test_bad_inputs.py")
+  mapfile -t files < <(pick test_gpu_multi test_bad_inputs)
   sel=(-k "multi or other-gpu")
   sanitize=0
 else
-  files=()
-  for f in test_bad_inputs test_gpu_fuzz test_gpu_concurrency test_gpu_graphs test_gpu_memory test_gpu_huge \
-           test_gpu_multi; do
-    files+=("$REPO/tests/$f.py")
-  done
+  mapfile -t files < <(pick test_bad_inputs test_gpu_fuzz test_gpu_concurrency test_gpu_graphs test_gpu_memory \
+                            test_gpu_huge test_gpu_multi)
   sel=()
   sanitize=1
 fi
+[[ ${#files[@]} -gt 0 ]] || { echo "no hardening test files found under $REPO/tests"; exit 2; }
+echo "hardening files: ${files[*]#"$REPO/"}"
 
 if [[ "$sanitize" == 1 ]]; then
   # compute-sanitizer in the background (its own processes; little GPU memory) while the tests run.

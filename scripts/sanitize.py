@@ -1,6 +1,6 @@
 """Drives every kernel over ragged and minimum shapes, for compute-sanitizer (see scripts/sanitize.sh).
 
-Inputs are built on the CPU from the spec formulas (tests/gpu_util.py) and copied to the GPU, so every
+Inputs are built on the CPU from the layout formulas (tests/support.py) and copied to the GPU, so every
 byte a kernel reads was written by a cudaMemcpy (initialised, for initcheck) and no torch kernel runs
 before ours; every result is copied back and checked against an fp64 reference, so a run under a
 sanitizer is a correctness run too. Prints ``SANITIZE_OK <calls>`` and exits 0 when every result
@@ -26,7 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import gpu_util as gu  # noqa: E402
+try:  # the tests' reference implementations of the layouts (docs/layouts.md)
+    import support as gu  # noqa: E402
+except ImportError:  # an older tree
+    import gpu_util as gu  # noqa: E402
 
 import quanto_kernels  # noqa: E402
 from quanto_kernels import ops  # noqa: E402
