@@ -17,6 +17,7 @@ Tasks (each runs in the Python that runs this file; nothing here installs torch 
   portability      the MSVC-view preprocessor check of every native source
   ci               what CI runs (.ci/run)
 
+Extra arguments for pytest (test, gpu-test) or benchmarks/run.py (bench) go after `--`.
 Output folders are arguments (--out DIR); without one, a new folder is made with tempfile.mkdtemp and
 printed. --wheels DIR makes every pip install of a task resolve from that folder only (for machines
 without a package index); see docs/building.md, "Offline machines".

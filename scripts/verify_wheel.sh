@@ -35,8 +35,10 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 rm -rf "$out/dist" "$out/wheelhouse" "$out/unpacked" "$out/venv"
 py="${PYTHON:-python3}"
-# Nothing of this run is kept in the user's caches.
-export PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+# Nothing of this run is kept in the user's caches (pip, torch.compile, Triton, Hugging Face).
+export PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 TORCHINDUCTOR_CACHE_DIR="$out/caches/inductor" \
+  TRITON_CACHE_DIR="$out/caches/triton" HF_HOME="$out/caches/hf" XDG_CACHE_HOME="$out/caches/xdg"
+trap 'rm -rf "$out/caches"' EXIT
 pip_src=() build_opts=() venv_opts=()
 if [[ -n "$wheels" ]]; then
   pip_src=(--no-index --find-links "$wheels")
