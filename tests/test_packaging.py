@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from quanto_kernels import _loader
+from quanto_kernels._native import loader as _loader
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,18 +1,22 @@
-"""Shared helpers of the GPU test suite (tests/test_gpu_ops.py, tests/test_gpu_quanto.py).
+"""Shared builders, fp64 oracles and checks of the whole test suite (fixtures are in conftest.py).
 
 Everything here is importable without a GPU, without the native library and without optimum-quanto:
 the layout builders and references are plain torch and run on any device, so the GPU tests can use
-them as an independent oracle (written from the spec, quanto_cuda_ops.md, not from quanto's code),
-and the oracle itself is cross-checked against quanto's own packers where those accept the device.
+them as an independent oracle (written from the layout formulas of docs/layouts.md, not from
+quanto's code), and the oracle itself is cross-checked against quanto's own packers where those
+accept the device.
 
 Contents:
   * ``requires_gpu``: skip marker (no CUDA build / no GPU / compute capability < 8.0);
   * seeding: ``generator(*case)`` gives a fresh, reproducible generator per test case;
   * ``poison_allocator()``: fills the CUDA caching allocator's free memory with 0xFF bytes (NaN for
     fp16/bf16/fp32, 255 for uint8, -1 for int32), so an output element an op never writes shows up;
-  * layout builders (spec section in brackets): quanto's ``pack_weights`` unpack formula [3],
-    AWQ-v2 [4.3], the GPTQ-style repack inputs and FP8 Marlin output [5], Marlin int4 [7.2], and the
-    Block32 / Block64 scale permutations [6.2, 7.2];
+  * layout builders (docs/layouts.md heading in brackets): quanto's ``pack_weights`` unpack formula
+    ["Packed sub-byte tensors"], AWQ v2 ["AWQ v2 layout"], the GPTQ-style repack inputs and FP8 Marlin
+    output ["FP8 Marlin layout"], Marlin int4 ["Int4 Marlin layout"], and the Block32 / Block64
+    scale permutations ["Scale permutations"];
+  * random weights in each layout (``fp8_weight``, ``awq_weight``, ``mi4_weight``), odd tensors
+    (``misaligned``), small quanto-ready models (``linear_case``);
   * fp64 references and error checks (relative Frobenius error plus an element-wise bound).
 """
 
@@ -47,9 +51,11 @@ _SKIP_REASON = gpu_skip_reason()
 requires_gpu = pytest.mark.skipif(_SKIP_REASON is not None, reason=f"GPU test: {_SKIP_REASON}")
 HAS_GPU = _SKIP_REASON is None
 
+
 def fused_limit(ops, fmt: str) -> int:
-    """Largest M the op family `fmt` serves with its fused kernel ("fp8"/"qfloat8" or an int4 one)."""
-    return ops._max_gemv_m("fp8" if fmt in ("fp8", "qfloat8") else "int4")
+    """Largest M the op family `fmt` serves with its fused kernel ("fp8"/"qfloat8", "awq"/"qint4", "marlin")."""
+    family = "fp8_marlin" if fmt in ("fp8", "qfloat8") else ("marlin_int4" if fmt == "marlin" else "awq_int4")
+    return ops.GEMM_FAMILIES[family].max_gemv_m
 
 
 # ---------------------------------------------------------------------------------------- seeding
@@ -163,7 +169,7 @@ def random_fp8_scales(n: int, dtype: torch.dtype, g: torch.Generator, device="cu
     return ((0.5 + torch.rand(n, generator=g, device=device)) / 448.0).to(dtype)
 
 
-# ----------------------------------------------------------------------- [3] unpack (pack_weights)
+# ------------------------------------------------------------------ "Packed sub-byte tensors"
 
 
 def unpack_reference(packed: torch.Tensor, bits: int) -> torch.Tensor:
@@ -172,7 +178,7 @@ def unpack_reference(packed: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.cat([(packed >> (bits * i)) & mask for i in range(8 // bits)], dim=0)
 
 
-# ------------------------------------------------------------------------------- [5] FP8 Marlin
+# ------------------------------------------------------------------------ "FP8 Marlin layout"
 
 
 def fp8_pack_as_int32(codes: torch.Tensor) -> torch.Tensor:
@@ -187,7 +193,7 @@ _FP8_D = (0, 8, 1, 9)
 
 
 def fp8_marlin_layout(codes: torch.Tensor) -> torch.Tensor:
-    """Spec 5 output, (K/16, 4N) int32, for (N, K) uint8 codes:
+    """The FP8 Marlin layout, (K/16, 4N) int32, for (N, K) uint8 codes:
 
     byte b of P[kt, 256c + 8t + 2w + h] = W[64c + 16w + 8h + t//4, 16kt + 2(t%4) + d_b], d = (0, 8, 1, 9).
     """
@@ -207,7 +213,7 @@ def fp8_values(codes: torch.Tensor) -> torch.Tensor:
     return codes.view(torch.float8_e4m3fn).to(torch.float32).to(torch.float64)
 
 
-# ----------------------------------------------------------------------------- [7.2] Marlin int4
+# ----------------------------------------------------------------------- "Int4 Marlin layout"
 
 
 def int4_pack_as_int32(codes: torch.Tensor) -> torch.Tensor:
@@ -220,7 +226,7 @@ def int4_pack_as_int32(codes: torch.Tensor) -> torch.Tensor:
 
 
 def marlin_int4_layout(codes: torch.Tensor) -> torch.Tensor:
-    """Spec 7.2 layout, (K/16, 2N) int32, for (N, K) codes 0..15:
+    """The int4 Marlin layout, (K/16, 2N) int32, for (N, K) codes 0..15:
 
     nibble e of P[kt, 128c + 4i + j] = W[64c + 16j + 8((e>>1)&1) + i//4, 16kt + 2(i%4) + (e>>2) + 8(e&1)].
     """
@@ -235,11 +241,11 @@ def marlin_int4_layout(codes: torch.Tensor) -> torch.Tensor:
     return _u32_to_i32((vals << shifts).sum(dim=-1))
 
 
-# ------------------------------------------------------------------------------------ [4.3] AWQ
+# ---------------------------------------------------------------------------- "AWQ v2 layout"
 
 
 def awq_v2_layout(codes: torch.Tensor) -> torch.Tensor:
-    """Spec 4.3 layout, (N/4, K) int16, for (N, K) codes 0..15:
+    """The AWQ v2 layout, (N/4, K) int16, for (N, K) codes 0..15:
 
     nibble j of P[nb, 64q + 16i + w] = W[4nb + i, 64q + 32(w//8) + (w%8) + 8j].
     """
@@ -254,7 +260,7 @@ def awq_v2_layout(codes: torch.Tensor) -> torch.Tensor:
     return _u16_to_i16((vals << shifts).sum(dim=-1))
 
 
-# ------------------------------------------------------------------------ [6.2, 7.2] scale perms
+# ----------------------------------------------------------------------- "Scale permutations"
 
 _BLOCK32_D = (0, 1, 8, 9, 16, 17, 24, 25)
 
@@ -384,3 +390,107 @@ def max_abs_over(out: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) -> f
 
 def describe(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
+
+
+# ------------------------------------------------------------------- random weights per layout
+
+
+def fp8_weight(k, n, dtype, g):
+    """codes (N, K), natural scales s (N,), the Marlin layout (built by the layout formula, independent of
+    our repack), and the Block32-permuted (1, N) scales."""
+    codes = random_fp8_codes(n, k, g)
+    s = random_fp8_scales(n, dtype, g)
+    return codes, s, fp8_marlin_layout(codes), permute_block32(s.reshape(1, n))
+
+
+def fp8_dequant_bound(ref: torch.Tensor, dtype) -> torch.Tensor:
+    # fp8 * s rounded once to the scale dtype is within 0.5 ulp; allow 1 ulp (2^-10 / 2^-7 relative)
+    # plus fp16's subnormal spacing (fp8 subnormals times s < 6e-5 are fp16 subnormals).
+    if dtype == torch.float16:
+        return 2.0**-10 * ref.abs() + 2.0**-24
+    return 2.0**-7 * ref.abs() + 2.0**-133
+
+
+def awq_weight(k, n, g, group_size=128):
+    codes = random_int4_codes(n, k, g)
+    s, z = random_group_params(k // group_size, n, g)
+    return codes, s, z, awq_v2_layout(codes)
+
+
+def mi4_weight(k, n, g, group_size=128):
+    codes = random_int4_codes(n, k, g)
+    s, z = random_group_params(k // group_size, n, g)
+    return codes, s, z, marlin_int4_layout(codes)
+
+
+def empty_perm(device="cuda"):
+    return torch.empty(0, dtype=torch.int32, device=device)
+
+
+def misaligned(src: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of src whose data pointer is one element past a 16-byte boundary."""
+    buf = torch.empty(src.numel() + 1, dtype=src.dtype, device=src.device)
+    view = buf[1:].view(src.shape)
+    view.copy_(src)
+    assert view.is_contiguous() and view.data_ptr() % 16 != 0
+    return view
+
+
+def linear_case(k, n, dtype, seed_parts, device="cuda"):
+    """A Sequential(Linear(k, n)) with reproducible weights and a non-zero bias, and its generator."""
+    g = generator(*seed_parts)
+    lin = torch.nn.Linear(k, n, bias=True, device=device, dtype=dtype)
+    with torch.no_grad():
+        bound = k**-0.5
+        lin.weight.copy_((torch.rand(n, k, generator=g, device=device) * 2 - 1) * bound)
+        lin.bias.copy_(0.5 * torch.randn(n, generator=g, device=device))
+    return torch.nn.Sequential(lin), g
+
+
+def check_qlinear(model, x, dtype, what):
+    """model(x) against the fp64 product with the weight's own dequantize(), bias included."""
+    qlin = model[0]
+    with torch.no_grad():
+        poison_allocator()
+        y = model(x)
+        deq = qlin.weight.dequantize()
+        bias = qlin.bias.detach()
+    assert y.dtype == dtype and tuple(y.shape) == tuple(x.shape[:-1]) + (deq.shape[0],)
+    assert_all_finite(y, what)
+    # Compare y - b with x @ deq^T so the tolerance is relative to the product, not to the bias;
+    # a dropped bias would leave an error of ||b|| ~ ||x W^T|| here.
+    assert_gemm_close(y.double() - bias.double(), matmul_reference(x, deq), dtype, what)
+
+
+class NativeCalls:
+    """Records every call of the C ABI's functions (``quanto_kernels._native.abi``) while installed.
+
+    ``calls`` lists (function, keyword arguments) in call order; queries (``*_workspace_bytes``,
+    ``*max_gemv_m``, ``last_error``) are left out of ``names``.
+    """
+
+    QUERIES = ("_workspace_bytes", "max_gemv_m", "last_error", "build_info", "abi_version")
+
+    def __init__(self, monkeypatch):
+        import threading
+
+        from quanto_kernels._native import abi
+
+        self.calls = []
+        lock = threading.Lock()
+        for name in (abi.public_name(f) for f in abi.FUNCTIONS.values()):
+            real = getattr(abi, name)
+
+            def record(_real=real, _name=name, **kwargs):
+                with lock:
+                    self.calls.append((_name, kwargs))
+                return _real(**kwargs)
+
+            monkeypatch.setattr(abi, name, record)
+
+    @property
+    def names(self):
+        return [n for n, _ in self.calls if not n.endswith(self.QUERIES)]
+
+    def clear(self):
+        self.calls.clear()

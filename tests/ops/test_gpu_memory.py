@@ -20,15 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
-from test_gpu_ops import _awq_weight, _fp8_weight, _linear_case, _mi4_weight, ops, quanto_patched  # noqa: F401
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 DEV = "cuda"
 CALLS = int(os.environ.get("QK_MEMORY_CALLS", "10000"))
@@ -67,28 +62,28 @@ def _check_steady(call, what):
 @pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin"])
 @pytest.mark.parametrize("m", [1, 64, 100], ids=lambda m: f"M{m}")
 def test_10000_calls_leak_nothing(ops, fmt, m):
-    g = gu.generator("memory", fmt, m)
+    g = sp.generator("memory", fmt, m)
     if fmt == "fp8":
-        _, _, packed, s_perm = _fp8_weight(K, N, torch.float16, g)
+        _, _, packed, s_perm = sp.fp8_weight(K, N, torch.float16, g)
         op = lambda x: ops.fp8_marlin_gemm(x, packed, s_perm)  # noqa: E731
     elif fmt == "awq":
-        _, s, z, packed = _awq_weight(K, N, g)
+        _, s, z, packed = sp.awq_weight(K, N, g)
         op = lambda x: ops.awq_int4_gemm(x, packed, s, z)  # noqa: E731
     else:
-        _, s, z, packed = _mi4_weight(K, N, g)
-        sp, zp = gu.permute_block64(s), gu.permute_block64(z)
+        _, s, z, packed = sp.mi4_weight(K, N, g)
+        sp, zp = sp.permute_block64(s), sp.permute_block64(z)
         op = lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
     x = torch.randn(m, K, generator=g, device=DEV, dtype=torch.float16)
     first = op(x)
     _check_steady(lambda: op(x), f"{fmt} M={m}")
-    assert torch.equal(op(x), first) or m > gu.fused_limit(ops, fmt)
+    assert torch.equal(op(x), first) or m > sp.fused_limit(ops, fmt)
 
 
 @pytest.mark.parametrize("m", [1, 64, 100], ids=lambda m: f"M{m}")
 def test_10000_quanto_qfloat8_linear_calls_leak_nothing(quanto_patched, m):
     from optimum.quanto import freeze, qfloat8, quantize
 
-    model, g = _linear_case(K, N, torch.bfloat16, ("memory-quanto", m))
+    model, g = sp.linear_case(K, N, torch.bfloat16, ("memory-quanto", m))
     quantize(model, weights=qfloat8)
     freeze(model)
     x = torch.randn(m, K, generator=g, device=DEV, dtype=torch.bfloat16)

@@ -10,7 +10,7 @@ Workspaces:
     MarlinInt4WeightQBitsTensor._workspace, int32 zeros sized for upstream's lock-based kernels) are
     never touched by our kernels: they stay all-zero and unchanged after many calls.
   * our split-K workspace is allocated per call, with ``torch.empty`` from torch's caching allocator
-    on the current stream of the tensors' device (``ops._workspace``); a block freed by a call is
+    on the current stream of the tensors' device (``ops._common.workspace``); a block freed by a call is
     only handed to later work on that same stream, so calls in flight on two streams never share one.
     The tests record every workspace and the stream handed to the library and check exactly that.
   * the library's error message is per thread (``qk_last_error``): a thread that keeps failing does
@@ -23,22 +23,15 @@ from __future__ import annotations
 # ruff: noqa: F811
 
 import contextlib
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
-from test_gpu_ops import _awq_weight, _fp8_weight, _linear_case, _mi4_weight, ops, quanto_patched  # noqa: F401
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 DEV = "cuda"
 f16, bf16 = torch.float16, torch.bfloat16
@@ -49,25 +42,25 @@ THREADS = 6
 
 def _op_case(ops, fmt, m, dtype=f16):
     """(call(x), x builder(seed), fp64 reference(x)) for one raw op and M."""
-    g = gu.generator("conc", fmt, m, str(dtype))
+    g = sp.generator("conc", fmt, m, str(dtype))
     if fmt == "fp8":
-        codes, s, packed, s_perm = _fp8_weight(K, N, dtype, g)
-        ref_w = gu.fp8_dequant_reference(codes, s)
+        codes, s, packed, s_perm = sp.fp8_weight(K, N, dtype, g)
+        ref_w = sp.fp8_dequant_reference(codes, s)
         call = lambda x: ops.fp8_marlin_gemm(x, packed, s_perm)  # noqa: E731
     elif fmt == "awq":
-        codes, s, z, packed = _awq_weight(K, N, g)
-        ref_w = gu.int4_dequant_reference(codes, s, z)
+        codes, s, z, packed = sp.awq_weight(K, N, g)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
         call = lambda x: ops.awq_int4_gemm(x, packed, s, z)  # noqa: E731
     else:
-        codes, s, z, packed = _mi4_weight(K, N, g)
-        sp, zp = gu.permute_block64(s), gu.permute_block64(z)
-        ref_w = gu.int4_dequant_reference(codes, s, z)
+        codes, s, z, packed = sp.mi4_weight(K, N, g)
+        sp, zp = sp.permute_block64(s), sp.permute_block64(z)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
         call = lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
 
     def make_x(seed):
-        return torch.randn(m, K, generator=gu.generator("conc-x", fmt, m, seed), device=DEV, dtype=dtype)
+        return torch.randn(m, K, generator=sp.generator("conc-x", fmt, m, seed), device=DEV, dtype=dtype)
 
-    return call, make_x, lambda x: gu.matmul_reference(x, ref_w)
+    return call, make_x, lambda x: sp.matmul_reference(x, ref_w)
 
 
 def _same(out, ref, fused, what):
@@ -84,14 +77,13 @@ IDS = [f"{fmt}-M{m}" for fmt, m in CASES]
 
 
 @pytest.fixture
-def recorder(monkeypatch, ops):
+def recorder(monkeypatch, ops, native_calls):
     """Records the workspaces the ops allocate and the (device, stream) each library call receives."""
-    import quanto_kernels
+    from quanto_kernels.ops import _common
 
-    lib = quanto_kernels.get_library()
-    seen = {"ws": [], "calls": []}
+    seen = {"ws": [], "native": native_calls}
     lock = threading.Lock()
-    real_ws, real_call = ops._workspace, lib.call
+    real_ws = _common.workspace
 
     def workspace(t, nbytes):
         ws = real_ws(t, nbytes)
@@ -100,25 +92,39 @@ def recorder(monkeypatch, ops):
                 seen["ws"].append((torch.cuda.current_stream(t.device).cuda_stream, ws.data_ptr(), ws.numel() * 4))
         return ws
 
-    def call(name, *args):
-        if not name.endswith("_workspace_bytes"):
-            with lock:
-                seen["calls"].append((name, args[-2], args[-1]))
-        return real_call(name, *args)
+    monkeypatch.setattr(_common, "workspace", workspace)
+    return _Seen(seen)
 
-    monkeypatch.setattr(ops, "_workspace", workspace)
-    monkeypatch.setattr(lib, "call", call)
-    return seen
+
+class _Seen(dict):
+    """seen["calls"]: (function, device, stream) of every launch (queries left out), from native_calls."""
+
+    def __getitem__(self, key):
+        if key == "calls":
+            native = dict.__getitem__(self, "native")
+            return _Calls(native)
+        return dict.__getitem__(self, key)
+
+
+class _Calls(list):
+    def __init__(self, native):
+        super().__init__((name, kw["device"], kw["stream"]) for name, kw in native.calls
+                         if not name.endswith(native.QUERIES) and "stream" in kw)
+        self._native = native
+
+    def clear(self):
+        super().clear()
+        self._native.clear()
 
 
 @pytest.mark.parametrize("fmt,m", CASES, ids=IDS)
 def test_two_streams_at_once(ops, recorder, fmt, m):
     call, make_x, ref64 = _op_case(ops, fmt, m)
-    fused = m <= gu.fused_limit(ops, fmt)
+    fused = m <= sp.fused_limit(ops, fmt)
     x1, x2 = make_x(1), make_x(2)
     r1, r2 = call(x1), call(x2)
     torch.cuda.synchronize()
-    gu.assert_gemm_close(r1, ref64(x1), f16, f"{fmt} M={m} reference run")
+    sp.assert_gemm_close(r1, ref64(x1), f16, f"{fmt} M={m} reference run")
     recorder["ws"].clear()
     recorder["calls"].clear()
 
@@ -158,7 +164,7 @@ def test_two_streams_at_once(ops, recorder, fmt, m):
                          ids=[i for i, c in zip(IDS, CASES) if c[1] in (1, 64)])
 def test_python_threads(ops, fmt, m):
     call, make_x, _ = _op_case(ops, fmt, m)
-    fused = m <= gu.fused_limit(ops, fmt)
+    fused = m <= sp.fused_limit(ops, fmt)
     xs = [make_x(100 + t) for t in range(THREADS)]
     refs = [call(x) for x in xs]
     torch.cuda.synchronize()
@@ -203,8 +209,9 @@ def test_error_messages_stay_per_thread(ops):
         try:
             while not stop.is_set():
                 with pytest.raises(ValueError, match=r"qk_unpack: bits: "):
-                    lib.call("qk_unpack", 16, 32, 4, 3, 0, None)  # bits=3: refused before any CUDA call
-                assert lib.last_error().startswith("bits:")
+                    # bits=3: refused before any CUDA call
+                    lib.abi.unpack(in_=16, out=32, numel=4, bits=3, device=0, stream=None)
+                assert lib.abi.last_error().startswith("bits:")
         except Exception as exc:  # noqa: BLE001
             errors.append(f"failing thread: {exc!r}")
 
@@ -213,7 +220,7 @@ def test_error_messages_stay_per_thread(ops):
             stream = torch.cuda.Stream()
             with torch.cuda.stream(stream):
                 outs = [call(x) for _ in range(REPS)]
-                assert lib.last_error() == "", f"thread {t} sees another thread's error: {lib.last_error()!r}"
+                assert lib.abi.last_error() == "", f"thread {t} sees another thread's error: {lib.abi.last_error()!r}"
             stream.synchronize()
             for o in outs:
                 assert torch.equal(o, ref)
@@ -239,7 +246,7 @@ def _quanto_linear(kind, k=1024, n=768):
     from optimum.quanto import freeze, qfloat8, qint4, quantize
 
     dtype = f16
-    model, _ = _linear_case(k, n, dtype, ("conc-quanto", kind))
+    model, _ = sp.linear_case(k, n, dtype, ("conc-quanto", kind))
     quantize(model, weights=qfloat8 if kind == "qfloat8" else qint4)
     freeze(model)
     want = "MarlinF8QBytesTensor" if kind == "qfloat8" else "AWQWeightQBitsTensor"
@@ -252,8 +259,8 @@ def _quanto_linear(kind, k=1024, n=768):
 def test_quanto_layer_from_two_streams_and_threads(quanto_patched, ops, kind, m):
     model = _quanto_linear(kind)
     k = model[0].in_features
-    fused = m <= gu.fused_limit(ops, kind)
-    xs = [torch.randn(m, k, generator=gu.generator("conc-q", kind, m, t), device=DEV, dtype=f16) for t in range(4)]
+    fused = m <= sp.fused_limit(ops, kind)
+    xs = [torch.randn(m, k, generator=sp.generator("conc-q", kind, m, t), device=DEV, dtype=f16) for t in range(4)]
     ws = getattr(model[0].weight, "_workspace", None)
     ws_before = ws.clone() if ws is not None else None
     with torch.no_grad():
@@ -307,9 +314,9 @@ def test_quanto_workspaces_are_never_touched(quanto_patched, ops):
     fp8_ws = model[0].weight._workspace
     assert fp8_ws.dtype == torch.int32 and int(fp8_ws.abs().sum()) == 0
     kk, n = 384, 256
-    g = gu.generator("conc-ws-mi4")
-    codes = gu.random_int4_codes(n, kk, g)
-    s, z = gu.random_group_params(kk // 128, n, g)
+    g = sp.generator("conc-ws-mi4")
+    codes = sp.random_int4_codes(n, kk, g)
+    s, z = sp.random_group_params(kk // 128, n, g)
     w = MarlinInt4WeightQBitsTensor(qint4, 0, 128, torch.Size((n, kk)), (kk, 1), codes.reshape(-1, 128),
                                     s.t().reshape(-1, 1).contiguous(), (-z).t().reshape(-1, 1).contiguous())
     mi4_ws = w._workspace

@@ -1,4 +1,4 @@
-"""Fake impls of quanto's CUDA-only ops (quanto_kernels._quanto_fakes), for torch.compile; CPU only.
+"""Fake impls of quanto's CUDA-only ops (quanto_kernels.quanto.fakes), for torch.compile; CPU only.
 
 Runs in a fresh interpreter (registrations are process-global): quanto's op definitions are imported
 the way the shim imports them where quanto does not (no compilation), the fakes are registered, and
@@ -21,7 +21,7 @@ import importlib, json
 import torch
 import optimum.quanto  # noqa: F401
 importlib.import_module("optimum.quanto.library.extensions.cuda")  # defines the ops; compiles nothing
-from quanto_kernels import _quanto_fakes as qf
+from quanto_kernels.quanto import fakes as qf
 import quanto_kernels.ops  # noqa: F401  (registers torch.ops.quanto_kernels.*)
 
 facts = {"first": qf.register_quanto_fakes(), "second": qf.register_quanto_fakes()}
@@ -72,7 +72,7 @@ def test_fakes_register_once_and_match_the_served_outputs(subprocess_env):
 
 def test_registration_is_a_no_op_without_quanto_ops(subprocess_env):
     """Before quanto's CUDA ops exist (e.g. quanto not imported) nothing is registered and nothing raises."""
-    code = ("from quanto_kernels import _quanto_fakes as qf; import json; "
+    code = ("from quanto_kernels.quanto import fakes as qf; import json; "
             "print('FAKES' + json.dumps(qf.register_quanto_fakes()))")
     proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

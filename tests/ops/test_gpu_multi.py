@@ -1,4 +1,4 @@
-"""Devices and streams (issue 5): the library launches on the tensors' device and on that device's
+"""Devices and streams: the library launches on the tensors' device and on that device's
 current stream, never on the current device or the default stream by accident.
 
 One GPU (runs on any GPU machine): a recorder on the loaded library's ``call`` captures the device
@@ -27,22 +27,15 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
-from test_gpu_concurrency import recorder  # noqa: F401  (fixture: library calls and workspaces)
-from test_gpu_ops import (  # noqa: F401
-    _awq_weight, _fp8_dequant_bound, _fp8_weight, _linear_case, _mi4_weight, ops, quanto_patched,
-)
+from ops.test_gpu_concurrency import recorder  # noqa: F401  (fixture: library calls and workspaces)
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 f16, bf16 = torch.float16, torch.bfloat16
-TWO_GPUS = pytest.mark.skipif(not gu.HAS_GPU or torch.cuda.device_count() < 2,
-                              reason="needs 2 CUDA GPUs (issue 5: run on nvidia-h200-x2)")
+TWO_GPUS = pytest.mark.skipif(not sp.HAS_GPU or torch.cuda.device_count() < 2,
+                              reason="needs 2 CUDA GPUs")
 K, N = 1024, 512
 
 
@@ -50,36 +43,36 @@ def _cases(ops):
     """(id, build() -> (call(), check(out)), expects a launch) built on the *current* device."""
 
     def unpack():
-        t = torch.randint(0, 256, (129, 40), generator=gu.generator("multi-unpack"), device="cuda", dtype=torch.uint8)
-        return (lambda: ops.unpack(t, 4)), (lambda out: torch.equal(out, gu.unpack_reference(t, 4)))
+        t = torch.randint(0, 256, (129, 40), generator=sp.generator("multi-unpack"), device="cuda", dtype=torch.uint8)
+        return (lambda: ops.unpack(t, 4)), (lambda out: torch.equal(out, sp.unpack_reference(t, 4)))
 
     def repack():
         k, n = 256, 192
-        g = gu.generator("multi-repack")
-        codes = gu.random_fp8_codes(n, k, g)
+        g = sp.generator("multi-repack")
+        codes = sp.random_fp8_codes(n, k, g)
         perm = torch.randperm(k, generator=g, device="cuda").to(torch.int32)
-        b = gu.fp8_pack_as_int32(codes)
+        b = sp.fp8_pack_as_int32(codes)
         return ((lambda: ops.marlin_repack(b, perm, k, n, 8)),
-                (lambda out: torch.equal(out, gu.fp8_marlin_layout(codes[:, perm.long()]))))
+                (lambda out: torch.equal(out, sp.fp8_marlin_layout(codes[:, perm.long()]))))
 
     def gemm(fmt, m, dtype=f16):
         def build():
-            g = gu.generator("multi-gemm", fmt, m)
+            g = sp.generator("multi-gemm", fmt, m)
             if fmt == "fp8":
-                codes, s, packed, s_perm = _fp8_weight(K, N, dtype, g)
-                ref_w, call = gu.fp8_dequant_reference(codes, s), (lambda x: ops.fp8_marlin_gemm(x, packed, s_perm))
+                codes, s, packed, s_perm = sp.fp8_weight(K, N, dtype, g)
+                ref_w, call = sp.fp8_dequant_reference(codes, s), (lambda x: ops.fp8_marlin_gemm(x, packed, s_perm))
             elif fmt == "awq":
-                codes, s, z, packed = _awq_weight(K, N, g)
-                ref_w, call = gu.int4_dequant_reference(codes, s, z), (lambda x: ops.awq_int4_gemm(x, packed, s, z))
+                codes, s, z, packed = sp.awq_weight(K, N, g)
+                ref_w, call = sp.int4_dequant_reference(codes, s, z), (lambda x: ops.awq_int4_gemm(x, packed, s, z))
             else:
-                codes, s, z, packed = _mi4_weight(K, N, g)
-                sp, zp = gu.permute_block64(s), gu.permute_block64(z)
-                ref_w = gu.int4_dequant_reference(codes, s, z)
+                codes, s, z, packed = sp.mi4_weight(K, N, g)
+                sp, zp = sp.permute_block64(s), sp.permute_block64(z)
+                ref_w = sp.int4_dequant_reference(codes, s, z)
                 call = lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
             x = torch.randn(m, K, generator=g, device="cuda", dtype=dtype)
 
             def check(out):
-                gu.assert_gemm_close(out, gu.matmul_reference(x, ref_w), dtype, f"{fmt} M={m} on {out.device}")
+                sp.assert_gemm_close(out, sp.matmul_reference(x, ref_w), dtype, f"{fmt} M={m} on {out.device}")
                 return True
 
             return (lambda: call(x)), check
@@ -87,24 +80,24 @@ def _cases(ops):
 
     def dequant(fmt):
         def build():
-            g = gu.generator("multi-deq", fmt)
+            g = sp.generator("multi-deq", fmt)
             if fmt == "fp8":
-                codes, s, packed, s_perm = _fp8_weight(K, N, bf16, g)
-                ref = gu.fp8_dequant_reference(codes, s)
+                codes, s, packed, s_perm = sp.fp8_weight(K, N, bf16, g)
+                ref = sp.fp8_dequant_reference(codes, s)
                 call = lambda: ops.fp8_marlin_dequantize(packed, s_perm)  # noqa: E731
-                bound = lambda r: _fp8_dequant_bound(r, bf16)  # noqa: E731
+                bound = lambda r: sp.fp8_dequant_bound(r, bf16)  # noqa: E731
             elif fmt == "awq":
-                codes, s, z, packed = _awq_weight(K, N, g)
-                ref = gu.int4_dequant_reference(codes, s, z)
+                codes, s, z, packed = sp.awq_weight(K, N, g)
+                ref = sp.int4_dequant_reference(codes, s, z)
                 call = lambda: ops.awq_int4_dequantize(packed, s, z)  # noqa: E731
-                bound = lambda r: gu.int4_dequant_bound(codes, s, r)  # noqa: E731
+                bound = lambda r: sp.int4_dequant_bound(codes, s, r)  # noqa: E731
             else:
-                codes, s, z, packed = _mi4_weight(K, N, g)
-                ref = gu.int4_dequant_reference(codes, s, z)
-                sp, zp = gu.permute_block64(s), gu.permute_block64(z)
+                codes, s, z, packed = sp.mi4_weight(K, N, g)
+                ref = sp.int4_dequant_reference(codes, s, z)
+                sp, zp = sp.permute_block64(s), sp.permute_block64(z)
                 call = lambda: ops.marlin_int4_dequantize(packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
-                bound = lambda r: gu.int4_dequant_bound(codes, s, r)  # noqa: E731
-            return call, (lambda out: gu.max_abs_over(out, ref, bound(ref)) <= 0)
+                bound = lambda r: sp.int4_dequant_bound(codes, s, r)  # noqa: E731
+            return call, (lambda out: sp.max_abs_over(out, ref, bound(ref)) <= 0)
         return build
 
     return [
@@ -164,7 +157,7 @@ def test_launch_gets_the_tensors_device_and_current_stream(ops, recorder, case_i
 def test_quanto_layer_launches_on_the_current_stream(quanto_patched, ops, recorder, kind, m):
     from optimum.quanto import freeze, qfloat8, qint4, quantize
 
-    model, g = _linear_case(K, N, f16, ("multi-quanto", kind))
+    model, g = sp.linear_case(K, N, f16, ("multi-quanto", kind))
     quantize(model, weights=qfloat8 if kind == "qfloat8" else qint4)
     freeze(model)
     x = torch.randn(m, K, generator=g, device="cuda", dtype=f16)
@@ -177,7 +170,7 @@ def test_quanto_layer_launches_on_the_current_stream(quanto_patched, ops, record
         with torch.cuda.stream(s):
             out = model(x)
         torch.cuda.synchronize()
-    assert torch.equal(out, ref) or m > gu.fused_limit(ops, kind)
+    assert torch.equal(out, ref) or m > sp.fused_limit(ops, kind)
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
     _assert_launches(recorder, x.device.index, s.cuda_stream, f"quanto {kind} M={m}")
 
@@ -212,7 +205,7 @@ def _qfloat8_linear(k, n, device, seed, dtype=f16):
     from optimum.quanto import freeze, qfloat8, quantize
 
     with torch.cuda.device(device):
-        model, _ = _linear_case(k, n, dtype, seed)
+        model, _ = sp.linear_case(k, n, dtype, seed)
         quantize(model, weights=qfloat8)
         freeze(model)
     assert model[0].weight.device == torch.device("cuda", device)
@@ -222,7 +215,7 @@ def _qfloat8_linear(k, n, device, seed, dtype=f16):
 @TWO_GPUS
 def test_two_layers_on_two_gpus_used_alternately(quanto_patched, ops):
     layers = [_qfloat8_linear(K, N, d, ("multi-alt", d)) for d in (0, 1)]
-    xs = {(d, m): torch.randn(m, K, generator=gu.generator("multi-alt-x", d, m, device=f"cuda:{d}"),
+    xs = {(d, m): torch.randn(m, K, generator=sp.generator("multi-alt-x", d, m, device=f"cuda:{d}"),
                               device=f"cuda:{d}", dtype=f16) for d in (0, 1) for m in (1, 40)}
     torch.cuda.set_device(0)
     with torch.no_grad():
@@ -234,7 +227,7 @@ def test_two_layers_on_two_gpus_used_alternately(quanto_patched, ops):
             assert torch.cuda.current_device() == 0
             for (d, m), out in outs.items():
                 assert out.device == torch.device("cuda", d)
-                if m <= ops._max_gemv_m("fp8"):
+                if m <= ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m:
                     assert torch.equal(out, refs[(d, m)]), f"layer on cuda:{d} M={m} changed between calls"
                 else:
                     torch.testing.assert_close(out, refs[(d, m)], rtol=2e-3, atol=2e-3)
@@ -242,7 +235,7 @@ def test_two_layers_on_two_gpus_used_alternately(quanto_patched, ops):
         with torch.cuda.device(d):
             deq = layers[d][0].weight.dequantize()
             bias = layers[d][0].bias.detach()
-            gu.assert_gemm_close(refs[(d, m)].double() - bias.double(), gu.matmul_reference(x, deq), f16,
+            sp.assert_gemm_close(refs[(d, m)].double() - bias.double(), sp.matmul_reference(x, deq), f16,
                                  f"quanto qfloat8 on cuda:{d} M={m}")
 
 
@@ -263,7 +256,7 @@ def test_model_split_across_two_gpus_matches_one_gpu(quanto_patched, ops, m):
             freeze(half)
     # The same float weights quantize to the same packed bytes on either GPU.
     assert torch.equal(one[2].weight._data._data.cpu(), halves[1][0].weight._data._data.cpu())
-    x = torch.randn(m, K, generator=gu.generator("multi-split", m, device="cuda:0"), device="cuda:0", dtype=f16)
+    x = torch.randn(m, K, generator=sp.generator("multi-split", m, device="cuda:0"), device="cuda:0", dtype=f16)
     torch.cuda.set_device(0)
     with torch.no_grad():
         y_one = one(x)
@@ -272,7 +265,7 @@ def test_model_split_across_two_gpus_matches_one_gpu(quanto_patched, ops, m):
     y_split = y_split.to("cuda:0")
     torch.cuda.synchronize(0)
     torch.cuda.synchronize(1)
-    if m <= ops._max_gemv_m("fp8"):
+    if m <= ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m:
         assert torch.equal(y_split, y_one), "the split model differs from the one-GPU model"
     else:
         torch.testing.assert_close(y_split, y_one, rtol=2e-3, atol=2e-3)

@@ -1,6 +1,6 @@
 """Loading safety, seen from the process: the library that ends up mapped is the package's own file.
 
-tests/test_loader.py checks how the path is chosen; here a fresh interpreter loads the library while
+tests/native/test_loader.py checks how the path is chosen; here a fresh interpreter loads the library while
 copies of a library file are planted in its working directory and in LD_LIBRARY_PATH, and
 /proc/self/maps must show exactly one quanto-kernels library mapped, from the package directory.
 Linux only (CPU is enough: the library loads without a GPU).
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from quanto_kernels import _loader
+from quanto_kernels._native import loader as _loader
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/proc/self/maps").exists(),
                                 reason="reads /proc/self/maps (Linux)")
 
 CHILD = r"""
 import json, re
-from quanto_kernels import _loader
+from quanto_kernels._native import loader as _loader
 lib = _loader.get_library()
 maps = sorted({line.split(None, 5)[5].strip() for line in open("/proc/self/maps")
                if len(line.split(None, 5)) == 6 and re.search(r"quanto_kernels_cu\d+", line)})

@@ -8,23 +8,24 @@ import shutil
 
 import pytest
 
-from quanto_kernels import _loader
-from quanto_kernels._loader import NativeLibraryError, choose_library, load_library
+from quanto_kernels._native import abi
+from quanto_kernels._native import loader as _loader
+from quanto_kernels._native.loader import NativeLibraryError, choose_library, load_library
 
 
 def test_installed_library_loads_from_package_dir():
     lib = _loader.get_library()
     assert lib.path.is_absolute()
     assert lib.path.parent == _loader.PACKAGE_DIR
-    assert lib.lib.qk_abi_version() == _loader.EXPECTED_ABI
-    info = json.loads(lib.build_info())
-    assert info["abi"] == _loader.EXPECTED_ABI
+    assert lib.lib.qk_abi_version() == abi.ABI_VERSION
+    info = json.loads(lib.abi.build_info())
+    assert info["abi"] == abi.ABI_VERSION
     assert info["cuda_runtime"] >= 12000
     assert info["archs"] and info["version"]
 
 
 def test_cuda_versions_work_without_gpu():
-    driver, runtime = _loader.get_library().cuda_versions()
+    driver, runtime = _loader.get_library().abi.cuda_versions()
     assert runtime >= 12000
     assert driver >= 0  # 0 when no driver is installed
 
@@ -63,7 +64,7 @@ def test_wrong_architecture_library_gives_clear_error(tmp_path):
 
 
 def test_planted_windows_dll_for_another_arch_is_refused(tmp_path):
-    from quanto_kernels import _binfile
+    from quanto_kernels._native import _binfile
 
     pe = bytearray(512)
     pe[:2] = b"MZ"

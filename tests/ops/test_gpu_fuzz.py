@@ -2,8 +2,8 @@
 
 For each op, QK_FUZZ_CASES (default 1000) cases are drawn with a per-case seed (``case_seed("fuzz",
 op, i)``: a failing case is reproduced alone with its index), run through the op and compared with
-an independent oracle built from the spec formulas (tests/gpu_util.py): bit-exact for unpack and
-repack, the documented GEMM tolerances (``gpu_util.GEMM_TOL``) for the GEMMs, the one-rounding bound
+an independent oracle built from the layout formulas (tests/support.py): bit-exact for unpack and
+repack, the documented GEMM tolerances (``support.GEMM_TOL``) for the GEMMs, the one-rounding bound
 for dequantization. Every case poisons a small slice of the caching allocator first (0xFF: NaN), so
 an output element the kernel never writes is caught by ``assert_all_finite``.
 
@@ -30,15 +30,10 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
-from test_gpu_ops import _awq_weight, _empty_perm, _fp8_dequant_bound, _fp8_weight, _mi4_weight, ops  # noqa: F401
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 DEV = "cuda"
 N_CASES = int(os.environ.get("QK_FUZZ_CASES", "1000"))
@@ -48,7 +43,7 @@ f16, bf16 = torch.float16, torch.bfloat16
 
 def _poison():
     # Small and cheap: the outputs here are well under 1 MiB (small pool) or a few MiB (large pool).
-    gu.poison_allocator(large_bytes=16 << 20, small_blocks=8)
+    sp.poison_allocator(large_bytes=16 << 20, small_blocks=8)
 
 
 def _rows(r: random.Random, limit: int = 16) -> int:
@@ -85,7 +80,7 @@ class Stats:
         self.cases += 1
         self.paths[path] = self.paths.get(path, 0) + 1
         if ref.numel():
-            rel = gu.rel_fro(out, ref)
+            rel = sp.rel_fro(out, ref)
             if rel > self.worst_rel:
                 self.worst_rel, self.worst_case = rel, i
 
@@ -127,11 +122,11 @@ def _run(op_name, case_fn):
 
 def test_fuzz_fp8_marlin_gemm(ops):
     def case(i, stats):
-        r = random.Random(gu.case_seed("fuzz", "fp8", i))
-        m, k, n = _rows(r, ops._max_gemv_m("fp8")), 16 * r.randint(1, 48), 64 * r.randint(1, 6)
+        r = random.Random(sp.case_seed("fuzz", "fp8", i))
+        m, k, n = _rows(r, ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m), 16 * r.randint(1, 48), 64 * r.randint(1, 6)
         dtype = r.choice([f16, bf16])
-        g = gu.generator("fuzz", "fp8", i)
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
+        g = sp.generator("fuzz", "fp8", i)
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
         if r.random() < 0.5:
             s_perm = s_perm.reshape(n)  # flat (N,) scales are accepted too
         a = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
@@ -139,16 +134,16 @@ def test_fuzz_fp8_marlin_gemm(ops):
         _poison()
         out = ops.fp8_marlin_gemm(a, packed, s_perm)
         assert out.dtype == dtype and tuple(out.shape) == (m, n), f"{what}: shape {tuple(out.shape)}"
-        ref = gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s))
+        ref = sp.matmul_reference(a, sp.fp8_dequant_reference(codes, s))
         if m:
-            gu.assert_gemm_close(out, ref, dtype, what)
-        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m("fp8") else "dequant+gemm"))
+            sp.assert_gemm_close(out, ref, dtype, what)
+        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m else "dequant+gemm"))
         if r.random() < 0.25:  # the dequantize op directly, against its one-rounding bound
             _poison()
             deq = ops.fp8_marlin_dequantize(packed, s_perm)
-            ref_w = gu.fp8_dequant_reference(codes, s)
-            gu.assert_all_finite(deq, f"fp8 dequantize K={k} N={n}")
-            over = gu.max_abs_over(deq, ref_w, _fp8_dequant_bound(ref_w, dtype))
+            ref_w = sp.fp8_dequant_reference(codes, s)
+            sp.assert_all_finite(deq, f"fp8 dequantize K={k} N={n}")
+            over = sp.max_abs_over(deq, ref_w, sp.fp8_dequant_bound(ref_w, dtype))
             assert over <= 0, f"fp8 dequantize K={k} N={n} {dtype}: off by more than 1 ulp ({over:.3g})"
 
     _run("fp8_marlin_gemm", case)
@@ -159,29 +154,29 @@ def test_fuzz_fp8_marlin_gemm(ops):
 
 def test_fuzz_awq_int4_gemm(ops):
     def case(i, stats):
-        r = random.Random(gu.case_seed("fuzz", "awq", i))
+        r = random.Random(sp.case_seed("fuzz", "awq", i))
         m = _rows(r)
         lead = _lead(r, m)
         k = 64 * r.randint(1, 16)
         group = r.choice([gs for gs in (32, 64, 128, 256, 512, 1024) if k % gs == 0])
         n = 4 * r.choice([r.randint(1, 8), r.randint(1, 130)])
-        g = gu.generator("fuzz", "awq", i)
-        codes, s, z, packed = _awq_weight(k, n, g, group_size=group)
+        g = sp.generator("fuzz", "awq", i)
+        codes, s, z, packed = sp.awq_weight(k, n, g, group_size=group)
         x = torch.randn(*lead, k, generator=g, device=DEV, dtype=f16)
         what = f"awq_int4_gemm input {lead}x{k} N={n} group={group}"
         _poison()
         out = ops.awq_int4_gemm(x, packed, s, z)
         assert out.dtype == f16 and tuple(out.shape) == lead + (n,), f"{what}: shape {tuple(out.shape)}"
-        ref_w = gu.int4_dequant_reference(codes, s, z)
-        ref = gu.matmul_reference(x, ref_w)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
+        ref = sp.matmul_reference(x, ref_w)
         if m:
-            gu.assert_gemm_close(out, ref, f16, what)
-        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m("int4") else "dequant+gemm"))
+            sp.assert_gemm_close(out, ref, f16, what)
+        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops.GEMM_FAMILIES["awq_int4"].max_gemv_m else "dequant+gemm"))
         if r.random() < 0.25:
             _poison()
             deq = ops.awq_int4_dequantize(packed, s, z)
-            gu.assert_all_finite(deq, f"awq dequantize K={k} N={n}")
-            over = gu.max_abs_over(deq, ref_w, gu.int4_dequant_bound(codes, s, ref_w))
+            sp.assert_all_finite(deq, f"awq dequantize K={k} N={n}")
+            over = sp.max_abs_over(deq, ref_w, sp.int4_dequant_bound(codes, s, ref_w))
             assert over <= 0, f"awq dequantize K={k} N={n} group={group}: outside the fp16 bound ({over:.3g})"
 
     _run("awq_int4_gemm", case)
@@ -191,36 +186,36 @@ def test_fuzz_awq_int4_gemm(ops):
 
 def _perm_fn(code):
     """How scales/zeros are stored for each scale_perm code (0 none, 1 block32, 2 block64)."""
-    return {0: lambda t: t.contiguous(), 1: gu.permute_block32, 2: gu.permute_block64}[code]
+    return {0: lambda t: t.contiguous(), 1: sp.permute_block32, 2: sp.permute_block64}[code]
 
 
 def test_fuzz_marlin_int4_gemm(ops):
     def case(i, stats):
-        r = random.Random(gu.case_seed("fuzz", "marlin", i))
+        r = random.Random(sp.case_seed("fuzz", "marlin", i))
         m = _rows(r)
         lead = _lead(r, m)
         k = 16 * r.randint(1, 64)
         group = 16 * _divisor(r, k // 16)
         n = 64 * r.randint(1, 6)
         perm = r.choice([ops.SCALE_PERM_NONE, ops.SCALE_PERM_BLOCK32, ops.SCALE_PERM_BLOCK64])
-        g = gu.generator("fuzz", "marlin", i)
-        codes, s, z, packed = _mi4_weight(k, n, g, group_size=group)
+        g = sp.generator("fuzz", "marlin", i)
+        codes, s, z, packed = sp.mi4_weight(k, n, g, group_size=group)
         sp, zp = _perm_fn(perm)(s), _perm_fn(perm)(z)
         x = torch.randn(*lead, k, generator=g, device=DEV, dtype=f16)
         what = f"marlin_int4_gemm input {lead}x{k} N={n} group={group} scale_perm={perm}"
         _poison()
         out = ops.marlin_int4_gemm(x, packed, sp, zp, perm)
         assert out.dtype == f16 and tuple(out.shape) == lead + (n,), f"{what}: shape {tuple(out.shape)}"
-        ref_w = gu.int4_dequant_reference(codes, s, z)
-        ref = gu.matmul_reference(x, ref_w)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
+        ref = sp.matmul_reference(x, ref_w)
         if m:
-            gu.assert_gemm_close(out, ref, f16, what)
-        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops._max_gemv_m("int4") else "dequant+gemm"))
+            sp.assert_gemm_close(out, ref, f16, what)
+        stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops.GEMM_FAMILIES["marlin_int4"].max_gemv_m else "dequant+gemm"))
         if r.random() < 0.25:
             _poison()
             deq = ops.marlin_int4_dequantize(packed, sp, zp, perm)
-            gu.assert_all_finite(deq, f"marlin int4 dequantize K={k} N={n}")
-            over = gu.max_abs_over(deq, ref_w, gu.int4_dequant_bound(codes, s, ref_w))
+            sp.assert_all_finite(deq, f"marlin int4 dequantize K={k} N={n}")
+            over = sp.max_abs_over(deq, ref_w, sp.int4_dequant_bound(codes, s, ref_w))
             assert over <= 0, f"marlin int4 dequantize K={k} N={n} group={group} perm={perm}: off ({over:.3g})"
 
     _run("marlin_int4_gemm", case)
@@ -231,7 +226,7 @@ def test_fuzz_marlin_int4_gemm(ops):
 
 def test_fuzz_unpack(ops):
     def case(i, stats):
-        r = random.Random(gu.case_seed("fuzz", "unpack", i))
+        r = random.Random(sp.case_seed("fuzz", "unpack", i))
         bits = r.choice([2, 4])
         ndim = r.randint(1, 3)
         sizes = [0, 1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 64, 100, 129]
@@ -239,13 +234,13 @@ def test_fuzz_unpack(ops):
             shape = (r.randint(1, 5000),)  # ragged lengths around the kernel's 4-byte words
         else:
             shape = tuple(r.choice(sizes) for _ in range(ndim))
-        g = gu.generator("fuzz", "unpack", i)
+        g = sp.generator("fuzz", "unpack", i)
         packed = torch.randint(0, 256, shape, generator=g, device=DEV, dtype=torch.uint8)
         _poison()
         out = ops.unpack(packed, bits)
         want = (shape[0] * (8 // bits),) + shape[1:]
         assert tuple(out.shape) == want, f"unpack {shape} bits={bits}: shape {tuple(out.shape)}"
-        bad = out != gu.unpack_reference(packed, bits)
+        bad = out != sp.unpack_reference(packed, bits)
         assert not bool(bad.any()), f"unpack {shape} bits={bits}: {int(bad.sum())} elements differ"
         stats.exact(f"bits{bits}")
 
@@ -254,17 +249,17 @@ def test_fuzz_unpack(ops):
 
 def test_fuzz_marlin_repack(ops):
     def case(i, stats):
-        r = random.Random(gu.case_seed("fuzz", "repack", i))
+        r = random.Random(sp.case_seed("fuzz", "repack", i))
         bits = r.choice([4, 8])
         k, n = 16 * r.randint(1, 24), 64 * r.randint(1, 5)
-        g = gu.generator("fuzz", "repack", i)
+        g = sp.generator("fuzz", "repack", i)
         if bits == 8:
-            codes, pack, layout = gu.random_fp8_codes(n, k, g), gu.fp8_pack_as_int32, gu.fp8_marlin_layout
+            codes, pack, layout = sp.random_fp8_codes(n, k, g), sp.fp8_pack_as_int32, sp.fp8_marlin_layout
         else:
-            codes, pack, layout = gu.random_int4_codes(n, k, g), gu.int4_pack_as_int32, gu.marlin_int4_layout
+            codes, pack, layout = sp.random_int4_codes(n, k, g), sp.int4_pack_as_int32, sp.marlin_int4_layout
         kind = r.choice(["none", "permutation", "any-rows"])
         if kind == "none":
-            perm, src = _empty_perm(), codes
+            perm, src = sp.empty_perm(), codes
         else:
             perm = (torch.randperm(k, generator=g, device=DEV) if kind == "permutation"
                     else torch.randint(0, k, (k,), generator=g, device=DEV)).to(torch.int32)

@@ -1,17 +1,16 @@
 """GPU tests of the ops in ``quanto_kernels.ops`` (``torch.ops.quanto_kernels.*``).
 
 Every op result is checked against an independent oracle: layouts are rebuilt in plain torch from the
-formulas of quanto_cuda_ops.md (tests/gpu_util.py) and GEMMs are compared with a float64 product of
+formulas of docs/layouts.md (tests/support.py) and GEMMs are compared with a float64 product of
 the exact dequantized weight. Outputs are allocated by the ops with ``torch.empty``; the caching
 allocator is poisoned with 0xFF bytes (NaN in fp16/bf16/fp32) right before each call so that an
 element a kernel never writes is caught. Each case draws its own random data (seeded by its
 parameters).
 
 Layout:
-  * oracle self-checks: the spec formulas in gpu_util against quanto's own packers (CPU-capable
+  * oracle self-checks: the layout formulas in support.py against quanto's own packers (CPU-capable
     ones run anywhere; the CUDA-only ones need the GPU);
   * TestUnpack, TestMarlinRepack, TestFp8Marlin, TestAwqInt4, TestMarlinInt4: results;
-  * TestBadInputs: argument checks that need CUDA tensors;
   * TestOpcheck: torch.library.opcheck on every op;
   * TestQuantoInProcess: quanto's own classes and F.linear through the shim (this process).
 """
@@ -19,20 +18,14 @@ Layout:
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:  # a rootdir/import mode that does not put tests/ on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
 DEV = "cuda"
-GPU = [pytest.mark.gpu, gu.requires_gpu]
+GPU = [pytest.mark.gpu, sp.requires_gpu]
 DTYPES = [torch.float16, torch.bfloat16]
 DTYPE_IDS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
@@ -65,31 +58,8 @@ Q_MI4_SHAPES = [(128, 256), (384, 256)]
 Q_PACK_SHAPES = [(64, 128), (3072, 192)]
 
 
-@pytest.fixture(scope="module")
-def ops():
-    """quanto_kernels.ops with its native library loaded (a missing build fails here, clearly)."""
-    import quanto_kernels
-    from quanto_kernels import ops as _ops
-
-    quanto_kernels.get_library()
-    return _ops
-
-
-def _empty_perm():
-    return torch.empty(0, dtype=torch.int32, device=DEV)
-
-
-def _misaligned(src: torch.Tensor) -> torch.Tensor:
-    """A contiguous copy of src whose data pointer is one element past a 16-byte boundary."""
-    buf = torch.empty(src.numel() + 1, dtype=src.dtype, device=src.device)
-    view = buf[1:].view(src.shape)
-    view.copy_(src)
-    assert view.is_contiguous() and view.data_ptr() % 16 != 0
-    return view
-
-
 # =============================================================================================
-# Oracle self-checks: gpu_util's spec formulas against quanto's own code.
+# Oracle self-checks: support.py's layout formulas against quanto's own code.
 # =============================================================================================
 
 
@@ -101,14 +71,14 @@ def test_oracle_unpack_formula_inverts_quanto_pack_weights():
 
     for bits in (2, 4):
         for shape in [(1,), (5,), (7, 3), (129, 64), (4, 5, 6)]:
-            g = gu.generator("oracle-unpack", bits, shape, device="cpu")
+            g = sp.generator("oracle-unpack", bits, shape, device="cpu")
             x = torch.randint(0, 2**bits, shape, generator=g, dtype=torch.uint8)
-            out = gu.unpack_reference(pack_weights(x, bits), bits)
+            out = sp.unpack_reference(pack_weights(x, bits), bits)
             assert torch.equal(out[: shape[0]], x)
             assert int(out[shape[0]:].sum()) == 0
-    # Spec section 3 examples.
+    # The examples of docs/layouts.md, "Packed sub-byte tensors".
     assert pack_weights(torch.tensor([3, 7, 1, 15, 9], dtype=torch.uint8), 4).tolist() == [0xF3, 0x97, 0x01]
-    assert gu.unpack_reference(torch.tensor([0xF3, 0x97, 0x01], dtype=torch.uint8), 4).tolist() == [3, 7, 1, 15, 9, 0]
+    assert sp.unpack_reference(torch.tensor([0xF3, 0x97, 0x01], dtype=torch.uint8), 4).tolist() == [3, 7, 1, 15, 9, 0]
     assert pack_weights(torch.tensor([1, 2, 3, 0, 1, 2, 3, 0], dtype=torch.uint8), 2).tolist() == [221, 34]
 
 
@@ -116,19 +86,19 @@ def test_oracle_fp8_repack_input_matches_quanto():
     pytest.importorskip("optimum.quanto")
     from optimum.quanto.tensor.weights.marlin.fp8.packed import pack_fp8_as_int32
 
-    g = gu.generator("oracle-fp8-input", device="cpu")
-    codes = gu.random_fp8_codes(192, 64, g, device="cpu")
+    g = sp.generator("oracle-fp8-input", device="cpu")
+    codes = sp.random_fp8_codes(192, 64, g, device="cpu")
     assert not bool(((codes == 0x7F) | (codes == 0xFF)).any())
-    assert torch.equal(gu.fp8_pack_as_int32(codes), pack_fp8_as_int32(codes.view(torch.float8_e4m3fn).t()))
+    assert torch.equal(sp.fp8_pack_as_int32(codes), pack_fp8_as_int32(codes.view(torch.float8_e4m3fn).t()))
 
 
-def test_oracle_fp8_marlin_layout_spec_examples():
-    # (n, k) of bytes 0..3 of the words listed in spec section 5, read through an index "weight".
+def test_oracle_fp8_marlin_layout_documented_examples():
+    # (n, k) of bytes 0..3 of the words listed in docs/layouts.md, "FP8 Marlin layout", read through an index "weight".
     n, k = 128, 32
     idx = torch.arange(n * k, dtype=torch.int64).reshape(n, k)
-    kt, c, t, w, h, b = gu._grid("cpu", k // 16, n // 64, 32, 4, 2, 4)
-    d = torch.tensor(gu._FP8_D)[b]
-    flat = gu._gather(idx, 64 * c + 16 * w + 8 * h + t // 4, 16 * kt + 2 * (t % 4) + d).reshape(k // 16, 4 * n, 4)
+    kt, c, t, w, h, b = sp._grid("cpu", k // 16, n // 64, 32, 4, 2, 4)
+    d = torch.tensor(sp._FP8_D)[b]
+    flat = sp._gather(idx, 64 * c + 16 * w + 8 * h + t // 4, 16 * kt + 2 * (t % 4) + d).reshape(k // 16, 4 * n, 4)
     examples = {
         (0, 0): [(0, 0), (0, 8), (0, 1), (0, 9)],
         (0, 1): [(8, 0), (8, 8), (8, 1), (8, 9)],
@@ -149,9 +119,9 @@ def test_oracle_marlin_int4_layout_matches_quanto_pack():
     from optimum.quanto.tensor.weights.marlin.int4 import packed as i4p
 
     for n, k in [(64, 16), (128, 128), (192, 384)]:
-        g = gu.generator("oracle-i4", n, k, device="cpu")
-        codes = gu.random_int4_codes(n, k, g, device="cpu")
-        assert torch.equal(gu.marlin_int4_layout(codes), i4p.pack(codes)), (n, k)
+        g = sp.generator("oracle-i4", n, k, device="cpu")
+        codes = sp.random_int4_codes(n, k, g, device="cpu")
+        assert torch.equal(sp.marlin_int4_layout(codes), i4p.pack(codes)), (n, k)
 
 
 def test_oracle_scale_permutations_match_quanto():
@@ -159,26 +129,26 @@ def test_oracle_scale_permutations_match_quanto():
     from optimum.quanto.tensor.weights.marlin.fp8.packed import get_scale_perms
     from optimum.quanto.tensor.weights.marlin.permutations import marlin_permute
 
-    assert torch.equal(gu.block32_index(32), get_scale_perms())
+    assert torch.equal(sp.block32_index(32), get_scale_perms())
     for groups, n in [(1, 64), (1, 256), (2, 128), (3, 256), (24, 3072)]:
-        s = torch.randn(groups, n, generator=gu.generator("oracle-perm", groups, n, device="cpu"))
-        mine = gu.permute_block32(s) if groups == 1 else gu.permute_block64(s)
+        s = torch.randn(groups, n, generator=sp.generator("oracle-perm", groups, n, device="cpu"))
+        mine = sp.permute_block32(s) if groups == 1 else sp.permute_block64(s)
         assert torch.equal(marlin_permute(s), mine), (groups, n)
 
 
 @pytest.mark.gpu
-@gu.requires_gpu
+@sp.requires_gpu
 def test_poison_allocator_reaches_fresh_outputs():
     """The oracle for unwritten outputs: torch.empty after poison_allocator() reads as 0xFF / NaN."""
     sizes = [(7, torch.float16), (4096, torch.bfloat16), (300_000, torch.float32), (5 << 20, torch.float16),
              (40 << 20, torch.bfloat16), (1000, torch.uint8), (3 << 20, torch.int32)]
     for numel, dtype in sizes:
-        gu.poison_allocator()
+        sp.poison_allocator()
         t = torch.empty(numel, dtype=dtype, device=DEV)
         if dtype.is_floating_point:
             assert bool(torch.isnan(t).all()), f"torch.empty({numel}, {dtype}) after poisoning is not all NaN"
         else:
-            assert bool((t.view(torch.uint8) == gu.POISON_BYTE).all()), f"torch.empty({numel}, {dtype}) not poisoned"
+            assert bool((t.view(torch.uint8) == sp.POISON_BYTE).all()), f"torch.empty({numel}, {dtype}) not poisoned"
         del t
 
 
@@ -189,20 +159,20 @@ def test_poison_allocator_reaches_fresh_outputs():
 UNPACK_SHAPES = [(1,), (5,), (7, 3), (129, 64), (64, 128, 3), (1023, 517), (4096, 1024)]
 
 
-@pytest.mark.parametrize("shape", UNPACK_SHAPES, ids=gu.describe)
+@pytest.mark.parametrize("shape", UNPACK_SHAPES, ids=sp.describe)
 @pytest.mark.parametrize("bits", [2, 4], ids=lambda b: f"bits{b}")
 class TestUnpack:
     pytestmark = GPU
 
     def test_matches_formula(self, ops, bits, shape):
-        g = gu.generator("unpack", bits, shape)
+        g = sp.generator("unpack", bits, shape)
         packed = torch.randint(0, 256, shape, generator=g, device=DEV, dtype=torch.uint8)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.unpack(packed, bits)
         assert out.dtype == torch.uint8
         assert tuple(out.shape) == (shape[0] * (8 // bits),) + tuple(shape[1:])
         assert int(out.max()) < 2**bits, "values above the bit mask: unwritten (poisoned) output"
-        ref = gu.unpack_reference(packed, bits)
+        ref = sp.unpack_reference(packed, bits)
         bad = out != ref
         assert not bool(bad.any()), f"{int(bad.sum())} elements differ; first at {tuple(bad.nonzero()[0].tolist())}"
 
@@ -210,11 +180,11 @@ class TestUnpack:
         pytest.importorskip("optimum.quanto")
         from optimum.quanto.tensor.packed import pack_weights
 
-        g = gu.generator("unpack-roundtrip", bits, shape)
+        g = sp.generator("unpack-roundtrip", bits, shape)
         x = torch.randint(0, 2**bits, shape, generator=g, device=DEV, dtype=torch.uint8)
         packed = pack_weights(x, bits)
         assert packed.shape[0] == math.ceil(shape[0] / (8 // bits))
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.unpack(packed, bits)
         assert torch.equal(out[: shape[0]], x)
         if out.shape[0] > shape[0]:  # padding rows come out as zeros
@@ -234,16 +204,16 @@ class TestMarlinRepack:
     pytestmark = GPU
 
     @pytest.mark.parametrize("k,n", REPACK8_SHAPES, ids=kn_ids(REPACK8_SHAPES))
-    def test_fp8_matches_spec_layout_and_quanto_unpack(self, ops, k, n):
+    def test_fp8_matches_documented_layout_and_quanto_unpack(self, ops, k, n):
         from optimum.quanto.tensor.weights.marlin.fp8.packed import MarlinF8PackedTensor
 
-        g = gu.generator("repack8", k, n)
-        codes = gu.random_fp8_codes(n, k, g)
-        b = gu.fp8_pack_as_int32(codes)
-        gu.poison_allocator()
-        out = ops.marlin_repack(b, _empty_perm(), k, n, 8)
+        g = sp.generator("repack8", k, n)
+        codes = sp.random_fp8_codes(n, k, g)
+        b = sp.fp8_pack_as_int32(codes)
+        sp.poison_allocator()
+        out = ops.marlin_repack(b, sp.empty_perm(), k, n, 8)
         assert out.dtype == torch.int32 and tuple(out.shape) == (k // 16, 4 * n)
-        bad = out != gu.fp8_marlin_layout(codes)
+        bad = out != sp.fp8_marlin_layout(codes)
         assert not bool(bad.any()), f"{int(bad.sum())} words differ; first at {tuple(bad.nonzero()[0].tolist())}"
         # quanto's own decoder (used by dequantize(), serialization, .to('cpu')) inverts it exactly.
         unpacked = MarlinF8PackedTensor(out, size=torch.Size((n, k)), stride=(k, 1)).unpack()
@@ -254,12 +224,12 @@ class TestMarlinRepack:
     def test_int4_matches_marlin_int4_layout(self, ops, k, n):
         from optimum.quanto.tensor.weights.marlin.int4 import packed as i4p
 
-        g = gu.generator("repack4", k, n)
-        codes = gu.random_int4_codes(n, k, g)
-        gu.poison_allocator()
-        out = ops.marlin_repack(gu.int4_pack_as_int32(codes), _empty_perm(), k, n, 4)
+        g = sp.generator("repack4", k, n)
+        codes = sp.random_int4_codes(n, k, g)
+        sp.poison_allocator()
+        out = ops.marlin_repack(sp.int4_pack_as_int32(codes), sp.empty_perm(), k, n, 4)
         assert out.dtype == torch.int32 and tuple(out.shape) == (k // 16, 2 * n)
-        ref = gu.marlin_int4_layout(codes)
+        ref = sp.marlin_int4_layout(codes)
         bad = out != ref
         assert not bool(bad.any()), f"{int(bad.sum())} words differ; first at {tuple(bad.nonzero()[0].tolist())}"
         # The same words as quanto's MarlinInt4PackedTensor packer, and its unpacker inverts them.
@@ -269,23 +239,23 @@ class TestMarlinRepack:
     @pytest.mark.parametrize("num_bits", [4, 8], ids=lambda b: f"bits{b}")
     @pytest.mark.parametrize("k,n", REPACK_PERM_SHAPES, ids=kn_ids(REPACK_PERM_SHAPES))
     def test_perm_takes_rows_from_perm(self, ops, num_bits, k, n):
-        g = gu.generator("repack-perm", num_bits, k, n)
+        g = sp.generator("repack-perm", num_bits, k, n)
         if num_bits == 8:
-            codes, pack, layout = gu.random_fp8_codes(n, k, g), gu.fp8_pack_as_int32, gu.fp8_marlin_layout
+            codes, pack, layout = sp.random_fp8_codes(n, k, g), sp.fp8_pack_as_int32, sp.fp8_marlin_layout
         else:
-            codes, pack, layout = gu.random_int4_codes(n, k, g), gu.int4_pack_as_int32, gu.marlin_int4_layout
+            codes, pack, layout = sp.random_int4_codes(n, k, g), sp.int4_pack_as_int32, sp.marlin_int4_layout
         perm = torch.randperm(k, generator=g, device=DEV).to(torch.int32)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.marlin_repack(pack(codes), perm, k, n, num_bits)
         permuted = codes[:, perm.long()]  # logical row k takes source row perm[k]
         assert torch.equal(out, layout(permuted))
-        assert torch.equal(out, ops.marlin_repack(pack(permuted), _empty_perm(), k, n, num_bits))
+        assert torch.equal(out, ops.marlin_repack(pack(permuted), sp.empty_perm(), k, n, num_bits))
         assert not torch.equal(out, layout(codes))  # the permutation did something
 
     @pytest.mark.parametrize("bad", ["negative", "equal_to_k", "huge", "short", "long"])
     def test_rejects_bad_perm(self, ops, bad):
         k, n = 64, 64
-        codes = gu.random_fp8_codes(n, k, gu.generator("repack-badperm", bad))
+        codes = sp.random_fp8_codes(n, k, sp.generator("repack-badperm", bad))
         perm = torch.arange(k, dtype=torch.int32, device=DEV)
         if bad == "negative":
             perm[3] = -1
@@ -298,21 +268,21 @@ class TestMarlinRepack:
         else:
             perm = torch.arange(k + 1, dtype=torch.int32, device=DEV)
         with pytest.raises(ValueError, match=r"^perm: "):
-            ops.marlin_repack(gu.fp8_pack_as_int32(codes), perm, k, n, 8)
+            ops.marlin_repack(sp.fp8_pack_as_int32(codes), perm, k, n, 8)
 
     def test_rejects_bad_sizes(self, ops):
-        codes = gu.random_fp8_codes(64, 64, gu.generator("repack-badsizes"))
-        b = gu.fp8_pack_as_int32(codes)
+        codes = sp.random_fp8_codes(64, 64, sp.generator("repack-badsizes"))
+        b = sp.fp8_pack_as_int32(codes)
         with pytest.raises(ValueError, match=r"^num_bits: "):
-            ops.marlin_repack(b, _empty_perm(), 64, 64, 3)
+            ops.marlin_repack(b, sp.empty_perm(), 64, 64, 3)
         with pytest.raises(ValueError, match=r"^size_k: "):
-            ops.marlin_repack(b, _empty_perm(), 56, 64, 8)
+            ops.marlin_repack(b, sp.empty_perm(), 56, 64, 8)
         with pytest.raises(ValueError, match=r"^size_n: "):
-            ops.marlin_repack(b, _empty_perm(), 64, 96, 8)
+            ops.marlin_repack(b, sp.empty_perm(), 64, 96, 8)
         with pytest.raises(ValueError, match=r"^b_q_weight: "):
-            ops.marlin_repack(b, _empty_perm(), 128, 64, 8)  # shape disagrees with size_k
+            ops.marlin_repack(b, sp.empty_perm(), 128, 64, 8)  # shape disagrees with size_k
         with pytest.raises(TypeError, match=r"^b_q_weight: "):
-            ops.marlin_repack(b.to(torch.int64), _empty_perm(), 64, 64, 8)
+            ops.marlin_repack(b.to(torch.int64), sp.empty_perm(), 64, 64, 8)
 
 
 # =============================================================================================
@@ -327,22 +297,6 @@ FP8_GEMM_CASES = (
 FP8_DEQ_SHAPES = [(64, 128), (128, 64), (384, 256), (3072, 3072), (4096, 12288)]
 
 
-def _fp8_weight(k, n, dtype, g):
-    """codes (N, K), natural scales s (N,), the Marlin layout (built by the spec formula, independent of
-    our repack), and the Block32-permuted (1, N) scales."""
-    codes = gu.random_fp8_codes(n, k, g)
-    s = gu.random_fp8_scales(n, dtype, g)
-    return codes, s, gu.fp8_marlin_layout(codes), gu.permute_block32(s.reshape(1, n))
-
-
-def _fp8_dequant_bound(ref: torch.Tensor, dtype) -> torch.Tensor:
-    # fp8 * s rounded once to the scale dtype is within 0.5 ulp; allow 1 ulp (2^-10 / 2^-7 relative)
-    # plus fp16's subnormal spacing (fp8 subnormals times s < 6e-5 are fp16 subnormals).
-    if dtype == torch.float16:
-        return 2.0**-10 * ref.abs() + 2.0**-24
-    return 2.0**-7 * ref.abs() + 2.0**-133
-
-
 class TestFp8Marlin:
     pytestmark = GPU
 
@@ -350,59 +304,59 @@ class TestFp8Marlin:
     @pytest.mark.parametrize("case", FP8_GEMM_CASES, ids=_mkn_id)
     def test_gemm(self, ops, case, dtype):
         m, k, n = case
-        g = gu.generator("fp8-gemm", m, k, n, str(dtype))
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
+        g = sp.generator("fp8-gemm", m, k, n, str(dtype))
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
         a = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.fp8_marlin_gemm(a, packed, s_perm)
         assert out.dtype == dtype and tuple(out.shape) == (m, n)
-        ref = gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s))
-        gu.assert_gemm_close(out, ref, dtype, f"fp8_marlin_gemm M={m} K={k} N={n} {_dtype_id(dtype)}")
+        ref = sp.matmul_reference(a, sp.fp8_dequant_reference(codes, s))
+        sp.assert_gemm_close(out, ref, dtype, f"fp8_marlin_gemm M={m} K={k} N={n} {_dtype_id(dtype)}")
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     @pytest.mark.parametrize("k,n", FP8_DEQ_SHAPES, ids=kn_ids(FP8_DEQ_SHAPES))
     def test_dequantize(self, ops, k, n, dtype):
-        g = gu.generator("fp8-deq", k, n, str(dtype))
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
-        gu.poison_allocator()
+        g = sp.generator("fp8-deq", k, n, str(dtype))
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
+        sp.poison_allocator()
         out = ops.fp8_marlin_dequantize(packed, s_perm)
         assert out.dtype == dtype and tuple(out.shape) == (n, k)
-        gu.assert_all_finite(out, "fp8_marlin_dequantize")
-        ref = gu.fp8_dequant_reference(codes, s)
-        over = gu.max_abs_over(out, ref, _fp8_dequant_bound(ref, dtype))
+        sp.assert_all_finite(out, "fp8_marlin_dequantize")
+        ref = sp.fp8_dequant_reference(codes, s)
+        over = sp.max_abs_over(out, ref, sp.fp8_dequant_bound(ref, dtype))
         assert over <= 0, f"dequantized weight off by more than 1 ulp (excess {over:.3g})"
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     def test_gemm_around_small_m_threshold(self, ops, dtype):
         """Both sides of the op's small-M/large-M switch (read from the op module), at two shapes."""
-        threshold = ops._max_gemv_m("fp8")
+        threshold = ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m
         for m in sorted({1, max(1, threshold - 1), threshold, threshold + 1}):
             for k, n in [(256, 384), (4096, 3072)]:
-                g = gu.generator("fp8-thr", m, k, n, str(dtype))
-                codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
+                g = sp.generator("fp8-thr", m, k, n, str(dtype))
+                codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
                 a = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
-                gu.poison_allocator()
+                sp.poison_allocator()
                 out = ops.fp8_marlin_gemm(a, packed, s_perm)
-                ref = gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s))
-                gu.assert_gemm_close(out, ref, dtype, f"fp8_marlin_gemm M={m} (threshold {threshold}) K={k} N={n}")
+                ref = sp.matmul_reference(a, sp.fp8_dequant_reference(codes, s))
+                sp.assert_gemm_close(out, ref, dtype, f"fp8_marlin_gemm M={m} (threshold {threshold}) K={k} N={n}")
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     def test_flat_scales_and_our_repack(self, ops, dtype):
         """(N,) scales are accepted like (1, N); a weight repacked by our own op gives the same result."""
         k, n = 512, 384
-        g = gu.generator("fp8-flat", str(dtype))
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
-        ours = ops.marlin_repack(gu.fp8_pack_as_int32(codes), _empty_perm(), k, n, 8)
+        g = sp.generator("fp8-flat", str(dtype))
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
+        ours = ops.marlin_repack(sp.fp8_pack_as_int32(codes), sp.empty_perm(), k, n, 8)
         for m in (3, 100):
             a = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
-            ref = gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s))
-            gu.poison_allocator()
-            gu.assert_gemm_close(ops.fp8_marlin_gemm(a, ours, s_perm.reshape(n)), ref, dtype, f"flat scales M={m}")
+            ref = sp.matmul_reference(a, sp.fp8_dequant_reference(codes, s))
+            sp.poison_allocator()
+            sp.assert_gemm_close(ops.fp8_marlin_gemm(a, ours, s_perm.reshape(n)), ref, dtype, f"flat scales M={m}")
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
     def test_empty_m(self, ops, dtype):
         k, n = 128, 64
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, gu.generator("fp8-m0", str(dtype)))
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, sp.generator("fp8-m0", str(dtype)))
         out = ops.fp8_marlin_gemm(torch.empty(0, k, device=DEV, dtype=dtype), packed, s_perm)
         assert tuple(out.shape) == (0, n) and out.dtype == dtype
 
@@ -410,14 +364,14 @@ class TestFp8Marlin:
     def test_repeated_calls_agree(self, ops, dtype):
         """Same inputs, same outputs, call after call (no state left in scratch memory between calls)."""
         k, n, m = 3072, 3072, 5
-        g = gu.generator("fp8-repeat", str(dtype))
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
+        g = sp.generator("fp8-repeat", str(dtype))
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
         a = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
         first = ops.fp8_marlin_gemm(a, packed, s_perm)
         for _ in range(3):
-            gu.poison_allocator()
+            sp.poison_allocator()
             again = ops.fp8_marlin_gemm(a, packed, s_perm)
-            gu.assert_all_finite(again, "repeated fp8_marlin_gemm")
+            sp.assert_all_finite(again, "repeated fp8_marlin_gemm")
             torch.testing.assert_close(again, first, rtol=2.0**-7, atol=1e-3 * float(first.float().abs().max()))
 
 
@@ -436,98 +390,92 @@ AWQ_GEMM_CASES = (
 AWQ_DEQ_SHAPES = [(128, 128), (384, 256), (256, 132), (384, 260), (3072, 3072), (4096, 12288)]
 
 
-def _awq_weight(k, n, g, group_size=128):
-    codes = gu.random_int4_codes(n, k, g)
-    s, z = gu.random_group_params(k // group_size, n, g)
-    return codes, s, z, gu.awq_v2_layout(codes)
-
-
 class TestAwqInt4:
     pytestmark = GPU
 
     @pytest.mark.parametrize("case", AWQ_GEMM_CASES, ids=_mkn_id)
     def test_gemm(self, ops, case):
         m, k, n = case
-        g = gu.generator("awq-gemm", m, k, n)
-        codes, s, z, packed = _awq_weight(k, n, g)
+        g = sp.generator("awq-gemm", m, k, n)
+        codes, s, z, packed = sp.awq_weight(k, n, g)
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.awq_int4_gemm(x, packed, s, z)
         assert out.dtype == torch.float16 and tuple(out.shape) == (m, n)
-        ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
-        gu.assert_gemm_close(out, ref, torch.float16, f"awq_int4_gemm M={m} K={k} N={n}")
+        ref = sp.matmul_reference(x, sp.int4_dequant_reference(codes, s, z))
+        sp.assert_gemm_close(out, ref, torch.float16, f"awq_int4_gemm M={m} K={k} N={n}")
 
     @pytest.mark.parametrize("k,n", AWQ_DEQ_SHAPES, ids=kn_ids(AWQ_DEQ_SHAPES))
     def test_dequantize(self, ops, k, n):
-        g = gu.generator("awq-deq", k, n)
-        codes, s, z, packed = _awq_weight(k, n, g)
-        gu.poison_allocator()
+        g = sp.generator("awq-deq", k, n)
+        codes, s, z, packed = sp.awq_weight(k, n, g)
+        sp.poison_allocator()
         out = ops.awq_int4_dequantize(packed, s, z)
         assert out.dtype == torch.float16 and tuple(out.shape) == (n, k)
-        gu.assert_all_finite(out, "awq_int4_dequantize")
-        ref = gu.int4_dequant_reference(codes, s, z)
-        over = gu.max_abs_over(out, ref, gu.int4_dequant_bound(codes, s, ref))
+        sp.assert_all_finite(out, "awq_int4_dequantize")
+        ref = sp.int4_dequant_reference(codes, s, z)
+        over = sp.max_abs_over(out, ref, sp.int4_dequant_bound(codes, s, ref))
         assert over <= 0, f"dequantized weight outside the fp16 rounding bound (excess {over:.3g})"
 
     @pytest.mark.parametrize("m", [1, 33], ids=lambda m: f"M{m}")
     def test_group_size_64(self, ops, m):
         """The op derives the group size from scales.shape[0]; 64 (K/64 groups) is accepted and honoured."""
         k, n = 256, 256
-        g = gu.generator("awq-gs64", m)
-        codes, s, z, packed = _awq_weight(k, n, g, group_size=64)
-        ref_w = gu.int4_dequant_reference(codes, s, z)
-        gu.poison_allocator()
+        g = sp.generator("awq-gs64", m)
+        codes, s, z, packed = sp.awq_weight(k, n, g, group_size=64)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
+        sp.poison_allocator()
         deq = ops.awq_int4_dequantize(packed, s, z)
-        assert gu.max_abs_over(deq, ref_w, gu.int4_dequant_bound(codes, s, ref_w)) <= 0
+        assert sp.max_abs_over(deq, ref_w, sp.int4_dequant_bound(codes, s, ref_w)) <= 0
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
-        gu.assert_gemm_close(ops.awq_int4_gemm(x, packed, s, z), gu.matmul_reference(x, ref_w), torch.float16,
+        sp.poison_allocator()
+        sp.assert_gemm_close(ops.awq_int4_gemm(x, packed, s, z), sp.matmul_reference(x, ref_w), torch.float16,
                              f"awq group 64 M={m}")
 
-    @pytest.mark.parametrize("lead", [(2, 3), (1, 1), (4, 33), (3, 2, 5), (0,), (2, 0)], ids=gu.describe)
+    @pytest.mark.parametrize("lead", [(2, 3), (1, 1), (4, 33), (3, 2, 5), (0,), (2, 0)], ids=sp.describe)
     def test_leading_dims(self, ops, lead):
         k, n = 384, 256
-        g = gu.generator("awq-lead", lead)
-        codes, s, z, packed = _awq_weight(k, n, g)
+        g = sp.generator("awq-lead", lead)
+        codes, s, z, packed = sp.awq_weight(k, n, g)
         x = torch.randn(*lead, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.awq_int4_gemm(x, packed, s, z)
         assert tuple(out.shape) == tuple(lead) + (n,) and out.dtype == torch.float16
         if x.numel():
-            ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
-            gu.assert_gemm_close(out, ref, torch.float16, f"awq_int4_gemm input {tuple(x.shape)}")
+            ref = sp.matmul_reference(x, sp.int4_dequant_reference(codes, s, z))
+            sp.assert_gemm_close(out, ref, torch.float16, f"awq_int4_gemm input {tuple(x.shape)}")
 
     @pytest.mark.parametrize("k,n", AWQ_QUANTO_SHAPES, ids=kn_ids(AWQ_QUANTO_SHAPES))
     def test_matches_quanto_awq_tensor(self, ops, k, n):
         """quanto's AWQWeightQBitsTensor (pack_v2, transposed scales, negated shift) feeds the op directly;
-        its layout is the spec formula, and its Python dequantize() agrees with the op."""
+        its layout is the documented formula, and its Python dequantize() agrees with the op."""
         from optimum.quanto import qint4
         from optimum.quanto.tensor.weights.awq import AWQWeightQBitsTensor
 
-        g = gu.generator("awq-quanto", k, n)
-        codes = gu.random_int4_codes(n, k, g)
-        s, z = gu.random_group_params(k // 128, n, g)
+        g = sp.generator("awq-quanto", k, n)
+        codes = sp.random_int4_codes(n, k, g)
+        s, z = sp.random_group_params(k // 128, n, g)
         # quanto's generic form: data grouped along axis 0 as (N*K/128, 128); scale, shift (N*K/128, 1)
         # with row n*G + g; a float shift is subtracted (Wd = scale*q - shift), so shift = -Z.
         data = codes.reshape(-1, 128)
         scale = s.t().reshape(-1, 1).contiguous()
         shift = (-z).t().reshape(-1, 1).contiguous()
         w = AWQWeightQBitsTensor(qint4, 0, 128, torch.Size((n, k)), (k, 1), data, scale, shift)
-        assert torch.equal(w._data._data, gu.awq_v2_layout(codes)), "spec 4.3 formula != quanto's pack_v2"
+        assert torch.equal(w._data._data, sp.awq_v2_layout(codes)), "AWQ v2 layout formula != quanto's pack_v2"
         assert torch.equal(w._scale, s) and torch.equal(w._shift, z)
-        ref_w = gu.int4_dequant_reference(codes, s, z)
-        bound = gu.int4_dequant_bound(codes, s, ref_w)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
+        bound = sp.int4_dequant_bound(codes, s, ref_w)
         with torch.no_grad():
             deq_quanto = w.dequantize()
-        assert gu.max_abs_over(deq_quanto, ref_w, bound) <= 0, "quanto's dequantize() disagrees with S*q + Z"
-        gu.poison_allocator()
+        assert sp.max_abs_over(deq_quanto, ref_w, bound) <= 0, "quanto's dequantize() disagrees with S*q + Z"
+        sp.poison_allocator()
         deq = ops.awq_int4_dequantize(w._data._data, w._scale, w._shift)
-        assert gu.max_abs_over(deq, ref_w, bound) <= 0
+        assert sp.max_abs_over(deq, ref_w, bound) <= 0
         for m in (1, 8, 40):
             x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-            gu.poison_allocator()
+            sp.poison_allocator()
             out = ops.awq_int4_gemm(x, w._data._data, w._scale, w._shift)
-            gu.assert_gemm_close(out, gu.matmul_reference(x, deq_quanto), torch.float16,
+            sp.assert_gemm_close(out, sp.matmul_reference(x, deq_quanto), torch.float16,
                                  f"awq_int4_gemm vs quanto dequantize M={m}")
 
 
@@ -540,13 +488,7 @@ MI4_GEMM_CASES = (
     + [(m, 3072, 3072) for m in M_ALL]  # Block64
     + [(m, k, n) for m in M_SUB for (k, n) in [(256, 64), (384, 192), (4096, 12288)]]
 )
-_PERM_FNS = {"none": lambda t: t.contiguous(), "block32": gu.permute_block32, "block64": gu.permute_block64}
-
-
-def _mi4_weight(k, n, g, group_size=128):
-    codes = gu.random_int4_codes(n, k, g)
-    s, z = gu.random_group_params(k // group_size, n, g)
-    return codes, s, z, gu.marlin_int4_layout(codes)
+_PERM_FNS = {"none": lambda t: t.contiguous(), "block32": sp.permute_block32, "block64": sp.permute_block64}
 
 
 def _perm_code(ops, name):
@@ -559,75 +501,75 @@ class TestMarlinInt4:
     @pytest.mark.parametrize("case", MI4_GEMM_CASES, ids=_mkn_id)
     def test_gemm_with_quanto_scale_perm(self, ops, case):
         m, k, n = case
-        g = gu.generator("mi4-gemm", m, k, n)
-        codes, s, z, packed = _mi4_weight(k, n, g)
+        g = sp.generator("mi4-gemm", m, k, n)
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
         groups = k // 128
         sp = ops.marlin_int4_scale_perm(groups)
         assert sp == (ops.SCALE_PERM_BLOCK32 if groups == 1 else ops.SCALE_PERM_BLOCK64)
-        perm = gu.permute_block32 if groups == 1 else gu.permute_block64
+        perm = sp.permute_block32 if groups == 1 else sp.permute_block64
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.marlin_int4_gemm(x, packed, perm(s), perm(z), sp)
         assert out.dtype == torch.float16 and tuple(out.shape) == (m, n)
-        ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
-        gu.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm M={m} K={k} N={n}")
+        ref = sp.matmul_reference(x, sp.int4_dequant_reference(codes, s, z))
+        sp.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm M={m} K={k} N={n}")
 
     @pytest.mark.parametrize("perm_name", ["none", "block32", "block64"])
     @pytest.mark.parametrize("k,n", MI4_DEQ_SHAPES, ids=kn_ids(MI4_DEQ_SHAPES))
     def test_dequantize_every_scale_perm(self, ops, k, n, perm_name):
-        g = gu.generator("mi4-deq", k, n, perm_name)
-        codes, s, z, packed = _mi4_weight(k, n, g)
+        g = sp.generator("mi4-deq", k, n, perm_name)
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
         perm = _PERM_FNS[perm_name]
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.marlin_int4_dequantize(packed, perm(s), perm(z), _perm_code(ops, perm_name))
         assert out.dtype == torch.float16 and tuple(out.shape) == (n, k)
-        gu.assert_all_finite(out, "marlin_int4_dequantize")
-        ref = gu.int4_dequant_reference(codes, s, z)
-        over = gu.max_abs_over(out, ref, gu.int4_dequant_bound(codes, s, ref))
+        sp.assert_all_finite(out, "marlin_int4_dequantize")
+        ref = sp.int4_dequant_reference(codes, s, z)
+        over = sp.max_abs_over(out, ref, sp.int4_dequant_bound(codes, s, ref))
         assert over <= 0, f"dequantized weight outside the fp16 rounding bound (excess {over:.3g})"
 
     @pytest.mark.parametrize("perm_name", ["none", "block32", "block64"])
     @pytest.mark.parametrize("m", [1, 9, 64], ids=lambda m: f"M{m}")
     def test_gemm_every_scale_perm(self, ops, m, perm_name):
         k, n = 384, 256
-        g = gu.generator("mi4-gemm-perm", m, perm_name)
-        codes, s, z, packed = _mi4_weight(k, n, g)
+        g = sp.generator("mi4-gemm-perm", m, perm_name)
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
         perm = _PERM_FNS[perm_name]
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
+        sp.poison_allocator()
         out = ops.marlin_int4_gemm(x, packed, perm(s), perm(z), _perm_code(ops, perm_name))
-        ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
-        gu.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm M={m} scale_perm={perm_name}")
+        ref = sp.matmul_reference(x, sp.int4_dequant_reference(codes, s, z))
+        sp.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm M={m} scale_perm={perm_name}")
 
     @pytest.mark.parametrize("m", [1, 33], ids=lambda m: f"M{m}")
     def test_group_size_64_and_our_repack(self, ops, m):
         """Group size 64 (from scales.shape[0]) and a weight repacked by our marlin_repack(num_bits=4)."""
         k, n = 256, 128
-        g = gu.generator("mi4-gs64", m)
-        codes, s, z, _ = _mi4_weight(k, n, g, group_size=64)
-        packed = ops.marlin_repack(gu.int4_pack_as_int32(codes), _empty_perm(), k, n, 4)
-        ref_w = gu.int4_dequant_reference(codes, s, z)
+        g = sp.generator("mi4-gs64", m)
+        codes, s, z, _ = sp.mi4_weight(k, n, g, group_size=64)
+        packed = ops.marlin_repack(sp.int4_pack_as_int32(codes), sp.empty_perm(), k, n, 4)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
         sp = ops.SCALE_PERM_BLOCK64
-        gu.poison_allocator()
-        deq = ops.marlin_int4_dequantize(packed, gu.permute_block64(s), gu.permute_block64(z), sp)
-        assert gu.max_abs_over(deq, ref_w, gu.int4_dequant_bound(codes, s, ref_w)) <= 0
+        sp.poison_allocator()
+        deq = ops.marlin_int4_dequantize(packed, sp.permute_block64(s), sp.permute_block64(z), sp)
+        assert sp.max_abs_over(deq, ref_w, sp.int4_dequant_bound(codes, s, ref_w)) <= 0
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
-        out = ops.marlin_int4_gemm(x, packed, gu.permute_block64(s), gu.permute_block64(z), sp)
-        gu.assert_gemm_close(out, gu.matmul_reference(x, ref_w), torch.float16, f"marlin int4 group 64 M={m}")
+        sp.poison_allocator()
+        out = ops.marlin_int4_gemm(x, packed, sp.permute_block64(s), sp.permute_block64(z), sp)
+        sp.assert_gemm_close(out, sp.matmul_reference(x, ref_w), torch.float16, f"marlin int4 group 64 M={m}")
 
-    @pytest.mark.parametrize("lead", [(2, 3), (4, 33), (0,)], ids=gu.describe)
+    @pytest.mark.parametrize("lead", [(2, 3), (4, 33), (0,)], ids=sp.describe)
     def test_leading_dims(self, ops, lead):
         k, n = 384, 192
-        g = gu.generator("mi4-lead", lead)
-        codes, s, z, packed = _mi4_weight(k, n, g)
+        g = sp.generator("mi4-lead", lead)
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
         x = torch.randn(*lead, k, generator=g, device=DEV, dtype=torch.float16)
-        gu.poison_allocator()
-        out = ops.marlin_int4_gemm(x, packed, gu.permute_block64(s), gu.permute_block64(z), ops.SCALE_PERM_BLOCK64)
+        sp.poison_allocator()
+        out = ops.marlin_int4_gemm(x, packed, sp.permute_block64(s), sp.permute_block64(z), ops.SCALE_PERM_BLOCK64)
         assert tuple(out.shape) == tuple(lead) + (n,)
         if x.numel():
-            ref = gu.matmul_reference(x, gu.int4_dequant_reference(codes, s, z))
-            gu.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm input {tuple(x.shape)}")
+            ref = sp.matmul_reference(x, sp.int4_dequant_reference(codes, s, z))
+            sp.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm input {tuple(x.shape)}")
 
     @pytest.mark.parametrize("k,n", MI4_QUANTO_SHAPES, ids=kn_ids(MI4_QUANTO_SHAPES))
     def test_matches_quanto_marlin_int4_tensor(self, ops, k, n):
@@ -636,160 +578,32 @@ class TestMarlinInt4:
         from optimum.quanto import qint4
         from optimum.quanto.tensor.weights.marlin.int4 import MarlinInt4WeightQBitsTensor
 
-        g = gu.generator("mi4-quanto", k, n)
-        codes = gu.random_int4_codes(n, k, g)
+        g = sp.generator("mi4-quanto", k, n)
+        codes = sp.random_int4_codes(n, k, g)
         groups = k // 128
-        s, z = gu.random_group_params(groups, n, g)
+        s, z = sp.random_group_params(groups, n, g)
         data = codes.reshape(-1, 128)
         scale = s.t().reshape(-1, 1).contiguous()
         shift = (-z).t().reshape(-1, 1).contiguous()
         w = MarlinInt4WeightQBitsTensor(qint4, 0, 128, torch.Size((n, k)), (k, 1), data, scale, shift)
-        perm = gu.permute_block32 if groups == 1 else gu.permute_block64
-        assert torch.equal(w._data._data, gu.marlin_int4_layout(codes)), "spec 7.2 formula != quanto's packer"
+        perm = sp.permute_block32 if groups == 1 else sp.permute_block64
+        assert torch.equal(w._data._data, sp.marlin_int4_layout(codes)), "int4 Marlin layout formula != quanto's packer"
         assert torch.equal(w._scale, perm(s)) and torch.equal(w._shift, perm(z))
-        ref_w = gu.int4_dequant_reference(codes, s, z)
-        bound = gu.int4_dequant_bound(codes, s, ref_w)
+        ref_w = sp.int4_dequant_reference(codes, s, z)
+        bound = sp.int4_dequant_bound(codes, s, ref_w)
         with torch.no_grad():
             deq_quanto = w.dequantize()
-        assert gu.max_abs_over(deq_quanto, ref_w, bound) <= 0, "quanto's dequantize() disagrees with S*q + Z"
+        assert sp.max_abs_over(deq_quanto, ref_w, bound) <= 0, "quanto's dequantize() disagrees with S*q + Z"
         sp = ops.marlin_int4_scale_perm(groups)
-        gu.poison_allocator()
+        sp.poison_allocator()
         deq = ops.marlin_int4_dequantize(w._data._data, w._scale, w._shift, sp)
-        assert gu.max_abs_over(deq, ref_w, bound) <= 0
+        assert sp.max_abs_over(deq, ref_w, bound) <= 0
         for m in (1, 17, 40):
             x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-            gu.poison_allocator()
+            sp.poison_allocator()
             out = ops.marlin_int4_gemm(x, w._data._data, w._scale, w._shift, sp)
-            gu.assert_gemm_close(out, gu.matmul_reference(x, deq_quanto), torch.float16,
+            sp.assert_gemm_close(out, sp.matmul_reference(x, deq_quanto), torch.float16,
                                  f"marlin_int4_gemm vs quanto dequantize M={m}")
-
-
-# =============================================================================================
-# Bad inputs that need CUDA tensors
-# =============================================================================================
-
-
-def _fp8_bad(ops, what):
-    k, n, m = 256, 128, 4
-    g = gu.generator("bad-fp8", what)
-    codes, s, packed, s_perm = _fp8_weight(k, n, torch.float16, g)
-    a = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-    table = {
-        "a-misaligned": (lambda: ops.fp8_marlin_gemm(_misaligned(a), packed, s_perm), ValueError, r"^a: .*align"),
-        "a-noncontiguous": (lambda: ops.fp8_marlin_gemm(a.t().contiguous().t(), packed, s_perm), ValueError,
-                            r"^a: .*contiguous"),
-        "a-cpu": (lambda: ops.fp8_marlin_gemm(a.cpu(), packed, s_perm), ValueError, r"^a: .*CUDA"),
-        "a-wrong-k": (lambda: ops.fp8_marlin_gemm(a[:, :128].contiguous(), packed, s_perm), ValueError, r"^a: "),
-        "a-fp32": (lambda: ops.fp8_marlin_gemm(a.float(), packed, s_perm), TypeError, r"^a: "),
-        "weight-misaligned": (lambda: ops.fp8_marlin_gemm(a, _misaligned(packed), s_perm), ValueError,
-                              r"^b_q_weight: .*align"),
-        "weight-noncontiguous": (lambda: ops.fp8_marlin_gemm(a, packed.t().contiguous().t(), s_perm), ValueError,
-                                 r"^b_q_weight: .*contiguous"),
-        "scales-misaligned": (lambda: ops.fp8_marlin_gemm(a, packed, _misaligned(s_perm)), ValueError,
-                              r"^b_scales: .*align"),
-        "scales-cpu": (lambda: ops.fp8_marlin_gemm(a, packed, s_perm.cpu()), ValueError, r"^b_scales: .*CUDA"),
-        "scales-dtype-mismatch": (lambda: ops.fp8_marlin_gemm(a, packed, s_perm.to(torch.bfloat16)), TypeError,
-                                  r"^b_scales: "),
-        "scales-wrong-n": (lambda: ops.fp8_marlin_gemm(a, packed, s_perm[:, :64].contiguous()), ValueError,
-                           r"^b_scales: "),
-        "dequant-weight-misaligned": (lambda: ops.fp8_marlin_dequantize(_misaligned(packed), s_perm), ValueError,
-                                      r"^b_q_weight: .*align"),
-        "dequant-scales-misaligned": (lambda: ops.fp8_marlin_dequantize(packed, _misaligned(s_perm)), ValueError,
-                                      r"^b_scales: .*align"),
-    }
-    return table[what]
-
-
-def _int4_bad(ops, fmt, what):
-    k, n, m = 256, 128, 4
-    g = gu.generator("bad-int4", fmt, what)
-    if fmt == "awq":
-        codes, s, z, packed = _awq_weight(k, n, g)
-        gemm = lambda x, p, s_, z_: ops.awq_int4_gemm(x, p, s_, z_)  # noqa: E731
-        deq = lambda p, s_, z_: ops.awq_int4_dequantize(p, s_, z_)  # noqa: E731
-    else:
-        codes, s, z, packed = _mi4_weight(k, n, g)
-        s, z = gu.permute_block64(s), gu.permute_block64(z)
-        gemm = lambda x, p, s_, z_: ops.marlin_int4_gemm(x, p, s_, z_, ops.SCALE_PERM_BLOCK64)  # noqa: E731
-        deq = lambda p, s_, z_: ops.marlin_int4_dequantize(p, s_, z_, ops.SCALE_PERM_BLOCK64)  # noqa: E731
-    x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
-    table = {
-        "input-misaligned": (lambda: gemm(_misaligned(x), packed, s, z), ValueError, r"^input: .*align"),
-        "input-noncontiguous": (lambda: gemm(x.t().contiguous().t(), packed, s, z), ValueError,
-                                r"^input: .*contiguous"),
-        "input-cpu": (lambda: gemm(x.cpu(), packed, s, z), ValueError, r"^input: .*CUDA"),
-        "input-bf16": (lambda: gemm(x.to(torch.bfloat16), packed, s, z), TypeError, r"^input: "),
-        "input-wrong-k": (lambda: gemm(x[:, :128].contiguous(), packed, s, z), ValueError, r"^input: "),
-        "packed-misaligned": (lambda: gemm(x, _misaligned(packed), s, z), ValueError, r"^packed: .*align"),
-        "scales-misaligned": (lambda: gemm(x, packed, _misaligned(s), z), ValueError, r"^scales: .*align"),
-        "scales-cpu": (lambda: gemm(x, packed, s.cpu(), z), ValueError, r"^scales: .*CUDA"),
-        "zeros-misaligned": (lambda: gemm(x, packed, s, _misaligned(z)), ValueError, r"^zeros: .*align"),
-        "zeros-noncontiguous": (lambda: gemm(x, packed, s, z.t().contiguous().t()), ValueError,
-                                r"^zeros: .*contiguous"),
-        "zeros-wrong-shape": (lambda: gemm(x, packed, s, z[:1].contiguous()), ValueError, r"^zeros: "),
-        "scales-fp32": (lambda: gemm(x, packed, s.float(), z), TypeError, r"^scales: "),
-        "dequant-packed-misaligned": (lambda: deq(_misaligned(packed), s, z), ValueError, r"^packed: .*align"),
-        "dequant-zeros-misaligned": (lambda: deq(packed, s, _misaligned(z)), ValueError, r"^zeros: .*align"),
-    }
-    if fmt == "marlin":
-        table["scale-perm-3"] = (lambda: ops.marlin_int4_gemm(x, packed, s, z, 3), ValueError, r"^scale_perm: ")
-    return table[what]
-
-
-FP8_BAD = ["a-misaligned", "a-noncontiguous", "a-cpu", "a-wrong-k", "a-fp32", "weight-misaligned",
-           "weight-noncontiguous", "scales-misaligned", "scales-cpu", "scales-dtype-mismatch", "scales-wrong-n",
-           "dequant-weight-misaligned", "dequant-scales-misaligned"]
-INT4_BAD = ["input-misaligned", "input-noncontiguous", "input-cpu", "input-bf16", "input-wrong-k",
-            "packed-misaligned", "scales-misaligned", "scales-cpu", "zeros-misaligned", "zeros-noncontiguous",
-            "zeros-wrong-shape", "scales-fp32", "dequant-packed-misaligned", "dequant-zeros-misaligned"]
-INT4_BAD_CASES = [(fmt, what) for fmt in ("awq", "marlin") for what in INT4_BAD] + [("marlin", "scale-perm-3")]
-
-
-class TestBadInputs:
-    pytestmark = GPU
-
-    @pytest.mark.parametrize("what", ["t-misaligned", "t-noncontiguous", "t-cpu", "bits3", "t-int8"])
-    def test_unpack(self, ops, what):
-        t = torch.randint(0, 256, (64, 32), device=DEV, dtype=torch.uint8)
-        call, exc, regex = {
-            "t-misaligned": (lambda: ops.unpack(_misaligned(t), 4), ValueError, r"^t: .*align"),
-            "t-noncontiguous": (lambda: ops.unpack(t.t(), 4), ValueError, r"^t: .*contiguous"),
-            "t-cpu": (lambda: ops.unpack(t.cpu(), 4), ValueError, r"^t: .*CUDA"),
-            "bits3": (lambda: ops.unpack(t, 3), ValueError, r"^bits: "),
-            "t-int8": (lambda: ops.unpack(t.to(torch.int8), 4), TypeError, r"^t: "),
-        }[what]
-        with pytest.raises(exc, match=regex):
-            call()
-
-    @pytest.mark.parametrize("what", ["b-misaligned", "b-noncontiguous", "perm-cpu", "perm-misaligned", "b-cpu"])
-    def test_marlin_repack(self, ops, what):
-        k, n = 256, 128
-        b = gu.fp8_pack_as_int32(gu.random_fp8_codes(n, k, gu.generator("bad-repack", what)))
-        perm = torch.randperm(k, device=DEV).to(torch.int32)
-        call, exc, regex = {
-            "b-misaligned": (lambda: ops.marlin_repack(_misaligned(b), _empty_perm(), k, n, 8), ValueError,
-                             r"^b_q_weight: .*align"),
-            "b-noncontiguous": (lambda: ops.marlin_repack(b.t().contiguous().t(), _empty_perm(), k, n, 8),
-                                ValueError, r"^b_q_weight: .*contiguous"),
-            "b-cpu": (lambda: ops.marlin_repack(b.cpu(), _empty_perm(), k, n, 8), ValueError, r"^b_q_weight: .*CUDA"),
-            "perm-cpu": (lambda: ops.marlin_repack(b, perm.cpu(), k, n, 8), ValueError, r"^perm: .*CUDA"),
-            "perm-misaligned": (lambda: ops.marlin_repack(b, _misaligned(perm), k, n, 8), ValueError,
-                                r"^perm: .*align"),
-        }[what]
-        with pytest.raises(exc, match=regex):
-            call()
-
-    @pytest.mark.parametrize("what", FP8_BAD)
-    def test_fp8(self, ops, what):
-        call, exc, regex = _fp8_bad(ops, what)
-        with pytest.raises(exc, match=regex):
-            call()
-
-    @pytest.mark.parametrize("fmt,what", INT4_BAD_CASES, ids=[f"{f}-{w}" for f, w in INT4_BAD_CASES])
-    def test_int4(self, ops, fmt, what):
-        call, exc, regex = _int4_bad(ops, fmt, what)
-        with pytest.raises(exc, match=regex):
-            call()
 
 
 # =============================================================================================
@@ -808,51 +622,51 @@ def _opcheck_cases():
         return (torch.randint(0, 256, (16,), device=DEV, dtype=torch.uint8), 2)
 
     def repack8(ops):
-        b = gu.fp8_pack_as_int32(gu.random_fp8_codes(n, k, gu.generator("oc-r8")))
-        return (b, _empty_perm(), k, n, 8)
+        b = sp.fp8_pack_as_int32(sp.random_fp8_codes(n, k, sp.generator("oc-r8")))
+        return (b, sp.empty_perm(), k, n, 8)
 
     def repack8_perm(ops):
-        b = gu.fp8_pack_as_int32(gu.random_fp8_codes(n, k, gu.generator("oc-r8p")))
+        b = sp.fp8_pack_as_int32(sp.random_fp8_codes(n, k, sp.generator("oc-r8p")))
         return (b, torch.randperm(k, device=DEV).to(torch.int32), k, n, 8)
 
     def repack4(ops):
-        b = gu.int4_pack_as_int32(gu.random_int4_codes(n, k, gu.generator("oc-r4")))
-        return (b, _empty_perm(), k, n, 4)
+        b = sp.int4_pack_as_int32(sp.random_int4_codes(n, k, sp.generator("oc-r4")))
+        return (b, sp.empty_perm(), k, n, 4)
 
     def fp8_deq(dtype):
         def build(ops):
-            _, _, packed, s_perm = _fp8_weight(k, n, dtype, gu.generator("oc-f8d", str(dtype)))
+            _, _, packed, s_perm = sp.fp8_weight(k, n, dtype, sp.generator("oc-f8d", str(dtype)))
             return (packed, s_perm)
         return build
 
     def fp8_gemm(dtype, m):
         def build(ops):
-            g = gu.generator("oc-f8g", str(dtype), m)
-            _, _, packed, s_perm = _fp8_weight(k, n, dtype, g)
+            g = sp.generator("oc-f8g", str(dtype), m)
+            _, _, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
             return (torch.randn(m, k, generator=g, device=DEV, dtype=dtype), packed, s_perm)
         return build
 
     def awq_deq(ops):
-        _, s, z, packed = _awq_weight(k, n, gu.generator("oc-ad"))
+        _, s, z, packed = sp.awq_weight(k, n, sp.generator("oc-ad"))
         return (packed, s, z)
 
     def awq_gemm(shape):
         def build(ops):
-            g = gu.generator("oc-ag", shape)
-            _, s, z, packed = _awq_weight(k, n, g)
+            g = sp.generator("oc-ag", shape)
+            _, s, z, packed = sp.awq_weight(k, n, g)
             return (torch.randn(*shape, k, generator=g, device=DEV, dtype=torch.float16), packed, s, z)
         return build
 
     def mi4_deq(ops):
-        _, s, z, packed = _mi4_weight(k, n, gu.generator("oc-md"))
-        return (packed, gu.permute_block64(s), gu.permute_block64(z), ops.SCALE_PERM_BLOCK64)
+        _, s, z, packed = sp.mi4_weight(k, n, sp.generator("oc-md"))
+        return (packed, sp.permute_block64(s), sp.permute_block64(z), ops.SCALE_PERM_BLOCK64)
 
     def mi4_gemm(shape):
         def build(ops):
-            g = gu.generator("oc-mg", shape)
-            _, s, z, packed = _mi4_weight(k, n, g)
+            g = sp.generator("oc-mg", shape)
+            _, s, z, packed = sp.mi4_weight(k, n, g)
             x = torch.randn(*shape, k, generator=g, device=DEV, dtype=torch.float16)
-            return (x, packed, gu.permute_block64(s), gu.permute_block64(z), ops.SCALE_PERM_BLOCK64)
+            return (x, packed, sp.permute_block64(s), sp.permute_block64(z), ops.SCALE_PERM_BLOCK64)
         return build
 
     return [
@@ -897,53 +711,6 @@ class TestOpcheck:
 # =============================================================================================
 
 
-@pytest.fixture(scope="module")
-def quanto_patched(ops):
-    """optimum.quanto served by quanto_kernels in this process (importing either first works)."""
-    import quanto_kernels
-
-    pytest.importorskip("optimum.quanto")
-    import optimum.quanto  # noqa: F401
-    from optimum.quanto.library.extensions import extension as ext_mod
-
-    from quanto_kernels import _shim
-    from quanto_kernels._quanto_bindings import QuantoCudaBindings
-
-    status = quanto_kernels.quanto_status()
-    if not status["patched"]:  # e.g. first imported here under a test's temporary opt-out
-        _shim.install()
-        status = quanto_kernels.quanto_status()
-    assert status["patched"], f"quanto is not served by quanto_kernels: {status['reason']}"
-    assert ext_mod.load is _shim._jit_forbidden
-    assert isinstance(ext_mod.get_extension("quanto_cuda")._lib, QuantoCudaBindings)
-    return ext_mod
-
-
-def _linear_case(k, n, dtype, seed_parts):
-    g = gu.generator(*seed_parts)
-    lin = torch.nn.Linear(k, n, bias=True, device=DEV, dtype=dtype)
-    with torch.no_grad():
-        bound = k**-0.5
-        lin.weight.copy_((torch.rand(n, k, generator=g, device=DEV) * 2 - 1) * bound)
-        lin.bias.copy_(0.5 * torch.randn(n, generator=g, device=DEV))
-    return torch.nn.Sequential(lin), g
-
-
-def _check_qlinear(model, x, dtype, what):
-    """model(x) against the fp64 product with the weight's own dequantize(), bias included."""
-    qlin = model[0]
-    with torch.no_grad():
-        gu.poison_allocator()
-        y = model(x)
-        deq = qlin.weight.dequantize()
-        bias = qlin.bias.detach()
-    assert y.dtype == dtype and tuple(y.shape) == tuple(x.shape[:-1]) + (deq.shape[0],)
-    gu.assert_all_finite(y, what)
-    # Compare y - b with x @ deq^T so the tolerance is relative to the product, not to the bias;
-    # a dropped bias would leave an error of ||b|| ~ ||x W^T|| here.
-    gu.assert_gemm_close(y.double() - bias.double(), gu.matmul_reference(x, deq), dtype, what)
-
-
 class TestQuantoInProcess:
     pytestmark = GPU
 
@@ -952,25 +719,25 @@ class TestQuantoInProcess:
     def test_qfloat8_linear(self, quanto_patched, k, n, dtype):
         from optimum.quanto import freeze, qfloat8, quantize
 
-        model, g = _linear_case(k, n, dtype, ("q-f8", k, n, str(dtype)))
+        model, g = sp.linear_case(k, n, dtype, ("q-f8", k, n, str(dtype)))
         quantize(model, weights=qfloat8)
         freeze(model)
         assert type(model[0].weight).__name__ == "MarlinF8QBytesTensor"
         for shape in [(1, k), (3, 5, k), (1024, k)]:
             x = torch.randn(*shape, generator=g, device=DEV, dtype=dtype)
-            _check_qlinear(model, x, dtype, f"quanto qfloat8 Linear({k}, {n}) {_dtype_id(dtype)} input {shape}")
+            sp.check_qlinear(model, x, dtype, f"quanto qfloat8 Linear({k}, {n}) {_dtype_id(dtype)} input {shape}")
 
     @pytest.mark.parametrize("k,n", Q_AWQ_SHAPES, ids=kn_ids(Q_AWQ_SHAPES))
     def test_qint4_awq_linear(self, quanto_patched, k, n):
         from optimum.quanto import freeze, qint4, quantize
 
-        model, g = _linear_case(k, n, torch.float16, ("q-awq", k, n))
+        model, g = sp.linear_case(k, n, torch.float16, ("q-awq", k, n))
         quantize(model, weights=qint4)
         freeze(model)
         assert type(model[0].weight).__name__ == "AWQWeightQBitsTensor"
         for shape in [(1, k), (7, k), (3, 5, k), (1024, k)]:
             x = torch.randn(*shape, generator=g, device=DEV, dtype=torch.float16)
-            _check_qlinear(model, x, torch.float16, f"quanto qint4 (AWQ) Linear({k}, {n}) input {shape}")
+            sp.check_qlinear(model, x, torch.float16, f"quanto qint4 (AWQ) Linear({k}, {n}) input {shape}")
 
     @pytest.mark.parametrize("k,n", Q_MI4_SHAPES, ids=kn_ids(Q_MI4_SHAPES))
     def test_marlin_int4_tensor_linear(self, quanto_patched, k, n):
@@ -979,9 +746,9 @@ class TestQuantoInProcess:
         from optimum.quanto import qint4
         from optimum.quanto.tensor.weights.marlin.int4 import MarlinInt4WeightQBitsTensor
 
-        g = gu.generator("q-mi4", k, n)
-        codes = gu.random_int4_codes(n, k, g)
-        s, z = gu.random_group_params(k // 128, n, g)
+        g = sp.generator("q-mi4", k, n)
+        codes = sp.random_int4_codes(n, k, g)
+        s, z = sp.random_group_params(k // 128, n, g)
         w = MarlinInt4WeightQBitsTensor(qint4, 0, 128, torch.Size((n, k)), (k, 1), codes.reshape(-1, 128),
                                         s.t().reshape(-1, 1).contiguous(), (-z).t().reshape(-1, 1).contiguous())
         bias = 0.5 * torch.randn(n, generator=g, device=DEV, dtype=torch.float16)
@@ -990,26 +757,26 @@ class TestQuantoInProcess:
         for shape in [(1, k), (3, 5, k), (100, k)]:
             x = torch.randn(*shape, generator=g, device=DEV, dtype=torch.float16)
             with torch.no_grad():
-                gu.poison_allocator()
+                sp.poison_allocator()
                 y = F.linear(x, w, bias)
-            gu.assert_gemm_close(y.double() - bias.double(), gu.matmul_reference(x, deq), torch.float16,
+            sp.assert_gemm_close(y.double() - bias.double(), sp.matmul_reference(x, deq), torch.float16,
                                  f"quanto MarlinInt4 F.linear K={k} N={n} input {shape}")
 
     @pytest.mark.parametrize("k,n", Q_PACK_SHAPES, ids=kn_ids(Q_PACK_SHAPES))
     def test_quanto_fp8_pack_uses_our_repack(self, quanto_patched, k, n):
         from optimum.quanto.tensor.weights.marlin.fp8.packed import MarlinF8PackedTensor
 
-        codes = gu.random_fp8_codes(n, k, gu.generator("q-f8pack", k, n))
+        codes = sp.random_fp8_codes(n, k, sp.generator("q-f8pack", k, n))
         packed = MarlinF8PackedTensor.pack(codes.view(torch.float8_e4m3fn))
-        assert torch.equal(packed._data, gu.fp8_marlin_layout(codes))
+        assert torch.equal(packed._data, sp.fp8_marlin_layout(codes))
         assert torch.equal(packed.unpack().view(torch.uint8), codes)
 
     @pytest.mark.parametrize("bits", [2, 4], ids=lambda b: f"bits{b}")
     def test_quanto_packed_tensor_unpack_uses_our_unpack(self, quanto_patched, bits):
         from optimum.quanto.tensor.packed import PackedTensor
 
-        x = torch.randint(0, 2**bits, (517, 96), generator=gu.generator("q-unpack", bits), device=DEV,
+        x = torch.randint(0, 2**bits, (517, 96), generator=sp.generator("q-unpack", bits), device=DEV,
                           dtype=torch.uint8)
         packed = PackedTensor.pack(x, bits)
-        gu.poison_allocator()
+        sp.poison_allocator()
         assert torch.equal(packed.unpack(), x)

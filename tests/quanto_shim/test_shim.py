@@ -34,7 +34,7 @@ warnings.simplefilter("always")
 
 FACTS = """
 import quanto_kernels
-from quanto_kernels import _shim
+from quanto_kernels.quanto import shim as _shim
 from optimum.quanto.library.extensions import extension as e
 from optimum.quanto.tensor.weights.marlin.fp8.qbits import MarlinF8QBytesLinearFunction as F8
 facts = dict(status=quanto_kernels.quanto_status(),
@@ -83,7 +83,7 @@ def assert_served(facts):
     assert facts["bindings"] == ALL_BINDINGS
     assert facts["load_forbidden"] and facts["jit"] == "refused"
     assert facts["bias_fixed"] is True
-    # quanto's CPU extension is served too (in torch), so no compiler is ever needed; spec example.
+    # quanto's CPU extension is served too (in torch), so no compiler is ever needed (the example of docs/layouts.md, "Packed sub-byte tensors").
     assert facts["cpp_lib"] == "QuantoCppBindings" and facts["cpu_unpack"] == [3, 7, 1, 15, 9, 0]
 
 
@@ -123,7 +123,7 @@ def test_no_gpu_patches_nothing(subprocess_env):
 def test_unexpected_quanto_version_warns_once_and_leaves_quanto_alone(subprocess_env):
     facts, stderr = run_child(
         "import optimum.quanto\noptimum.quanto.__version__ = '9.9.9'\nimport quanto_kernels\n"
-        "from quanto_kernels import _shim\n_shim.patch_quanto()\n_shim.patch_quanto()\n",
+        "from quanto_kernels.quanto import shim as _shim\n_shim.patch_quanto()\n_shim.patch_quanto()\n",
         subprocess_env,
     )
     assert facts["status"]["patched"] is False and "9.9.9" in facts["status"]["reason"]
@@ -133,7 +133,7 @@ def test_unexpected_quanto_version_warns_once_and_leaves_quanto_alone(subprocess
 
 def test_patch_is_idempotent(subprocess_env):
     facts, _ = run_child(
-        "import optimum.quanto\nimport quanto_kernels\nfrom quanto_kernels import _shim\n"
+        "import optimum.quanto\nimport quanto_kernels\nfrom quanto_kernels.quanto import shim as _shim\n"
         "from optimum.quanto.tensor.weights.marlin.fp8.qbits import MarlinF8QBytesLinearFunction as F8\n"
         "first = F8.forward\nassert _shim.patch_quanto() and _shim.install()\n"
         "import importlib; importlib.reload(importlib.import_module('quanto_kernels'))\n"

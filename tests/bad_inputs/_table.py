@@ -1,7 +1,8 @@
-"""Bad inputs, table-driven: every public op, every argument, every front end.
+"""Bad inputs, table-driven: the shared machinery of tests/bad_inputs/test_<entry point>.py.
 
-Front ends: ``torch.ops.quanto_kernels.*`` (the dispatcher; meta tensors reach the fake impls),
-``quanto_kernels.ops.eager.*`` (same checks without the dispatcher) and quanto's positional bindings
+Every public op, every argument, every front end. Front ends: ``torch.ops.quanto_kernels.*`` (the
+dispatcher; meta tensors reach the fake impls), ``quanto_kernels.ops.direct.*`` (same checks without
+the dispatcher) and quanto's positional bindings
 (``_quanto_bindings.QuantoCudaBindings``, what optimum-quanto calls).
 
 Each bad argument must raise a TypeError/ValueError whose message starts with the argument's name
@@ -26,23 +27,16 @@ otherwise, as upstream asserts); it is never read or written, so any size and de
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
 from quanto_kernels import ops
-from quanto_kernels._quanto_bindings import QuantoCudaBindings
-from test_gpu_ops import _misaligned  # a contiguous copy one element past a 16-byte boundary
+from quanto_kernels.quanto.bindings import QuantoCudaBindings
 
 QB = QuantoCudaBindings()
 f16, bf16, f32 = torch.float16, torch.bfloat16, torch.float32
@@ -51,42 +45,42 @@ i16, i32, i64, u8 = torch.int16, torch.int32, torch.int64, torch.uint8
 DEVICES = [
     pytest.param("cpu", id="cpu"),
     pytest.param("meta", id="meta"),
-    pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, gu.requires_gpu]),
+    pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, sp.requires_gpu]),
 ]
-TWO_GPUS = pytest.mark.skipif(not gu.HAS_GPU or torch.cuda.device_count() < 2,
+TWO_GPUS = pytest.mark.skipif(not sp.HAS_GPU or torch.cuda.device_count() < 2,
                               reason="needs 2 CUDA GPUs (tensors on different GPUs)")
 
 # ----------------------------------------------------------------------------- valid arguments
-# Small valid inputs built on the CPU from the spec formulas (tests/gpu_util.py), then moved.
+# Small valid inputs built on the CPU from the layout formulas (tests/support.py), then moved.
 
 M, K8, N8, KI, NI = 4, 64, 64, 256, 128
 
 
 def _cpu_gen(*parts):
-    return gu.generator("bad-inputs", *parts, device="cpu")
+    return sp.generator("bad-inputs", *parts, device="cpu")
 
 
 def _base_cpu() -> Dict[str, Dict[str, object]]:
     g = _cpu_gen("base")
-    codes8 = gu.random_fp8_codes(N8, K8, g, device="cpu")
-    s8 = gu.random_fp8_scales(N8, f16, g, device="cpu")
-    fp8_w, fp8_s = gu.fp8_marlin_layout(codes8), gu.permute_block32(s8.reshape(1, N8))
+    codes8 = sp.random_fp8_codes(N8, K8, g, device="cpu")
+    s8 = sp.random_fp8_scales(N8, f16, g, device="cpu")
+    fp8_w, fp8_s = sp.fp8_marlin_layout(codes8), sp.permute_block32(s8.reshape(1, N8))
     a8 = torch.randn(M, K8, generator=g).to(f16)
-    codes4 = gu.random_int4_codes(NI, KI, g, device="cpu")
-    s4, z4 = gu.random_group_params(KI // 128, NI, g, device="cpu")
+    codes4 = sp.random_int4_codes(NI, KI, g, device="cpu")
+    s4, z4 = sp.random_group_params(KI // 128, NI, g, device="cpu")
     x4 = torch.randn(M, KI, generator=g).to(f16)
     return {
         "unpack": dict(t=torch.randint(0, 256, (64, 32), generator=g, dtype=u8), bits=4),
-        "marlin_repack": dict(b_q_weight=gu.fp8_pack_as_int32(codes8), perm=torch.randperm(K8, generator=g).to(i32),
+        "marlin_repack": dict(b_q_weight=sp.fp8_pack_as_int32(codes8), perm=torch.randperm(K8, generator=g).to(i32),
                               size_k=K8, size_n=N8, num_bits=8),
         "fp8_marlin_dequantize": dict(b_q_weight=fp8_w, b_scales=fp8_s),
         "fp8_marlin_gemm": dict(a=a8, b_q_weight=fp8_w, b_scales=fp8_s),
-        "awq_int4_dequantize": dict(packed=gu.awq_v2_layout(codes4), scales=s4, zeros=z4),
-        "awq_int4_gemm": dict(input=x4, packed=gu.awq_v2_layout(codes4), scales=s4, zeros=z4),
-        "marlin_int4_dequantize": dict(packed=gu.marlin_int4_layout(codes4), scales=gu.permute_block64(s4),
-                                       zeros=gu.permute_block64(z4), scale_perm=ops.SCALE_PERM_BLOCK64),
-        "marlin_int4_gemm": dict(input=x4, packed=gu.marlin_int4_layout(codes4), scales=gu.permute_block64(s4),
-                                 zeros=gu.permute_block64(z4), scale_perm=ops.SCALE_PERM_BLOCK64),
+        "awq_int4_dequantize": dict(packed=sp.awq_v2_layout(codes4), scales=s4, zeros=z4),
+        "awq_int4_gemm": dict(input=x4, packed=sp.awq_v2_layout(codes4), scales=s4, zeros=z4),
+        "marlin_int4_dequantize": dict(packed=sp.marlin_int4_layout(codes4), scales=sp.permute_block64(s4),
+                                       zeros=sp.permute_block64(z4), scale_perm=ops.SCALE_PERM_BLOCK64),
+        "marlin_int4_gemm": dict(input=x4, packed=sp.marlin_int4_layout(codes4), scales=sp.permute_block64(s4),
+                                 zeros=sp.permute_block64(z4), scale_perm=ops.SCALE_PERM_BLOCK64),
     }
 
 
@@ -171,7 +165,7 @@ def front_ends(op):
     """[(id, call(args dict), renames, densified args)] for every way to reach the op."""
     order = ARG_ORDER[op]
     out = [
-        ("eager", lambda a: getattr(ops.eager, op)(*[a[k] for k in order]), {}, set()),
+        ("eager", lambda a: getattr(ops.direct, op)(*[a[k] for k in order]), {}, set()),
         ("dispatch", lambda a: getattr(torch.ops.quanto_kernels, op)(*[a[k] for k in order]), {}, set()),
     ]
     return out + BINDINGS.get(op, [])
@@ -228,7 +222,7 @@ def tensor_cases(arg, wrong_dtype, other_gpu=True):
             device_only=True),
         Bad(f"{arg}-non-contiguous", arg, _with(arg, lambda t, d: _noncontig(t)), ValueError, "must be contiguous",
             device_only=True),
-        Bad(f"{arg}-offset-misaligned", arg, _with(arg, lambda t, d: _misaligned(t)), ValueError,
+        Bad(f"{arg}-offset-misaligned", arg, _with(arg, lambda t, d: sp.misaligned(t)), ValueError,
             "data pointer must be 16-byte aligned", device_only=True),
     ]
     if other_gpu:  # (a single-tensor op just runs on the other GPU: see test_gpu_multi.py)
@@ -372,9 +366,10 @@ CASES["marlin_int4_dequantize"] = _int4_weight_cases("marlin")
 CASES["marlin_int4_gemm"] = _int4_weight_cases("marlin") + _activation_cases()
 
 
-def _case_params():
+def _case_params(ops_names):
     params = []
-    for op, cases in CASES.items():
+    for op in ops_names:
+        cases = CASES[op]
         for c in cases:
             marks = [TWO_GPUS] if c.gpus > 1 else []
             params.append(pytest.param(op, c, id=f"{op}-{c.id}", marks=marks))
@@ -382,26 +377,6 @@ def _case_params():
 
 
 # ---------------------------------------------------------------------------------- the checks
-
-
-@pytest.fixture
-def lib_calls(monkeypatch):
-    """Records every call into the native library (None where no library/GPU is used)."""
-    if not gu.HAS_GPU:
-        yield None
-        return
-    import quanto_kernels
-
-    lib = quanto_kernels.get_library()
-    calls = []
-    real = lib.call
-
-    def record(name, *args):
-        calls.append(name)
-        return real(name, *args)
-
-    monkeypatch.setattr(lib, "call", record)
-    yield calls
 
 
 def _expected(case: Bad, front: str, renames: dict):
@@ -417,13 +392,11 @@ def _expected(case: Bad, front: str, renames: dict):
 
 def _after_gpu_case(calls, what):
     if calls is not None:
-        assert calls == [], f"{what}: reached the native library ({calls}) although the arguments are bad"
+        assert calls.names == [], f"{what}: reached the native library ({calls.names}) although the arguments are bad"
         torch.cuda.synchronize()  # raises if anything left the context in an error state
 
 
-@pytest.mark.parametrize("dev", DEVICES)
-@pytest.mark.parametrize("op, case", _case_params())
-def test_bad_argument_is_refused_naming_it(op, case, dev, lib_calls):
+def check_bad_argument(op, case, dev, lib_calls):
     if case.device_only and dev != "cuda":
         pytest.skip("device, layout and value checks need CUDA tensors (covered by the cuda variant)")
     ran = 0
@@ -440,7 +413,7 @@ def test_bad_argument_is_refused_naming_it(op, case, dev, lib_calls):
             # quanto hands the bindings strided activations: they are made dense, not refused.
             out = call(args)
             clean = base_args(op, dev)
-            ref = getattr(ops.eager, op)(*[clean[k] for k in ARG_ORDER[op]])
+            ref = getattr(ops.direct, op)(*[clean[k] for k in ARG_ORDER[op]])
             assert torch.equal(out, ref), f"{what}: the dense copy gives a different result"
             if lib_calls is not None:
                 lib_calls.clear()
@@ -527,7 +500,7 @@ def test_binding_only_arguments(cid, op, changes, exc, regex, dev, lib_calls):
 
 
 @pytest.mark.gpu
-@gu.requires_gpu
+@sp.requires_gpu
 def test_binding_c_out_on_cpu_is_refused(lib_calls):
     call = _binding_case("marlin_int4_gemm", "cuda", C_out=torch.empty(M, NI, dtype=f16))
     with pytest.raises(ValueError, match=r"^C_out: is on cpu but A is on cuda"):
@@ -536,7 +509,7 @@ def test_binding_c_out_on_cpu_is_refused(lib_calls):
 
 
 @pytest.mark.gpu
-@gu.requires_gpu
+@sp.requires_gpu
 @pytest.mark.parametrize("op", ["fp8_marlin_gemm", "marlin_int4_gemm"])
 @pytest.mark.parametrize("ws", ["size-1", "empty", "on-cpu", "huge-view"])
 def test_binding_workspace_is_never_used(op, ws):
@@ -545,7 +518,7 @@ def test_binding_workspace_is_never_used(op, ws):
                  "on-cpu": torch.zeros(16, dtype=i32), "huge-view": _huge((2**40,), i32, "cuda")}[ws]
     before = workspace.clone() if workspace.numel() < 2**20 else None
     args = base_args(op, "cuda")
-    ref = getattr(ops.eager, op)(*[args[k] for k in ARG_ORDER[op]])
+    ref = getattr(ops.direct, op)(*[args[k] for k in ARG_ORDER[op]])
     if op == "fp8_marlin_gemm":
         out = QB.fp8_marlin_gemm(args["a"], args["b_q_weight"], args["b_scales"], workspace, 8, M, N8, K8)
     else:
@@ -570,10 +543,7 @@ EMPTY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dev", [p for p in DEVICES if p.id != "cpu"])
-@pytest.mark.parametrize("op, changes, shape", EMPTY_CASES,
-                         ids=[f"{c[0]}-{'x'.join(map(str, c[2]))}" for c in EMPTY_CASES])
-def test_zero_size_returns_an_empty_result(op, changes, shape, dev, lib_calls):
+def check_zero_size(op, changes, shape, dev, lib_calls):
     fronts = front_ends(op) if dev == "cuda" else [f for f in front_ends(op) if f[0] == "dispatch"]
     for front, call, _renames, _dense in fronts:
         args = base_args(op, dev)
@@ -582,23 +552,22 @@ def test_zero_size_returns_an_empty_result(op, changes, shape, dev, lib_calls):
         assert tuple(out.shape) == shape, f"{op} via {front}: shape {tuple(out.shape)}, expected {shape}"
         assert out.device.type == dev
         if lib_calls is not None:
-            assert lib_calls == [], f"{op} via {front}: an empty input reached the library ({lib_calls})"
+            assert lib_calls.names == [], f"{op} via {front}: an empty input reached the library ({lib_calls.names})"
             torch.cuda.synchronize()
 
 
 @pytest.mark.gpu
-@gu.requires_gpu
+@sp.requires_gpu
 def test_empty_perm_is_accepted_on_any_device():
     """An empty perm (no act-order) is never read, so where it lives does not matter."""
     args = base_args("marlin_repack", "cuda")
     args["perm"] = torch.empty(0, dtype=i32, device="cuda")
-    ref = ops.eager.marlin_repack(*[args[k] for k in ARG_ORDER["marlin_repack"]])
+    ref = ops.direct.marlin_repack(*[args[k] for k in ARG_ORDER["marlin_repack"]])
     args["perm"] = torch.empty(0, dtype=i32)
-    assert torch.equal(ops.eager.marlin_repack(*[args[k] for k in ARG_ORDER["marlin_repack"]]), ref)
+    assert torch.equal(ops.direct.marlin_repack(*[args[k] for k in ARG_ORDER["marlin_repack"]]), ref)
 
 
-@pytest.mark.parametrize("op", ["fp8_marlin_gemm", "awq_int4_gemm", "marlin_int4_gemm"])
-def test_huge_m_is_not_refused_by_the_checks(op):
+def check_huge_m(op):
     """M*K past 2^31 is served (large M goes through a dense GEMM): the fake impl gives its shape."""
     args = base_args(op, "meta")
     key, k = ("a", K8) if op == "fp8_marlin_gemm" else ("input", KI)
@@ -612,10 +581,10 @@ def test_huge_m_is_not_refused_by_the_checks(op):
 
 
 @pytest.mark.gpu
-@gu.requires_gpu
+@sp.requires_gpu
 @pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin"])
 @pytest.mark.parametrize("bad", ["too-small", "null", "misaligned"])
-def test_c_abi_refuses_a_bad_split_k_workspace(fmt, bad):
+def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
     """The fused kernels' split-K workspace, as the C entry points see it: a short, null or misaligned
     buffer is refused (ValueError naming `workspace`) before anything is launched."""
     import quanto_kernels
@@ -625,11 +594,9 @@ def test_c_abi_refuses_a_bad_split_k_workspace(fmt, bad):
     dev = torch.cuda.current_device()
     stream = torch.cuda.current_stream().cuda_stream
     if fmt == "fp8":
-        ws_args = (m, n, k, dev)
-        need = ops._workspace_bytes("qk_fp8_marlin_gemv_workspace_bytes", *ws_args)
+        need = ops.GEMM_FAMILIES["fp8_marlin"].workspace_bytes(m=m, n=n, k=k, device=dev)
     else:
-        ws_args = (m, n, k, g, dev)
-        need = ops._workspace_bytes(f"qk_{'awq' if fmt == 'awq' else 'marlin'}_int4_gemv_workspace_bytes", *ws_args)
+        need = ops.GEMM_FAMILIES[f"{fmt}_int4"].workspace_bytes(m=m, n=n, k=k, group_size=g, device=dev)
     if need == 0:
         pytest.skip(f"this GPU's plan for M={m} N={n} K={k} needs no split-K workspace")
     a = torch.zeros(m, k, dtype=f16, device="cuda")
@@ -641,16 +608,20 @@ def test_c_abi_refuses_a_bad_split_k_workspace(fmt, bad):
     if fmt == "fp8":
         w = torch.zeros(k // 16, 4 * n, dtype=i32, device="cuda")
         sc = torch.ones(1, n, dtype=f16, device="cuda")
-        call = lambda: lib.call("qk_fp8_marlin_gemv", a.data_ptr(), w.data_ptr(), sc.data_ptr(), out.data_ptr(),  # noqa
-                                ptr, nbytes, m, n, k, 1, dev, stream)
+        call = lambda: lib.abi.fp8_marlin_gemv(  # noqa: E731
+            a=a.data_ptr(), w=w.data_ptr(), scales=sc.data_ptr(), out=out.data_ptr(), workspace=ptr,
+            workspace_bytes=nbytes, m=m, n=n, k=k, dtype=1, device=dev, stream=stream)
     elif fmt == "awq":
         w = torch.zeros(n // 4, k, dtype=i16, device="cuda")
-        call = lambda: lib.call("qk_awq_int4_gemv", a.data_ptr(), w.data_ptr(), s.data_ptr(), s.data_ptr(),  # noqa
-                                out.data_ptr(), ptr, nbytes, m, n, k, g, dev, stream)
+        call = lambda: lib.abi.awq_int4_gemv(  # noqa: E731
+            a=a.data_ptr(), w=w.data_ptr(), scales=s.data_ptr(), zeros=s.data_ptr(), out=out.data_ptr(),
+            workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, device=dev, stream=stream)
     else:
         w = torch.zeros(k // 16, 2 * n, dtype=i32, device="cuda")
-        call = lambda: lib.call("qk_marlin_int4_gemv", a.data_ptr(), w.data_ptr(), s.data_ptr(), s.data_ptr(),  # noqa
-                                out.data_ptr(), ptr, nbytes, m, n, k, g, 2, dev, stream)
+        call = lambda: lib.abi.marlin_int4_gemv(  # noqa: E731
+            a=a.data_ptr(), w=w.data_ptr(), scales=s.data_ptr(), zeros=s.data_ptr(), out=out.data_ptr(),
+            workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, scale_perm=2, device=dev,
+            stream=stream)
     with pytest.raises(ValueError, match=r"gemv: workspace: "):
         call()
     torch.cuda.synchronize()
@@ -660,19 +631,277 @@ def test_c_abi_refuses_a_bad_split_k_workspace(fmt, bad):
 
 
 @pytest.mark.gpu
-@gu.requires_gpu
+@sp.requires_gpu
 def test_context_is_healthy_after_all_the_bad_calls():
     """Run last in this module: valid calls on the same process give right results."""
-    g = gu.generator("bad-inputs-after")
+    g = sp.generator("bad-inputs-after")
     k, n, m = 256, 128, 3
-    codes = gu.random_fp8_codes(n, k, g)
-    s = gu.random_fp8_scales(n, f16, g)
+    codes = sp.random_fp8_codes(n, k, g)
+    s = sp.random_fp8_scales(n, f16, g)
     a = torch.randn(m, k, generator=g, device="cuda", dtype=f16)
-    out = ops.fp8_marlin_gemm(a, gu.fp8_marlin_layout(codes), gu.permute_block32(s.reshape(1, n)))
-    gu.assert_gemm_close(out, gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s)), f16, "fp8 gemm after")
-    codes4 = gu.random_int4_codes(n, k, g)
-    s4, z4 = gu.random_group_params(2, n, g)
+    out = ops.fp8_marlin_gemm(a, sp.fp8_marlin_layout(codes), sp.permute_block32(s.reshape(1, n)))
+    sp.assert_gemm_close(out, sp.matmul_reference(a, sp.fp8_dequant_reference(codes, s)), f16, "fp8 gemm after")
+    codes4 = sp.random_int4_codes(n, k, g)
+    s4, z4 = sp.random_group_params(2, n, g)
     x = torch.randn(m, k, generator=g, device="cuda", dtype=f16)
-    out = ops.awq_int4_gemm(x, gu.awq_v2_layout(codes4), s4, z4)
-    gu.assert_gemm_close(out, gu.matmul_reference(x, gu.int4_dequant_reference(codes4, s4, z4)), f16, "awq after")
+    out = ops.awq_int4_gemm(x, sp.awq_v2_layout(codes4), s4, z4)
+    sp.assert_gemm_close(out, sp.matmul_reference(x, sp.int4_dequant_reference(codes4, s4, z4)), f16, "awq after")
     torch.cuda.synchronize()
+
+
+# =============================================================================================
+# Bad inputs that need CUDA tensors
+# =============================================================================================
+
+
+def _fp8_bad(ops, what):
+    k, n, m = 256, 128, 4
+    g = sp.generator("bad-fp8", what)
+    codes, s, packed, s_perm = sp.fp8_weight(k, n, torch.float16, g)
+    a = torch.randn(m, k, generator=g, device="cuda", dtype=torch.float16)
+    table = {
+        "a-misaligned": (lambda: ops.fp8_marlin_gemm(sp.misaligned(a), packed, s_perm), ValueError, r"^a: .*align"),
+        "a-noncontiguous": (lambda: ops.fp8_marlin_gemm(a.t().contiguous().t(), packed, s_perm), ValueError,
+                            r"^a: .*contiguous"),
+        "a-cpu": (lambda: ops.fp8_marlin_gemm(a.cpu(), packed, s_perm), ValueError, r"^a: .*CUDA"),
+        "a-wrong-k": (lambda: ops.fp8_marlin_gemm(a[:, :128].contiguous(), packed, s_perm), ValueError, r"^a: "),
+        "a-fp32": (lambda: ops.fp8_marlin_gemm(a.float(), packed, s_perm), TypeError, r"^a: "),
+        "weight-misaligned": (lambda: ops.fp8_marlin_gemm(a, sp.misaligned(packed), s_perm), ValueError,
+                              r"^b_q_weight: .*align"),
+        "weight-noncontiguous": (lambda: ops.fp8_marlin_gemm(a, packed.t().contiguous().t(), s_perm), ValueError,
+                                 r"^b_q_weight: .*contiguous"),
+        "scales-misaligned": (lambda: ops.fp8_marlin_gemm(a, packed, sp.misaligned(s_perm)), ValueError,
+                              r"^b_scales: .*align"),
+        "scales-cpu": (lambda: ops.fp8_marlin_gemm(a, packed, s_perm.cpu()), ValueError, r"^b_scales: .*CUDA"),
+        "scales-dtype-mismatch": (lambda: ops.fp8_marlin_gemm(a, packed, s_perm.to(torch.bfloat16)), TypeError,
+                                  r"^b_scales: "),
+        "scales-wrong-n": (lambda: ops.fp8_marlin_gemm(a, packed, s_perm[:, :64].contiguous()), ValueError,
+                           r"^b_scales: "),
+        "dequant-weight-misaligned": (lambda: ops.fp8_marlin_dequantize(sp.misaligned(packed), s_perm), ValueError,
+                                      r"^b_q_weight: .*align"),
+        "dequant-scales-misaligned": (lambda: ops.fp8_marlin_dequantize(packed, sp.misaligned(s_perm)), ValueError,
+                                      r"^b_scales: .*align"),
+    }
+    return table[what]
+
+
+def _int4_bad(ops, fmt, what):
+    k, n, m = 256, 128, 4
+    g = sp.generator("bad-int4", fmt, what)
+    if fmt == "awq":
+        codes, s, z, packed = sp.awq_weight(k, n, g)
+        gemm = lambda x, p, s_, z_: ops.awq_int4_gemm(x, p, s_, z_)  # noqa: E731
+        deq = lambda p, s_, z_: ops.awq_int4_dequantize(p, s_, z_)  # noqa: E731
+    else:
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
+        s, z = sp.permute_block64(s), sp.permute_block64(z)
+        gemm = lambda x, p, s_, z_: ops.marlin_int4_gemm(x, p, s_, z_, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+        deq = lambda p, s_, z_: ops.marlin_int4_dequantize(p, s_, z_, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+    x = torch.randn(m, k, generator=g, device="cuda", dtype=torch.float16)
+    table = {
+        "input-misaligned": (lambda: gemm(sp.misaligned(x), packed, s, z), ValueError, r"^input: .*align"),
+        "input-noncontiguous": (lambda: gemm(x.t().contiguous().t(), packed, s, z), ValueError,
+                                r"^input: .*contiguous"),
+        "input-cpu": (lambda: gemm(x.cpu(), packed, s, z), ValueError, r"^input: .*CUDA"),
+        "input-bf16": (lambda: gemm(x.to(torch.bfloat16), packed, s, z), TypeError, r"^input: "),
+        "input-wrong-k": (lambda: gemm(x[:, :128].contiguous(), packed, s, z), ValueError, r"^input: "),
+        "packed-misaligned": (lambda: gemm(x, sp.misaligned(packed), s, z), ValueError, r"^packed: .*align"),
+        "scales-misaligned": (lambda: gemm(x, packed, sp.misaligned(s), z), ValueError, r"^scales: .*align"),
+        "scales-cpu": (lambda: gemm(x, packed, s.cpu(), z), ValueError, r"^scales: .*CUDA"),
+        "zeros-misaligned": (lambda: gemm(x, packed, s, sp.misaligned(z)), ValueError, r"^zeros: .*align"),
+        "zeros-noncontiguous": (lambda: gemm(x, packed, s, z.t().contiguous().t()), ValueError,
+                                r"^zeros: .*contiguous"),
+        "zeros-wrong-shape": (lambda: gemm(x, packed, s, z[:1].contiguous()), ValueError, r"^zeros: "),
+        "scales-fp32": (lambda: gemm(x, packed, s.float(), z), TypeError, r"^scales: "),
+        "dequant-packed-misaligned": (lambda: deq(sp.misaligned(packed), s, z), ValueError, r"^packed: .*align"),
+        "dequant-zeros-misaligned": (lambda: deq(packed, s, sp.misaligned(z)), ValueError, r"^zeros: .*align"),
+    }
+    if fmt == "marlin":
+        table["scale-perm-3"] = (lambda: ops.marlin_int4_gemm(x, packed, s, z, 3), ValueError, r"^scale_perm: ")
+    return table[what]
+
+
+FP8_BAD = ["a-misaligned", "a-noncontiguous", "a-cpu", "a-wrong-k", "a-fp32", "weight-misaligned",
+           "weight-noncontiguous", "scales-misaligned", "scales-cpu", "scales-dtype-mismatch", "scales-wrong-n",
+           "dequant-weight-misaligned", "dequant-scales-misaligned"]
+INT4_BAD = ["input-misaligned", "input-noncontiguous", "input-cpu", "input-bf16", "input-wrong-k",
+            "packed-misaligned", "scales-misaligned", "scales-cpu", "zeros-misaligned", "zeros-noncontiguous",
+            "zeros-wrong-shape", "scales-fp32", "dequant-packed-misaligned", "dequant-zeros-misaligned"]
+INT4_BAD_CASES = [(fmt, what) for fmt in ("awq", "marlin") for what in INT4_BAD] + [("marlin", "scale-perm-3")]
+
+
+class GpuBadInputs:
+    """CUDA-only bad inputs, one test per op family (each family module subclasses the part it needs)."""
+
+    pytestmark = [pytest.mark.gpu, sp.requires_gpu]
+
+    @pytest.mark.parametrize("what", ["t-misaligned", "t-noncontiguous", "t-cpu", "bits3", "t-int8"])
+    def test_unpack(self, ops, what):
+        t = torch.randint(0, 256, (64, 32), device="cuda", dtype=torch.uint8)
+        call, exc, regex = {
+            "t-misaligned": (lambda: ops.unpack(sp.misaligned(t), 4), ValueError, r"^t: .*align"),
+            "t-noncontiguous": (lambda: ops.unpack(t.t(), 4), ValueError, r"^t: .*contiguous"),
+            "t-cpu": (lambda: ops.unpack(t.cpu(), 4), ValueError, r"^t: .*CUDA"),
+            "bits3": (lambda: ops.unpack(t, 3), ValueError, r"^bits: "),
+            "t-int8": (lambda: ops.unpack(t.to(torch.int8), 4), TypeError, r"^t: "),
+        }[what]
+        with pytest.raises(exc, match=regex):
+            call()
+
+    @pytest.mark.parametrize("what", ["b-misaligned", "b-noncontiguous", "perm-cpu", "perm-misaligned", "b-cpu"])
+    def test_marlin_repack(self, ops, what):
+        k, n = 256, 128
+        b = sp.fp8_pack_as_int32(sp.random_fp8_codes(n, k, sp.generator("bad-repack", what)))
+        perm = torch.randperm(k, device="cuda").to(torch.int32)
+        call, exc, regex = {
+            "b-misaligned": (lambda: ops.marlin_repack(sp.misaligned(b), sp.empty_perm("cuda"), k, n, 8), ValueError,
+                             r"^b_q_weight: .*align"),
+            "b-noncontiguous": (lambda: ops.marlin_repack(b.t().contiguous().t(), sp.empty_perm("cuda"), k, n, 8),
+                                ValueError, r"^b_q_weight: .*contiguous"),
+            "b-cpu": (lambda: ops.marlin_repack(b.cpu(), sp.empty_perm("cuda"), k, n, 8), ValueError, r"^b_q_weight: .*CUDA"),
+            "perm-cpu": (lambda: ops.marlin_repack(b, perm.cpu(), k, n, 8), ValueError, r"^perm: .*CUDA"),
+            "perm-misaligned": (lambda: ops.marlin_repack(b, sp.misaligned(perm), k, n, 8), ValueError,
+                                r"^perm: .*align"),
+        }[what]
+        with pytest.raises(exc, match=regex):
+            call()
+
+    @pytest.mark.parametrize("what", FP8_BAD)
+    def test_fp8(self, ops, what):
+        call, exc, regex = _fp8_bad(ops, what)
+        with pytest.raises(exc, match=regex):
+            call()
+
+    @pytest.mark.parametrize("what", [w for f, w in INT4_BAD_CASES if f == "awq"])
+    def test_awq(self, ops, what):
+        call, exc, regex = _int4_bad(ops, "awq", what)
+        with pytest.raises(exc, match=regex):
+            call()
+
+    @pytest.mark.parametrize("what", [w for f, w in INT4_BAD_CASES if f == "marlin"])
+    def test_marlin(self, ops, what):
+        call, exc, regex = _int4_bad(ops, "marlin", what)
+        with pytest.raises(exc, match=regex):
+            call()
+
+
+
+
+def family_tests(ops_names):
+    """The table's tests restricted to `ops_names`: (bad arguments, zero sizes, huge M)."""
+
+    @pytest.mark.parametrize("dev", DEVICES)
+    @pytest.mark.parametrize("op, case", _case_params(ops_names))
+    def test_bad_argument_is_refused_naming_it(op, case, dev, lib_calls):
+        check_bad_argument(op, case, dev, lib_calls)
+
+    empty = [c for c in EMPTY_CASES if c[0] in ops_names]
+
+    @pytest.mark.parametrize("dev", [p for p in DEVICES if p.id != "cpu"])
+    @pytest.mark.parametrize("op, changes, shape", empty,
+                             ids=[f"{c[0]}-{'x'.join(map(str, c[2]))}" for c in empty])
+    def test_zero_size_returns_an_empty_result(op, changes, shape, dev, lib_calls):
+        check_zero_size(op, changes, shape, dev, lib_calls)
+
+    huge = [op for op in ops_names if op.endswith("_gemm")]
+
+    @pytest.mark.parametrize("op", huge)
+    def test_huge_m_is_not_refused_by_the_checks(op):
+        check_huge_m(op)
+
+    tests = [test_bad_argument_is_refused_naming_it]
+    tests.append(test_zero_size_returns_an_empty_result if empty else None)
+    tests.append(test_huge_m_is_not_refused_by_the_checks if huge else None)
+    return tests
+
+
+# ------------------------------------------------- quick cases through the dispatcher (CPU tensors)
+
+f16, i16, u8 = torch.float16, torch.int16, torch.uint8
+
+
+def fp8_args(m=4, n=128, k=256, dtype=f16):
+    return (torch.randn(m, k).to(dtype), torch.randint(0, 99, (k // 16, 4 * n), dtype=i32), torch.rand(1, n).to(dtype))
+
+
+def awq_args(m=4, n=128, k=256):
+    return (torch.randn(m, k).half(), torch.randint(0, 99, (n // 4, k), dtype=i16), torch.rand(k // 128, n).half(),
+            torch.rand(k // 128, n).half())
+
+
+def marlin_args(m=4, n=128, k=256):
+    return (torch.randn(m, k).half(), torch.randint(0, 99, (k // 16, 2 * n), dtype=i32), torch.rand(k // 128, n).half(),
+            torch.rand(k // 128, n).half(), ops.SCALE_PERM_BLOCK64)
+
+
+def replace(args, i, value):
+    args = list(args)
+    args[i] = value
+    return args
+
+
+QUICK_CASES = [  # (op, positional args on the CPU, exception, message fragment): through the dispatcher
+    # (op, args, exception, message fragment)
+    ("unpack", (torch.zeros(4, dtype=i32), 4), TypeError, "t: expected dtype torch.uint8"),
+    ("unpack", (torch.zeros(4, dtype=u8), 3), ValueError, "bits: must be one of"),
+    ("unpack", (torch.zeros(4, dtype=u8), 4.0), RuntimeError, "argument 'bits'"),  # torch's schema check
+    ("unpack", (torch.zeros(4, dtype=u8), 4), ValueError, "t: expected a CUDA tensor"),
+    ("marlin_repack", (torch.zeros(16, 64, dtype=i32), torch.empty(0, dtype=i32), 128, 64, 8), ValueError,
+     "b_q_weight: expected shape (32, 64)"),
+    ("marlin_repack", (torch.zeros(32, 64, dtype=i32), torch.empty(0, dtype=i32), 128, 64, 5), ValueError,
+     "num_bits: must be one of"),
+    ("marlin_repack", (torch.zeros(8, 64, dtype=i32), torch.empty(0, dtype=i32), 40, 64, 8), ValueError,
+     "size_k: must be a multiple of 16"),
+    ("marlin_repack", (torch.zeros(32, 64, dtype=i32), torch.zeros(5, dtype=i32), 128, 64, 8), ValueError,
+     "perm: must be empty or have size_k"),
+    ("marlin_repack", (torch.zeros(32, 64, dtype=i32), torch.zeros(128, dtype=torch.int64), 128, 64, 8), TypeError,
+     "perm: expected dtype torch.int32"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 0, torch.randn(4, 256)), TypeError, "a: expected dtype"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 0, torch.randn(4, 255).half()), ValueError, "a: expected K=256"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 0, torch.randn(2, 4, 256).half()), ValueError, "a: expected a 2-D"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 1, torch.zeros(16, 100, dtype=i32)), ValueError,
+     "b_q_weight: expected the (K/16, 4N)"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 1, torch.zeros(16, 512, dtype=i16)), TypeError,
+     "b_q_weight: expected dtype torch.int32"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 2, torch.rand(1, 64).half()), ValueError, "b_scales: expected N=128"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 2, torch.rand(1, 128).bfloat16()), TypeError,
+     "b_scales: dtype torch.bfloat16 must match"),
+    ("fp8_marlin_gemm", replace(fp8_args(), 0, torch.randn(256, 4).half().t()), ValueError, "a: must be contiguous"),
+    ("fp8_marlin_gemm", fp8_args(), ValueError, "a: expected a CUDA tensor"),
+    ("fp8_marlin_dequantize", (torch.zeros(16, 512, dtype=i32), torch.rand(1, 128)), TypeError,
+     "b_scales: expected dtype"),
+    ("awq_int4_gemm", replace(awq_args(), 0, torch.randn(4, 256).bfloat16()), TypeError, "input: expected dtype"),
+    ("awq_int4_gemm", replace(awq_args(), 1, torch.zeros(32, 256, dtype=i32)), TypeError, "packed: expected dtype"),
+    ("awq_int4_gemm", replace(awq_args(), 1, torch.zeros(32, 200, dtype=i16)), ValueError, "packed: expected the (N/4, K)"),
+    ("awq_int4_gemm", replace(awq_args(), 2, torch.rand(2, 64).half()), ValueError, "scales: expected shape"),
+    ("awq_int4_gemm", replace(awq_args(), 3, torch.rand(1, 128).half()), ValueError, "zeros: expected shape"),
+    ("awq_int4_gemm", replace(awq_args(), 2, torch.rand(3, 128).half()), ValueError, "scales: 3 groups do not divide"),
+    ("awq_int4_gemm", replace(awq_args(), 2, torch.rand(16, 128).half()), ValueError, "must be a multiple of 32"),
+    ("awq_int4_gemm", replace(awq_args(), 0, torch.randn(4, 128).half()), ValueError, "input: expected last dimension"),
+    ("awq_int4_gemm", awq_args(), ValueError, "input: expected a CUDA tensor"),
+    ("awq_int4_dequantize", awq_args()[1:], ValueError, "packed: expected a CUDA tensor"),
+    ("marlin_int4_gemm", replace(marlin_args(), 4, 7), ValueError, "scale_perm: must be one of"),
+    ("marlin_int4_gemm", replace(marlin_args(), 1, torch.zeros(16, 100, dtype=i32)), ValueError,
+     "packed: expected the (K/16, 2N)"),
+    ("marlin_int4_gemm", replace(marlin_args(), 2, torch.rand(2, 128)), TypeError, "scales: expected dtype"),
+    ("marlin_int4_gemm", marlin_args(), ValueError, "input: expected a CUDA tensor"),
+    ("marlin_int4_dequantize", marlin_args()[1:], ValueError, "packed: expected a CUDA tensor"),
+]
+
+
+def check_quick_case(op, args, exc, fragment):
+    with pytest.raises(exc) as info:
+        getattr(ops, op)(*args)
+    assert fragment in str(info.value)
+
+
+
+
+def quick_tests(ops_names):
+    cases = [c for c in QUICK_CASES if c[0] in ops_names]
+
+    @pytest.mark.parametrize("op, args, exc, fragment", cases, ids=[f"{c[0]}-{i}" for i, c in enumerate(cases)])
+    def test_bad_arguments_through_the_dispatcher(op, args, exc, fragment):
+        check_quick_case(op, args, exc, fragment)
+
+    return test_bad_arguments_through_the_dispatcher

@@ -10,7 +10,7 @@ synchronises) -- a one-time packing step.
 torch.compile: a module holding quantized weights and calling the custom ops
 (``torch.ops.quanto_kernels.*``) compiles with ``fullgraph=True`` (inductor when triton is present)
 and matches eager; so does optimum-quanto's own qfloat8 ``Linear`` once the fake impls of quanto's
-CUDA ops are registered (``quanto_kernels._quanto_fakes.register_quanto_fakes``, called by the shim).
+CUDA ops are registered (``quanto_kernels.quanto.fakes.register_quanto_fakes``, called by the shim).
 ``torch.library.opcheck`` of every op is in test_gpu_ops.py.
 """
 
@@ -25,17 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
-from test_gpu_ops import (  # noqa: F401
-    _awq_weight, _empty_perm, _fp8_dequant_bound, _fp8_weight, _linear_case, _mi4_weight, ops, quanto_patched,
-)
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 DEV = "cuda"
 f16, bf16 = torch.float16, torch.bfloat16
@@ -68,17 +61,17 @@ def _capture(fn):
 
 def _weights(ops, fmt, dtype, seed, k=K, n=N):
     """(op(x), fp64 dequantized weight, tensors to refresh in place) for one format."""
-    g = gu.generator("graph-w", fmt, str(dtype), seed)
+    g = sp.generator("graph-w", fmt, str(dtype), seed)
     if fmt == "fp8":
-        codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
-        return (lambda x: ops.fp8_marlin_gemm(x, packed, s_perm)), gu.fp8_dequant_reference(codes, s)
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
+        return (lambda x: ops.fp8_marlin_gemm(x, packed, s_perm)), sp.fp8_dequant_reference(codes, s)
     if fmt == "awq":
-        codes, s, z, packed = _awq_weight(k, n, g)
-        return (lambda x: ops.awq_int4_gemm(x, packed, s, z)), gu.int4_dequant_reference(codes, s, z)
-    codes, s, z, packed = _mi4_weight(k, n, g)
-    sp, zp = gu.permute_block64(s), gu.permute_block64(z)
+        codes, s, z, packed = sp.awq_weight(k, n, g)
+        return (lambda x: ops.awq_int4_gemm(x, packed, s, z)), sp.int4_dequant_reference(codes, s, z)
+    codes, s, z, packed = sp.mi4_weight(k, n, g)
+    sp, zp = sp.permute_block64(s), sp.permute_block64(z)
     return ((lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)),
-            gu.int4_dequant_reference(codes, s, z))
+            sp.int4_dequant_reference(codes, s, z))
 
 
 GEMM_GRAPH_CASES = [("fp8", 1, f16), ("fp8", 5, bf16), ("fp8", 16, f16), ("fp8", 64, f16), ("fp8", 64, bf16),
@@ -93,14 +86,14 @@ def test_gemm_captured_and_replayed(ops, fmt, m, dtype):
     static_x = torch.zeros(m, K, device=DEV, dtype=dtype)
     graph, out = _capture(lambda: op(static_x))
     for rep in range(3):
-        x = torch.randn(m, K, generator=gu.generator("graph-x", fmt, m, rep), device=DEV, dtype=dtype)
+        x = torch.randn(m, K, generator=sp.generator("graph-x", fmt, m, rep), device=DEV, dtype=dtype)
         static_x.copy_(x)
         out.fill_(float("nan"))  # whatever the replay does not write stays NaN
         graph.replay()
         torch.cuda.synchronize()
-        gu.assert_gemm_close(out, gu.matmul_reference(x, ref_w), dtype, f"{fmt} M={m} graph replay {rep}")
+        sp.assert_gemm_close(out, sp.matmul_reference(x, ref_w), dtype, f"{fmt} M={m} graph replay {rep}")
         eager = op(x)
-        if m <= gu.fused_limit(ops, fmt):
+        if m <= sp.fused_limit(ops, fmt):
             assert torch.equal(out, eager), f"{fmt} M={m}: replay differs from the eager call"
 
 
@@ -110,18 +103,18 @@ def test_dequantize_captured_and_replayed_with_new_weights(ops, fmt):
     dtype = bf16 if fmt == "fp8" else f16
 
     def build(seed):
-        g = gu.generator("graph-deq", fmt, seed)
+        g = sp.generator("graph-deq", fmt, seed)
         if fmt == "fp8":
-            codes, s, packed, s_perm = _fp8_weight(k, n, dtype, g)
-            ref = gu.fp8_dequant_reference(codes, s)
-            return [packed, s_perm], ref, _fp8_dequant_bound(ref, dtype)
+            codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
+            ref = sp.fp8_dequant_reference(codes, s)
+            return [packed, s_perm], ref, sp.fp8_dequant_bound(ref, dtype)
         if fmt == "awq":
-            codes, s, z, packed = _awq_weight(k, n, g)
-            ref = gu.int4_dequant_reference(codes, s, z)
-            return [packed, s, z], ref, gu.int4_dequant_bound(codes, s, ref)
-        codes, s, z, packed = _mi4_weight(k, n, g)
-        ref = gu.int4_dequant_reference(codes, s, z)
-        return [packed, gu.permute_block64(s), gu.permute_block64(z)], ref, gu.int4_dequant_bound(codes, s, ref)
+            codes, s, z, packed = sp.awq_weight(k, n, g)
+            ref = sp.int4_dequant_reference(codes, s, z)
+            return [packed, s, z], ref, sp.int4_dequant_bound(codes, s, ref)
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
+        ref = sp.int4_dequant_reference(codes, s, z)
+        return [packed, sp.permute_block64(s), sp.permute_block64(z)], ref, sp.int4_dequant_bound(codes, s, ref)
 
     static, _, _ = build(0)
     static = [t.clone() for t in static]
@@ -139,30 +132,30 @@ def test_dequantize_captured_and_replayed_with_new_weights(ops, fmt):
         out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
-        gu.assert_all_finite(out, f"{fmt} dequantize replay {rep}")
-        assert gu.max_abs_over(out, ref, bound) <= 0, f"{fmt} dequantize replay {rep}: outside the rounding bound"
+        sp.assert_all_finite(out, f"{fmt} dequantize replay {rep}")
+        assert sp.max_abs_over(out, ref, bound) <= 0, f"{fmt} dequantize replay {rep}: outside the rounding bound"
 
 
 def test_unpack_and_repack_captured_and_replayed(ops):
     t_static = torch.zeros(129, 64, dtype=torch.uint8, device=DEV)
     k, n = 256, 192
     b_static = torch.zeros(k // 4, n, dtype=torch.int32, device=DEV)
-    perm = _empty_perm()
+    perm = sp.empty_perm()
     g_unpack, out_unpack = _capture(lambda: ops.unpack(t_static, 4))
     g_repack, out_repack = _capture(lambda: ops.marlin_repack(b_static, perm, k, n, 8))
     for rep in range(3):
-        g = gu.generator("graph-layout", rep)
+        g = sp.generator("graph-layout", rep)
         t = torch.randint(0, 256, (129, 64), generator=g, device=DEV, dtype=torch.uint8)
-        codes = gu.random_fp8_codes(n, k, g)
+        codes = sp.random_fp8_codes(n, k, g)
         t_static.copy_(t)
-        b_static.copy_(gu.fp8_pack_as_int32(codes))
+        b_static.copy_(sp.fp8_pack_as_int32(codes))
         out_unpack.fill_(255)
         out_repack.fill_(-1)
         g_unpack.replay()
         g_repack.replay()
         torch.cuda.synchronize()
-        assert torch.equal(out_unpack, gu.unpack_reference(t, 4)), f"unpack replay {rep}"
-        assert torch.equal(out_repack, gu.fp8_marlin_layout(codes)), f"repack replay {rep}"
+        assert torch.equal(out_unpack, sp.unpack_reference(t, 4)), f"unpack replay {rep}"
+        assert torch.equal(out_repack, sp.fp8_marlin_layout(codes)), f"repack replay {rep}"
 
 
 # ---------------------------------------------------------------------------------- torch.compile
@@ -173,16 +166,16 @@ class QuantizedLinears(torch.nn.Module):
 
     def __init__(self, ops, k=512, n=256):
         super().__init__()
-        g = gu.generator("compile-module")
-        codes8, s8, w8, sp8 = _fp8_weight(k, n, f16, g)
-        codes_a, sa, za, wa = _awq_weight(k, n, g)
-        codes_m, sm, zm, wm = _mi4_weight(k, n, g)
-        for name, t in dict(w8=w8, s8=sp8, wa=wa, sa=sa, za=za, wm=wm, sm=gu.permute_block64(sm),
-                            zm=gu.permute_block64(zm)).items():
+        g = sp.generator("compile-module")
+        codes8, s8, w8, sp8 = sp.fp8_weight(k, n, f16, g)
+        codes_a, sa, za, wa = sp.awq_weight(k, n, g)
+        codes_m, sm, zm, wm = sp.mi4_weight(k, n, g)
+        for name, t in dict(w8=w8, s8=sp8, wa=wa, sa=sa, za=za, wm=wm, sm=sp.permute_block64(sm),
+                            zm=sp.permute_block64(zm)).items():
             self.register_buffer(name, t)
         self.register_buffer("bias", 0.1 * torch.randn(n, generator=g, device=DEV, dtype=f16))
-        self.refs = (gu.fp8_dequant_reference(codes8, s8), gu.int4_dequant_reference(codes_a, sa, za),
-                     gu.int4_dequant_reference(codes_m, sm, zm))
+        self.refs = (sp.fp8_dequant_reference(codes8, s8), sp.int4_dequant_reference(codes_a, sa, za),
+                     sp.int4_dequant_reference(codes_m, sm, zm))
         self.perm = ops.SCALE_PERM_BLOCK64
 
     def forward(self, x):
@@ -199,15 +192,15 @@ def test_custom_ops_under_torch_compile_fullgraph(ops):
     compiled = torch.compile(module, fullgraph=True, backend=backend, dynamic=False)
     with torch.no_grad():
         for m in (1, 33):
-            x = torch.randn(m, 512, generator=gu.generator("compile-x", m), device=DEV, dtype=f16)
+            x = torch.randn(m, 512, generator=sp.generator("compile-x", m), device=DEV, dtype=f16)
             e8, e4 = module(x)
             c8, c4 = compiled(x)
             torch.testing.assert_close(c8, e8, rtol=2e-3, atol=2e-3)
             torch.testing.assert_close(c4, e4, rtol=2e-3, atol=2e-3)
             r8, ra, rm = module.refs
-            gu.assert_gemm_close(c8.double(), torch.relu(gu.matmul_reference(x, r8) + module.bias.double()), f16,
+            sp.assert_gemm_close(c8.double(), torch.relu(sp.matmul_reference(x, r8) + module.bias.double()), f16,
                                  f"compiled fp8 linear M={m} ({backend})")
-            gu.assert_gemm_close(c4, gu.matmul_reference(x, ra) + gu.matmul_reference(x, rm), f16,
+            sp.assert_gemm_close(c4, sp.matmul_reference(x, ra) + sp.matmul_reference(x, rm), f16,
                                  f"compiled int4 linears M={m} ({backend})")
     torch._dynamo.reset()
 
@@ -218,11 +211,11 @@ def test_quanto_qfloat8_linear_under_torch_compile_fullgraph(quanto_patched, bac
         pytest.skip("triton is not installed: inductor cannot generate GPU code here")
     from optimum.quanto import freeze, qfloat8, quantize
 
-    from quanto_kernels._quanto_fakes import register_quanto_fakes
+    from quanto_kernels.quanto.fakes import register_quanto_fakes
 
     register_quanto_fakes()  # idempotent; the shim registers them when it patches quanto
     k, n = 512, 384
-    model, g = _linear_case(k, n, f16, ("compile-quanto", backend))
+    model, g = sp.linear_case(k, n, f16, ("compile-quanto", backend))
     quantize(model, weights=qfloat8)
     freeze(model)
     assert type(model[0].weight).__name__ == "MarlinF8QBytesTensor"
@@ -239,6 +232,6 @@ def test_quanto_qfloat8_linear_under_torch_compile_fullgraph(quanto_patched, bac
                             f"M={m}: {type(exc).__name__}: {str(exc)[:4000]}")
             torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
             deq = model[0].weight.dequantize()
-            gu.assert_gemm_close(out.double() - model[0].bias.double(), gu.matmul_reference(x, deq), f16,
+            sp.assert_gemm_close(out.double() - model[0].bias.double(), sp.matmul_reference(x, deq), f16,
                                  f"compiled quanto qfloat8 Linear M={m} ({backend})")
     torch._dynamo.reset()

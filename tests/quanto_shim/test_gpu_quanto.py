@@ -30,13 +30,9 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
+import support as sp
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "QK_RESULT "
@@ -108,7 +104,7 @@ def poison():
 
 def shim_facts():
     import quanto_kernels
-    from quanto_kernels import _shim
+    from quanto_kernels.quanto import shim as _shim
     from optimum.quanto.library.extensions import extension as ext_mod
     st = quanto_kernels.quanto_status()
     lib = ext_mod.get_extension("quanto_cuda")._lib if ext_mod.is_extension_available("quanto_cuda") else None
@@ -181,7 +177,7 @@ for c in ARGS["cases"]:
             "err_vs_float": rel(y, x.double() @ w_float.double().t() + bias.double()),
         })
     if type(w).__name__ == "WeightQBitsTensor":
-        # quanto's generic decode on CUDA runs quanto::unpack (our kernel); compare with the spec formula
+        # quanto's generic decode on CUDA runs quanto::unpack (our kernel); compare with the documented formula
         # in plain torch (not with quanto's CPU unpack: that is its JIT-built C++ extension).
         packed = w._data
         bits = packed._bits
@@ -196,7 +192,7 @@ emit()
 '''
 
 _T = {name: {"fro": t.fro, "atol": t.atol, "rtol": t.rtol} for name, t in
-      (("float16", gu.GEMM_TOL[torch.float16]), ("bfloat16", gu.GEMM_TOL[torch.bfloat16]))}
+      (("float16", sp.GEMM_TOL[torch.float16]), ("bfloat16", sp.GEMM_TOL[torch.bfloat16]))}
 
 # Quantization error of the layer itself (quantized vs float output, bias included), measured on CPU
 # with quanto's generic path for exactly these cases (4 seeds): 0.019-0.022 (qfloat8), 0.048-0.054
@@ -219,7 +215,7 @@ def test_quantized_linear_served_by_our_kernels(order):
     pytest.importorskip("optimum.quanto")
     cases = [
         {"name": name, "qtype": qt, "dtype": dt, "k": k, "n": n, "leads": leads, "tol": _T[dt],
-         "seed": gu.case_seed("linear", order, name)}
+         "seed": sp.case_seed("linear", order, name)}
         for name, qt, dt, k, n, _cls, leads in LINEAR_CASES
     ]
     res = run_child(LINEAR_SCRIPT, {"order": order, "cases": cases}, _child_env())
@@ -371,7 +367,7 @@ def test_diffusers_flux_float8(load, tmp_path):
     pytest.importorskip("diffusers")
     pytest.importorskip("accelerate", reason="diffusers' quanto backend needs accelerate")
     args = {"config": FLUX_CONFIG, "dir": str(tmp_path / "flux"), "load": load,
-            "seed": gu.case_seed("flux", load) % 2**31}
+            "seed": sp.case_seed("flux", load) % 2**31}
     res = run_child(FLUX_SCRIPT, args, _child_env())
     _assert_served(res["shim"])
     _assert_served(res["shim_after"])

@@ -1,4 +1,4 @@
-"""GPU tests of the short inference path (python/quanto_kernels/_fast_linear.py).
+"""GPU tests of the short inference path (python/quanto_kernels/quanto/fast_linear.py).
 
 The shim makes quanto's QLinear.forward call our kernels directly for frozen FP8 Marlin and AWQ int4
 weights when nothing needs quanto's dispatch. These tests check, in a fresh interpreter each:
@@ -20,15 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import gpu_util as gu
-    import test_gpu_quanto as tq
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_util as gu
-    import test_gpu_quanto as tq
+import support as sp
+from quanto_shim import test_gpu_quanto as tq
 
-pytestmark = [pytest.mark.gpu, gu.requires_gpu]
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
 FAST_SCRIPT = r'''
 import torch
@@ -151,12 +146,12 @@ CASES = [
 def test_fast_path_matches_quantos_path_and_declines_when_it_must():
     pytest.importorskip("optimum.quanto")
     cases = [{"name": name, "qtype": qt, "dtype": dt, "k": k, "n": n, "bias": bias, "leads": leads,
-              "seed": gu.case_seed("fast", name)} for name, qt, dt, k, n, bias, leads in CASES]
+              "seed": sp.case_seed("fast", name)} for name, qt, dt, k, n, bias, leads in CASES]
     res = tq.run_child(FAST_SCRIPT, {"cases": cases}, tq._child_env())
     tq._assert_no_jit(res)
     for case in res["cases"]:
         what = f"{case['name']} input {case['lead']}+[K]"
-        tol = gu.GEMM_TOL[getattr(torch, case["dtype"])].fro
+        tol = sp.GEMM_TOL[getattr(torch, case["dtype"])].fro
         assert case["type"] in ("MarlinF8QBytesTensor", "AWQWeightQBitsTensor"), f"{what}: {case['type']}"
         assert case["fast_taken"], f"{what}: quanto's autograd Function ran; the fast path was not taken"
         assert case["full_ran"], f"{what}: the comparison did not run quanto's full path"
@@ -172,6 +167,6 @@ def test_fast_path_matches_quantos_path_and_declines_when_it_must():
             assert case["rel_fast_full"] <= tol, f"{what}: {case['rel_fast_full']:.2e} from quanto's path"
     for name, d in res["declines"].items():
         assert d["declined"], f"{name}: the fast path should have declined and let quanto's path run"
-        assert d["rel_ref"] <= gu.GEMM_TOL[torch.bfloat16].fro, f"{name}: error {d['rel_ref']:.2e}"
+        assert d["rel_ref"] <= sp.GEMM_TOL[torch.bfloat16].fro, f"{name}: error {d['rel_ref']:.2e}"
     assert res["wrong_dtype"].startswith("TypeError") and "dtype" in res["wrong_dtype"], res["wrong_dtype"]
-    assert res["swap_rel"] <= gu.GEMM_TOL[torch.bfloat16].fro, f"swapped weight not used: {res['swap_rel']:.2e}"
+    assert res["swap_rel"] <= sp.GEMM_TOL[torch.bfloat16].fro, f"swapped weight not used: {res['swap_rel']:.2e}"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from quanto_kernels import _loader
+from quanto_kernels._native import loader as _loader
 
 RECORD = _loader.PACKAGE_DIR / "build_record.json"
 
@@ -35,7 +35,7 @@ def test_every_library_loads_and_agrees_with_the_record(record, major):
     if major is None:
         pytest.fail("no native library installed")
     lib = _loader.load_library(env={_loader.ENV_CUDA_MAJOR: str(major)}, driver_version=None)
-    info = json.loads(lib.build_info())
+    info = json.loads(lib.abi.build_info())
     entry = next(e for e in record["libraries"] if e["cuda_major"] == major)
     assert info["cuda_runtime"] // 1000 == major
     assert info["archs"] == entry["archs"]
