@@ -73,6 +73,13 @@ int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, voi
                            int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                            int32_t device, void* stream);
 
+int32_t qk_int8_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
+                           int32_t dtype, int32_t device, void* stream);
+int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
+int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
+                     int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
+                     void* stream);
+
 int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
                                int64_t k, int64_t group_size, int32_t device, void* stream);
 int32_t qk_awq_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
@@ -92,6 +99,7 @@ int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* scales, co
 
 int64_t qk_max_gemv_m(void);
 int64_t qk_fp8_marlin_max_gemv_m(void);
+int64_t qk_int8_max_gemv_m(void);
 """
 
 FUNCTIONS: Dict[str, cdecl.Function] = {f.name: f for f in cdecl.parse_functions(DECLARATIONS)}
