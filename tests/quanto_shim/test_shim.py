@@ -1,5 +1,8 @@
 """The quanto shim against the real optimum-quanto 0.2.7, each scenario in a fresh interpreter.
 
+Every child runs with the per-run caches of conftest.py (TORCH_EXTENSIONS_DIR included) and a timeout:
+quanto's real JIT loader, reached in the opt-out scenarios, can never wait on a user cache's lock file.
+
 On this CPU-only machine a GPU is simulated by making torch report CUDA (the shim's own gate),
 which is enough for registration: no kernel runs here. GPU runs are in test_gpu_quanto.py.
 """
@@ -64,9 +67,18 @@ print("FACTS" + json.dumps(facts))
 """
 
 
+CHILD_TIMEOUT_S = 120
+
+
 def run_child(body, env, fake_gpu=True, fake_windows=False):
     code = PRELUDE.format(fake_gpu=fake_gpu, fake_windows=fake_windows) + textwrap.dedent(body) + FACTS
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the child interpreter did not finish within {CHILD_TIMEOUT_S} s: quanto's JIT loader may be "
+                    f"waiting on a lock file in TORCH_EXTENSIONS_DIR={env.get('TORCH_EXTENSIONS_DIR')!r} "
+                    f"(output so far: {(exc.stderr or b'')[-2000:]!r})")
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("FACTS"))
     return json.loads(line[5:]), proc.stderr
@@ -118,6 +130,33 @@ def test_no_gpu_patches_nothing(subprocess_env):
         pytest.skip("this machine has a GPU")
     assert "no CUDA GPU" in facts["status"]["reason"]
     assert not facts["load_forbidden"] and not facts["bias_fixed"]
+
+
+@pytest.mark.parametrize("version", ["0.2.7", "0.2.7dev"], ids=["release", "git-main"])
+def test_supported_quanto_versions_are_patched(subprocess_env, version):
+    facts, stderr = run_child(f"import optimum.quanto\noptimum.quanto.__version__ = {version!r}\n", subprocess_env)
+    assert_served(facts)
+    assert "leaving optimum-quanto alone" not in stderr
+
+
+@pytest.mark.parametrize("version", ["0.2.6", "0.2.8", "0.2.7.post1"])
+def test_other_quanto_versions_are_refused_with_the_one_warning(subprocess_env, version):
+    facts, stderr = run_child(f"import optimum.quanto\noptimum.quanto.__version__ = {version!r}\nimport quanto_kernels\n",
+                              subprocess_env)
+    assert facts["status"]["patched"] is False and version in facts["status"]["reason"]
+    assert stderr.count("leaving optimum-quanto alone") == 1
+
+
+def test_child_caches_stay_in_the_test_directory(subprocess_env, isolated_caches):
+    """Where quanto's real JIT loader (torch.utils.cpp_extension) would build and lock: the per-run directory."""
+    code = ("import tempfile\nfrom torch.utils.cpp_extension import _get_build_directory\n"
+            "print('BUILD' + _get_build_directory('quanto_cuda', False))\nprint('TMP' + tempfile.gettempdir())\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict((ln[:5] if ln.startswith("BUILD") else ln[:3], ln) for ln in proc.stdout.splitlines())
+    assert lines["BUILD"][len("BUILD"):].startswith(str(isolated_caches)), lines
+    assert lines["TMP"][len("TMP"):].startswith(str(isolated_caches)), lines
 
 
 def test_unexpected_quanto_version_warns_once_and_leaves_quanto_alone(subprocess_env):

@@ -1,0 +1,93 @@
+"""The GEMM dispatch rule and its test-only override (quanto_kernels.ops.force_path); CPU parts run anywhere."""
+
+import pytest
+import torch
+
+import support as sp
+
+
+def test_limits_come_from_the_library(ops):
+    from quanto_kernels._native import abi
+
+    assert ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m == abi.fp8_marlin_max_gemv_m()
+    assert ops.GEMM_FAMILIES["awq_int4"].max_gemv_m == abi.max_gemv_m()
+    assert ops.GEMM_FAMILIES["marlin_int4"].max_gemv_m == abi.max_gemv_m()
+
+
+def test_rule_and_override(ops):
+    fam = ops.GEMM_FAMILIES["fp8_marlin"]
+    limit = fam.max_gemv_m
+    assert fam.use_gemv(1) and fam.use_gemv(limit) and not fam.use_gemv(limit + 1)
+    with ops.force_path("dequant"):
+        assert not fam.use_gemv(1)
+    with ops.force_path("gemv"):
+        assert fam.use_gemv(limit)
+        with pytest.raises(ValueError, match=rf"M={limit + 1} rows exceed the fp8_marlin fused kernel's limit of {limit}"):
+            fam.use_gemv(limit + 1)
+    assert fam.use_gemv(1) and not fam.use_gemv(limit + 1)  # restored
+    with pytest.raises(ValueError, match="path: must be one of"):
+        with ops.force_path("fast"):
+            pass
+
+
+def test_workspace_query_is_cached_per_shape(ops, monkeypatch):
+    from quanto_kernels._native import abi
+
+    fam = ops.GEMM_FAMILIES["awq_int4"]
+    asked = []
+    monkeypatch.setattr(abi, "awq_int4_gemv_workspace_bytes", lambda **kw: asked.append(kw) or 4096)
+    fam.workspace_bytes.cache_clear()
+    try:
+        for _ in range(3):
+            assert fam.workspace_bytes(m=3, n=128, k=256, group_size=128, device=0) == 4096
+        assert fam.workspace_bytes(m=4, n=128, k=256, group_size=128, device=0) == 4096
+        assert len(asked) == 2
+    finally:
+        fam.workspace_bytes.cache_clear()
+
+
+GPU = [pytest.mark.gpu, sp.requires_gpu]
+
+
+@pytest.mark.parametrize("path", ["gemv", "dequant"])
+@pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin"])
+@pytest.mark.parametrize("m", [1, 5, 16])
+@pytest.mark.gpu
+@sp.requires_gpu
+def test_every_path_at_every_small_m(ops, native_calls, fmt, path, m):
+    """Both paths give the fp64 reference's result at the same M, and the forced path is the one launched."""
+    k, n = 512, 256
+    g = sp.generator("dispatch", fmt, path, m)
+    if fmt == "fp8":
+        codes, s, packed, s_perm = sp.fp8_weight(k, n, torch.float16, g)
+        x = torch.randn(m, k, generator=g, device="cuda", dtype=torch.float16)
+        call, ref = (lambda: ops.fp8_marlin_gemm(x, packed, s_perm)), sp.fp8_dequant_reference(codes, s)
+        fused = "fp8_marlin_gemv"
+    elif fmt == "awq":
+        codes, s, z, packed = sp.awq_weight(k, n, g)
+        x = torch.randn(m, k, generator=g, device="cuda", dtype=torch.float16)
+        call, ref = (lambda: ops.awq_int4_gemm(x, packed, s, z)), sp.int4_dequant_reference(codes, s, z)
+        fused = "awq_int4_gemv"
+    else:
+        codes, s, z, packed = sp.mi4_weight(k, n, g)
+        x = torch.randn(m, k, generator=g, device="cuda", dtype=torch.float16)
+        sp_, zp = sp.permute_block64(s), sp.permute_block64(z)
+        call = lambda: ops.marlin_int4_gemm(x, packed, sp_, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+        ref, fused = sp.int4_dequant_reference(codes, s, z), "marlin_int4_gemv"
+    with ops.force_path(path):
+        native_calls.clear()
+        out = call()
+    sp.assert_gemm_close(out, sp.matmul_reference(x, ref), torch.float16, f"{fmt} M={m} via {path}")
+    assert (fused in native_calls.names) == (path == "gemv"), native_calls.names
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+def test_forced_gemv_above_the_limit_is_a_clear_error(ops):
+    limit = ops.GEMM_FAMILIES["awq_int4"].max_gemv_m
+    g = sp.generator("dispatch-over")
+    _, s, z, packed = sp.awq_weight(256, 128, g)
+    x = torch.randn(limit + 1, 256, generator=g, device="cuda", dtype=torch.float16)
+    with ops.force_path("gemv"), pytest.raises(ValueError, match="exceed the awq_int4 fused kernel's limit"):
+        ops.awq_int4_gemm(x, packed, s, z)
+    torch.cuda.synchronize()
