@@ -53,9 +53,9 @@ def _op_case(ops, fmt, m, dtype=f16):
         call = lambda x: ops.awq_int4_gemm(x, packed, s, z)  # noqa: E731
     else:
         codes, s, z, packed = sp.mi4_weight(K, N, g)
-        sp, zp = sp.permute_block64(s), sp.permute_block64(z)
+        sperm, zp = sp.permute_block64(s), sp.permute_block64(z)
         ref_w = sp.int4_dequant_reference(codes, s, z)
-        call = lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+        call = lambda x: ops.marlin_int4_gemm(x, packed, sperm, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
 
     def make_x(seed):
         return torch.randn(m, K, generator=sp.generator("conc-x", fmt, m, seed), device=DEV, dtype=dtype)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -200,11 +199,11 @@ def test_fuzz_marlin_int4_gemm(ops):
         perm = r.choice([ops.SCALE_PERM_NONE, ops.SCALE_PERM_BLOCK32, ops.SCALE_PERM_BLOCK64])
         g = sp.generator("fuzz", "marlin", i)
         codes, s, z, packed = sp.mi4_weight(k, n, g, group_size=group)
-        sp, zp = _perm_fn(perm)(s), _perm_fn(perm)(z)
+        sperm, zp = _perm_fn(perm)(s), _perm_fn(perm)(z)
         x = torch.randn(*lead, k, generator=g, device=DEV, dtype=f16)
         what = f"marlin_int4_gemm input {lead}x{k} N={n} group={group} scale_perm={perm}"
         _poison()
-        out = ops.marlin_int4_gemm(x, packed, sp, zp, perm)
+        out = ops.marlin_int4_gemm(x, packed, sperm, zp, perm)
         assert out.dtype == f16 and tuple(out.shape) == lead + (n,), f"{what}: shape {tuple(out.shape)}"
         ref_w = sp.int4_dequant_reference(codes, s, z)
         ref = sp.matmul_reference(x, ref_w)
@@ -213,7 +212,7 @@ def test_fuzz_marlin_int4_gemm(ops):
         stats.gemm(i, out, ref, "empty" if m == 0 else ("fused" if m <= ops.GEMM_FAMILIES["marlin_int4"].max_gemv_m else "dequant+gemm"))
         if r.random() < 0.25:
             _poison()
-            deq = ops.marlin_int4_dequantize(packed, sp, zp, perm)
+            deq = ops.marlin_int4_dequantize(packed, sperm, zp, perm)
             sp.assert_all_finite(deq, f"marlin int4 dequantize K={k} N={n}")
             over = sp.max_abs_over(deq, ref_w, sp.int4_dequant_bound(codes, s, ref_w))
             assert over <= 0, f"marlin int4 dequantize K={k} N={n} group={group} perm={perm}: off ({over:.3g})"

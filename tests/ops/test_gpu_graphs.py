@@ -19,8 +19,6 @@ from __future__ import annotations
 # Fixtures (ops, quanto_patched, recorder) are imported from other test modules and named as parameters.
 # ruff: noqa: F811
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -69,8 +67,8 @@ def _weights(ops, fmt, dtype, seed, k=K, n=N):
         codes, s, z, packed = sp.awq_weight(k, n, g)
         return (lambda x: ops.awq_int4_gemm(x, packed, s, z)), sp.int4_dequant_reference(codes, s, z)
     codes, s, z, packed = sp.mi4_weight(k, n, g)
-    sp, zp = sp.permute_block64(s), sp.permute_block64(z)
-    return ((lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)),
+    sperm, zp = sp.permute_block64(s), sp.permute_block64(z)
+    return ((lambda x: ops.marlin_int4_gemm(x, packed, sperm, zp, ops.SCALE_PERM_BLOCK64)),
             sp.int4_dequant_reference(codes, s, z))
 
 

@@ -17,8 +17,6 @@ support.py's builders); they are checked against those builders on the CPU, so t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -183,7 +181,7 @@ def test_fp8_repack_dequantize_and_gemm_past_2_31_elements(ops):
     torch.cuda.synchronize()
     assert tuple(deq.shape) == (n, k)
     assert bool(torch.isfinite(deq).all()), "dequantized weight with > 2^31 elements has unwritten entries"
-    
+
     rows = deq[cols].double()
     assert sp.max_abs_over(rows, w, sp.fp8_dequant_bound(w, dtype)) <= 0, "dequantized rows off"
     del deq

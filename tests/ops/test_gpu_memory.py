@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -71,8 +69,8 @@ def test_10000_calls_leak_nothing(ops, fmt, m):
         op = lambda x: ops.awq_int4_gemm(x, packed, s, z)  # noqa: E731
     else:
         _, s, z, packed = sp.mi4_weight(K, N, g)
-        sp, zp = sp.permute_block64(s), sp.permute_block64(z)
-        op = lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+        sperm, zp = sp.permute_block64(s), sp.permute_block64(z)
+        op = lambda x: ops.marlin_int4_gemm(x, packed, sperm, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
     x = torch.randn(m, K, generator=g, device=DEV, dtype=torch.float16)
     first = op(x)
     _check_steady(lambda: op(x), f"{fmt} M={m}")

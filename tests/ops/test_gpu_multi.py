@@ -21,8 +21,6 @@ from __future__ import annotations
 # ruff: noqa: F811
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -66,9 +64,9 @@ def _cases(ops):
                 ref_w, call = sp.int4_dequant_reference(codes, s, z), (lambda x: ops.awq_int4_gemm(x, packed, s, z))
             else:
                 codes, s, z, packed = sp.mi4_weight(K, N, g)
-                sp, zp = sp.permute_block64(s), sp.permute_block64(z)
+                sperm, zp = sp.permute_block64(s), sp.permute_block64(z)
                 ref_w = sp.int4_dequant_reference(codes, s, z)
-                call = lambda x: ops.marlin_int4_gemm(x, packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+                call = lambda x: ops.marlin_int4_gemm(x, packed, sperm, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
             x = torch.randn(m, K, generator=g, device="cuda", dtype=dtype)
 
             def check(out):
@@ -94,8 +92,8 @@ def _cases(ops):
             else:
                 codes, s, z, packed = sp.mi4_weight(K, N, g)
                 ref = sp.int4_dequant_reference(codes, s, z)
-                sp, zp = sp.permute_block64(s), sp.permute_block64(z)
-                call = lambda: ops.marlin_int4_dequantize(packed, sp, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
+                sperm, zp = sp.permute_block64(s), sp.permute_block64(z)
+                call = lambda: ops.marlin_int4_dequantize(packed, sperm, zp, ops.SCALE_PERM_BLOCK64)  # noqa: E731
                 bound = lambda r: sp.int4_dequant_bound(codes, s, r)  # noqa: E731
             return call, (lambda out: sp.max_abs_over(out, ref, bound(ref)) <= 0)
         return build

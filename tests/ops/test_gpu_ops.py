@@ -504,12 +504,12 @@ class TestMarlinInt4:
         g = sp.generator("mi4-gemm", m, k, n)
         codes, s, z, packed = sp.mi4_weight(k, n, g)
         groups = k // 128
-        sp = ops.marlin_int4_scale_perm(groups)
-        assert sp == (ops.SCALE_PERM_BLOCK32 if groups == 1 else ops.SCALE_PERM_BLOCK64)
+        sperm = ops.marlin_int4_scale_perm(groups)
+        assert sperm == (ops.SCALE_PERM_BLOCK32 if groups == 1 else ops.SCALE_PERM_BLOCK64)
         perm = sp.permute_block32 if groups == 1 else sp.permute_block64
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
         sp.poison_allocator()
-        out = ops.marlin_int4_gemm(x, packed, perm(s), perm(z), sp)
+        out = ops.marlin_int4_gemm(x, packed, perm(s), perm(z), sperm)
         assert out.dtype == torch.float16 and tuple(out.shape) == (m, n)
         ref = sp.matmul_reference(x, sp.int4_dequant_reference(codes, s, z))
         sp.assert_gemm_close(out, ref, torch.float16, f"marlin_int4_gemm M={m} K={k} N={n}")
@@ -549,13 +549,13 @@ class TestMarlinInt4:
         codes, s, z, _ = sp.mi4_weight(k, n, g, group_size=64)
         packed = ops.marlin_repack(sp.int4_pack_as_int32(codes), sp.empty_perm(), k, n, 4)
         ref_w = sp.int4_dequant_reference(codes, s, z)
-        sp = ops.SCALE_PERM_BLOCK64
+        sperm = ops.SCALE_PERM_BLOCK64
         sp.poison_allocator()
-        deq = ops.marlin_int4_dequantize(packed, sp.permute_block64(s), sp.permute_block64(z), sp)
+        deq = ops.marlin_int4_dequantize(packed, sp.permute_block64(s), sp.permute_block64(z), sperm)
         assert sp.max_abs_over(deq, ref_w, sp.int4_dequant_bound(codes, s, ref_w)) <= 0
         x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
         sp.poison_allocator()
-        out = ops.marlin_int4_gemm(x, packed, sp.permute_block64(s), sp.permute_block64(z), sp)
+        out = ops.marlin_int4_gemm(x, packed, sp.permute_block64(s), sp.permute_block64(z), sperm)
         sp.assert_gemm_close(out, sp.matmul_reference(x, ref_w), torch.float16, f"marlin int4 group 64 M={m}")
 
     @pytest.mark.parametrize("lead", [(2, 3), (4, 33), (0,)], ids=sp.describe)
@@ -594,14 +594,14 @@ class TestMarlinInt4:
         with torch.no_grad():
             deq_quanto = w.dequantize()
         assert sp.max_abs_over(deq_quanto, ref_w, bound) <= 0, "quanto's dequantize() disagrees with S*q + Z"
-        sp = ops.marlin_int4_scale_perm(groups)
+        sperm = ops.marlin_int4_scale_perm(groups)
         sp.poison_allocator()
-        deq = ops.marlin_int4_dequantize(w._data._data, w._scale, w._shift, sp)
+        deq = ops.marlin_int4_dequantize(w._data._data, w._scale, w._shift, sperm)
         assert sp.max_abs_over(deq, ref_w, bound) <= 0
         for m in (1, 17, 40):
             x = torch.randn(m, k, generator=g, device=DEV, dtype=torch.float16)
             sp.poison_allocator()
-            out = ops.marlin_int4_gemm(x, w._data._data, w._scale, w._shift, sp)
+            out = ops.marlin_int4_gemm(x, w._data._data, w._scale, w._shift, sperm)
             sp.assert_gemm_close(out, sp.matmul_reference(x, deq_quanto), torch.float16,
                                  f"marlin_int4_gemm vs quanto dequantize M={m}")
 

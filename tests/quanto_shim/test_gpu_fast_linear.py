@@ -14,8 +14,6 @@ weights when nothing needs quanto's dispatch. These tests check, in a fresh inte
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
