@@ -102,7 +102,7 @@ int32_t check_marlin_i4_shape(int64_t n, int64_t k, int64_t group_size, int32_t 
 
 int32_t check_int8_gemv_shape(int64_t n, int64_t k) {
   QK_TRY(check_nk(n, k));
-  QK_REQUIRE(k % 16 == 0, "k: the int8 GEMV needs k %% 16 == 0, got %lld", static_cast<long long>(k));
+  QK_REQUIRE(k % 32 == 0, "k: the int8 GEMV needs k %% 32 == 0, got %lld", static_cast<long long>(k));
   return QK_STATUS_OK;
 }
 

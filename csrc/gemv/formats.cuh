@@ -4,9 +4,9 @@
 // order, and which scale each output channel takes. Everything else (pipeline, schedule,
 // reduction, epilogue) is the engine's (csrc/gemv/engine.cuh).
 //
-// Activation stage layout (shared by the formats): row r holds 16 k as 8 words; its two 16-byte
-// halves (k 0..7, k 8..15) swap places for rows 4..7 of every 8, so rows g and g + 4 of one
-// fragment read fall in different banks.
+// Activation stage layout (shared by the formats): row r holds the unit's 16 * kSteps k as
+// 8 * kSteps words in 16-byte quarters of 8 k; quarters 2i and 2i + 1 swap places for rows 4..7 of
+// every 8, so rows g and g + 4 of one fragment read fall in different banks.
 #pragma once
 
 #include <cstdint>
@@ -22,29 +22,33 @@
 namespace qk {
 namespace gemv {
 
-QK_DEVICE QK_FORCEINLINE int act_word(int row, int half) { return row * 8 + 4 * (half ^ ((row >> 2) & 1)); }
+template <int kSteps>
+QK_DEVICE QK_FORCEINLINE int act_word(int row, int quarter) {
+  return row * 8 * kSteps + 4 * (quarter ^ ((row >> 2) & 1));
+}
 
 // ---- FP8 e4m3fn in quanto's Marlin layout (docs/layouts.md, "FP8 Marlin layout") ----------------
 // A unit is the 1 KB block (kslice, tile): 256 consecutive words of packed row kslice. Word
 // 8t + 2s + h holds channel 16s + 8h + t/4 at k 2(t%4) + (0, 8, 1, 9): lane t's two 16-byte pieces
 // are exactly the A fragments of the four 16-channel sub-tiles, so no data moves between lanes.
 struct Fp8Marlin {
+  static constexpr int kSteps = 1;  // 16 k per unit: one contiguous 1 KB block
   struct Args {
     const uint32_t* w;
     const uint16_t* scales;  // Block32-permuted, dtype of the activations
     int64_t n, k;
   };
 
-  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int64_t tile, int64_t ks, int p, bool& valid) {
+  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {
     valid = true;
-    return a.w + ks * 4 * a.n + 256 * tile + 4 * p;
+    return a.w + static_cast<int64_t>(ks) * 4 * a.n + 256 * static_cast<int64_t>(tile) + 4 * p;
   }
   // Pieces 8..15 of every 16 trade places in pairs, so that the 16-byte reads of a quarter warp
   // (lanes read pieces 2t and 2t + 1) cover all 32 banks.
   static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p ^ ((p >> 3) & 1); }
 
   template <DType D>
-  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, uint32_t (&af)[4][4]) {
+  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, int /*step*/, uint32_t (&af)[4][4]) {
     const uint4 w0 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane));
     const uint4 w1 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane + 1));
     const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
@@ -70,9 +74,10 @@ struct Fp8Marlin {
   }
 
   // Natural k order: b0 = k (2tig, 2tig + 1), b1 = k (8 + 2tig, 9 + 2tig).
-  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, uint32_t (&b)[2]) {
-    b[0] = act[act_word(row, 0) + tig];
-    b[1] = act[act_word(row, 1) + tig];
+  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, int /*step*/,
+                                                  uint32_t (&b)[2]) {
+    b[0] = act[act_word<kSteps>(row, 0) + tig];
+    b[1] = act[act_word<kSteps>(row, 1) + tig];
   }
 
   template <DType D>
@@ -82,23 +87,26 @@ struct Fp8Marlin {
 };
 
 // ---- int8, quanto's own (N, K) row-major layout with one scale per channel -----------------------
-// A unit is rows 64 tile .. 64 tile + 63, bytes 16 ks .. 16 ks + 15 of each: piece p is channel p.
-// The mma sums over its 16 k slots in any order, so the engine uses one that suits row-major data:
-// lane (g, tig) gives slots (2tig, 2tig + 1, 2tig + 8, 2tig + 9) the k 4tig .. 4tig + 3, one word
-// of the channel's row; the activations' B fragment is read with the same order.
+// A unit is rows 64 tile .. 64 tile + 63, bytes 32 ks .. 32 ks + 31 of each (one 32-byte memory
+// sector per row): piece p is half p % 2 of channel p / 2, and the two halves of rows 4..7 of every
+// 8 swap places in shared memory (conflict-free fragment reads). The mma sums over its 16 k slots
+// in any order, so the engine uses one that suits row-major data: in k step j, lane (g, tig) gives
+// slots (2tig, 2tig + 1, 2tig + 8, 2tig + 9) the k 16j + 4tig .. 16j + 4tig + 3, one word of the
+// channel's row; the activations' B fragment is read with the same order.
 struct Int8Rows {
+  static constexpr int kSteps = 2;  // 32 k per unit
   struct Args {
     const int8_t* w;
     const uint16_t* scales;  // natural channel order, dtype of the activations
     int64_t n, k;
   };
 
-  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int64_t tile, int64_t ks, int p, bool& valid) {
-    const int64_t row = kTileN * tile + p;
+  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {
+    const int64_t row = static_cast<int64_t>(kTileN) * tile + (p >> 1);
     valid = row < a.n;  // the last tile of an N that is no multiple of 64 is zero-filled
-    return a.w + (valid ? row : 0) * a.k + 16 * ks;
+    return a.w + (valid ? row : 0) * a.k + 32 * static_cast<int64_t>(ks) + 16 * (p & 1);
   }
-  static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p; }  // row p, 16 bytes: conflict-free reads
+  static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p ^ ((p >> 3) & 1); }
 
   // Signed bytes 0 and 1 (lo) or 2 and 3 (hi) of x as two exact 16-bit values.
   template <DType D, bool kHi>
@@ -119,14 +127,17 @@ struct Int8Rows {
     }
   }
 
+  // Word `tig` of half j of channel r (8 words per channel, halves swapped as slot() does).
+  static QK_DEVICE QK_FORCEINLINE int word(int r, int j, int tig) { return 8 * r + 4 * (j ^ ((r >> 2) & 1)) + tig; }
+
   template <DType D>
-  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, uint32_t (&af)[4][4]) {
+  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, int j, uint32_t (&af)[4][4]) {
     const int g = lane >> 2;
     const int tig = lane & 3;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      const uint32_t lo_row = st[(16 * s + g) * 4 + tig];      // channel 16s + g
-      const uint32_t hi_row = st[(16 * s + 8 + g) * 4 + tig];  // channel 16s + 8 + g
+      const uint32_t lo_row = st[word(16 * s + g, j, tig)];      // channel 16s + g
+      const uint32_t hi_row = st[word(16 * s + 8 + g, j, tig)];  // channel 16s + 8 + g
       af[s][0] = int8_pair<D, false>(lo_row);
       af[s][1] = int8_pair<D, false>(hi_row);
       af[s][2] = int8_pair<D, true>(lo_row);
@@ -134,9 +145,9 @@ struct Int8Rows {
     }
   }
 
-  // b0 = k (4tig, 4tig + 1), b1 = k (4tig + 2, 4tig + 3): words 2tig and 2tig + 1 of the row.
-  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, uint32_t (&b)[2]) {
-    const uint2 v = *reinterpret_cast<const uint2*>(act + act_word(row, tig >> 1) + 2 * (tig & 1));
+  // b0 = k (16j + 4tig, +1), b1 = k (16j + 4tig + 2, +3): words 8j + 2tig and 8j + 2tig + 1 of the row.
+  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, int j, uint32_t (&b)[2]) {
+    const uint2 v = *reinterpret_cast<const uint2*>(act + act_word<kSteps>(row, 2 * j + (tig >> 1)) + 2 * (tig & 1));
     b[0] = v.x;
     b[1] = v.y;
   }

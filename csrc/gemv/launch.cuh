@@ -16,7 +16,7 @@ inline int row_tiles(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 
 template <class F, DType D, int MT>
 cudaError_t allow_smem() {
   return cudaFuncSetAttribute(gemv_kernel<F, D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              Config<MT>::kSmemBytes);
+                              ConfigOf<F, MT>::kSmemBytes);
 }
 
 // Blocks of gemv_kernel<F, *, MT> resident per SM on the current device (the smaller of the two
@@ -28,10 +28,10 @@ cudaError_t resident_blocks(int* blocks) {
   if (err == cudaSuccess) err = allow_smem<F, DType::BF16, MT>();
   if (err == cudaSuccess)
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b16, gemv_kernel<F, DType::F16, MT>, kThreads,
-                                                        Config<MT>::kSmemBytes);
+                                                        ConfigOf<F, MT>::kSmemBytes);
   if (err == cudaSuccess)
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, gemv_kernel<F, DType::BF16, MT>, kThreads,
-                                                        Config<MT>::kSmemBytes);
+                                                        ConfigOf<F, MT>::kSmemBytes);
   *blocks = b16 < b32 ? b16 : b32;
   return err;
 }
@@ -71,7 +71,7 @@ cudaError_t make_plan_for(int64_t m, int64_t n, int64_t k, int32_t device, Plan*
     ctas = sms * per_sm;
     if (cached) cached->store(ctas, std::memory_order_relaxed);
   }
-  *plan = make_plan(m, n, k, ctas, 1);
+  *plan = make_plan(m, n, k, kUnitK * F::kSteps, ctas, 1);
   return cudaSuccess;
 }
 
@@ -90,7 +90,7 @@ cudaError_t launch_typed(const typename F::Args& args, const void* a, void* out,
     err = cudaMemsetAsync(counters, 0, static_cast<size_t>(plan.tiles) * sizeof(int), stream);
     if (err != cudaSuccess) return err;
   }
-  gemv_kernel<F, D, MT><<<static_cast<unsigned>(plan.ctas), kThreads, Config<MT>::kSmemBytes, stream>>>(
+  gemv_kernel<F, D, MT><<<static_cast<unsigned>(plan.ctas), kThreads, ConfigOf<F, MT>::kSmemBytes, stream>>>(
       args, static_cast<const uint16_t*>(a), static_cast<uint16_t*>(out), static_cast<int>(plan.m), plan, counters,
       partials);
   return cudaGetLastError();

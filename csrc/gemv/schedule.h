@@ -1,8 +1,8 @@
 // Stream-K schedule of the GEMV engine: how the weight's work units are spread over a persistent
 // grid, and where partial sums of a column tile shared by several blocks live in the workspace.
 //
-// A work unit is one 64-channel column tile times one 16-deep slice of K (1 KB of fp8 or int8
-// weight). Units are numbered tile-major: u = tile * k_units + kslice. Block w of the grid owns the
+// A work unit is one 64-channel column tile times one slice of K (16 deep for fp8: 1 KB; 32 for
+// int8: one 32-byte memory sector per channel). Units are numbered tile-major: u = tile * k_units + kslice. Block w of the grid owns the
 // contiguous units [start(w), start(w + 1)) with start(w) = floor(units * w / ctas), so every
 // block streams the same number of bytes (+-1 unit) whatever N and K are; the SM count and the
 // blocks resident per SM set `ctas`. A tile whose units fall to several blocks is finished inside
@@ -39,13 +39,13 @@ QK_HOST_DEVICE QK_FORCEINLINE int64_t cta_of(int64_t u, int64_t units, int64_t c
 }
 
 // ctas_per_sm: blocks of the chosen kernel that fit on one SM (registers and shared memory).
-inline Plan make_plan(int64_t m, int64_t n, int64_t k, int sm_count, int ctas_per_sm) {
+inline Plan make_plan(int64_t m, int64_t n, int64_t k, int64_t unit_k, int sm_count, int ctas_per_sm) {
   Plan p;
   p.m = m;
   p.n = n;
   p.k = k;
   p.tiles = (n + kTileN - 1) / kTileN;
-  p.k_units = k / kUnitK;
+  p.k_units = k / unit_k;
   p.units = p.tiles * p.k_units;
   int64_t ctas = static_cast<int64_t>(sm_count > 0 ? sm_count : 1) * (ctas_per_sm > 0 ? ctas_per_sm : 1);
   if (ctas > p.units) ctas = p.units;
