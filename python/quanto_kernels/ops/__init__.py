@@ -8,6 +8,7 @@ One module per kernel family, each holding its argument checks, its launches thr
   _fp8_marlin     quanto_kernels::fp8_marlin_dequantize, quanto_kernels::fp8_marlin_gemm
   _awq_int4       quanto_kernels::awq_int4_dequantize, quanto_kernels::awq_int4_gemm
   _marlin_int4    quanto_kernels::marlin_int4_dequantize, quanto_kernels::marlin_int4_gemm
+  _int8           quanto_kernels::int8_dequantize, quanto_kernels::int8_gemm
 
 Shared: ``_validate`` (the Python argument checks: TypeError/ValueError naming the argument) and
 ``_common`` (stream handle, workspaces, and the GEMM dispatch rule: fused kernel while M <= the
@@ -27,7 +28,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from .._native.abi import SCALE_PERM_BLOCK32, SCALE_PERM_BLOCK64, SCALE_PERM_NONE
-from . import _awq_int4, _fp8_marlin, _marlin_int4, _marlin_repack, _unpack
+from . import _awq_int4, _fp8_marlin, _int8, _marlin_int4, _marlin_repack, _unpack
 from ._common import force_path
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "awq_int4_gemm",
     "marlin_int4_dequantize",
     "marlin_int4_gemm",
+    "int8_dequantize",
+    "int8_gemm",
     "SCALE_PERM_NONE",
     "SCALE_PERM_BLOCK32",
     "SCALE_PERM_BLOCK64",
@@ -57,9 +60,11 @@ awq_int4_gemm = _awq_int4.gemm_op
 marlin_int4_dequantize = _marlin_int4.dequantize_op
 marlin_int4_gemm = _marlin_int4.gemm_op
 marlin_int4_scale_perm = _marlin_int4.scale_perm_for
+int8_dequantize = _int8.dequantize_op
+int8_gemm = _int8.gemm_op
 
 # family name -> GemmFamily (fused-kernel limit, cached workspace query)
-GEMM_FAMILIES = {f.FAMILY.name: f.FAMILY for f in (_fp8_marlin, _awq_int4, _marlin_int4)}
+GEMM_FAMILIES = {f.FAMILY.name: f.FAMILY for f in (_fp8_marlin, _awq_int4, _marlin_int4, _int8)}
 
 # The same ops without the torch.library dispatcher ("direct" calls of the checked implementations).
 direct = SimpleNamespace(
@@ -71,4 +76,6 @@ direct = SimpleNamespace(
     awq_int4_gemm=_awq_int4.direct_gemm,
     marlin_int4_dequantize=_marlin_int4.direct_dequantize,
     marlin_int4_gemm=_marlin_int4.direct_gemm,
+    int8_dequantize=_int8.direct_dequantize,
+    int8_gemm=_int8.direct_gemm,
 )

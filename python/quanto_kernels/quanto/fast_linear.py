@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import _awq_int4, _fp8_marlin
+from ..ops import _awq_int4, _fp8_marlin, _int8
 
 _CACHE_ATTR = "_quanto_kernels_cache"
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; subclasses go the full way
@@ -66,6 +66,27 @@ def _awq_info(w) -> _Weight:
     return _cached(w, (data, scale, shift), build)
 
 
+def is_int8_weight(w) -> bool:
+    """quanto's qint8 weight-only tensor in its own layout: (N, K) int8 data, one scale per output channel."""
+    data, scale = getattr(w, "_data", None), getattr(w, "_scale", None)
+    return (isinstance(data, torch.Tensor) and data.dtype is torch.int8 and data.dim() == 2
+            and getattr(w, "axis", None) == 0 and getattr(w, "activation_qtype", None) is None
+            and isinstance(scale, torch.Tensor) and scale.numel() == data.shape[0])
+
+
+def _int8_info(w) -> _Weight:
+    data, scale = w._data, w._scale
+
+    def build():
+        n, k = _int8.check_weight(data, scale)
+        _int8.device_checks(data, scale)
+        info = _Weight()
+        info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, 0
+        return info
+
+    return _cached(w, (data, scale), build)
+
+
 def _plain_inference(input, w, bias) -> bool:
     """True when skipping quanto's autograd Function and torch-function dispatch changes nothing."""
     if type(input) not in _PLAIN or torch.compiler.is_compiling():
@@ -113,4 +134,17 @@ def awq_linear(input, w, bias):
         return None
     data, scale, shift = info.tensors
     out = _awq_int4.matmul(x, data, scale, shift, info.n, info.k, info.group_size, bias)
+    return out.view(tuple(input.shape[:-1]) + (info.n,))
+
+
+def int8_linear(input, w, bias):
+    """F.linear(input, w, bias) for a qint8 WeightQBytesTensor weight, or None if quanto's path must run."""
+    if not is_int8_weight(w) or w._data.device.type != "cuda" or not _plain_inference(input, w, bias):
+        return None
+    info = _int8_info(w)
+    x = _activation(input, info, bias)
+    if x is None:
+        return None
+    data, scale = info.tensors
+    out = _int8.matmul(x, data, scale, info.n, info.k, bias)
     return out.view(tuple(input.shape[:-1]) + (info.n,))

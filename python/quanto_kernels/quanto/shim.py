@@ -15,9 +15,11 @@ What the patch does:
      (its CPU extension, which only unpacks, is served in plain torch);
   4. replaces the Marlin FP8 linear's forward, which drops the bias in 0.2.7 (and passes a workspace
      torch.compile cannot trace);
-  5. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
-  6. gives QLinear a short inference path for FP8 Marlin and AWQ int4 weights (fast_linear): at
-     small M quanto's Python dispatch costs more than our kernel.
+  5. routes quanto's qint8 weight-only linear on CUDA (``WeightQBytesLinearFunction``) to our int8
+     kernels, which read quanto's int8 data as stored (quanto itself rebuilds a dense weight per call);
+  6. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
+  7. gives QLinear a short inference path for FP8 Marlin, AWQ int4 and qint8 weights (fast_linear):
+     at small M quanto's Python dispatch costs more than our kernel.
 """
 
 from __future__ import annotations
@@ -107,6 +109,41 @@ def _fix_fp8_linear(fp8_qbits) -> None:
     fn_cls.forward = staticmethod(forward)
 
 
+def _route_int8_linear() -> None:
+    """quanto's qint8 weight-only linear on CUDA runs our int8 kernels.
+
+    quanto's own CUDA path (quanto::qbytes_mm) multiplies the whole int8 weight by its scales into a
+    dense copy on every call. Ours reads the int8 data and scales as quanto stores them (docs/ops.md,
+    "int8 weights"); every other case (activations quantized too, float8 data, CPU) keeps quanto's.
+    """
+    import torch
+
+    try:
+        from optimum.quanto.tensor.weights.qbytes import WeightQBytesLinearFunction
+    except ImportError:  # a quanto without it: its own path stays
+        return
+    original = WeightQBytesLinearFunction.forward
+    if getattr(original, "_quanto_kernels_int8", False):
+        return
+    from ..ops import _int8
+    from .fast_linear import is_int8_weight
+
+    def forward(ctx, input, other, bias=None):
+        if (type(input) in (torch.Tensor, torch.nn.Parameter) and is_int8_weight(other)
+                and other._data.is_cuda and input.is_cuda and input.dtype == other._scale.dtype
+                and input.dtype in _int8.ACT_DTYPES):
+            ctx.save_for_backward(input, other)
+            n = other._data.shape[0]
+            x = input.reshape(-1, input.shape[-1])
+            out = torch.ops.quanto_kernels.int8_gemm(x, other._data, other._scale)
+            out = out.reshape(tuple(input.shape[:-1]) + (n,))
+            return out if bias is None else out + bias
+        return original(ctx, input, other, bias)
+
+    forward._quanto_kernels_int8 = True
+    WeightQBytesLinearFunction.forward = staticmethod(forward)
+
+
 def _add_fast_linear() -> None:
     """QLinear.forward tries _fast_linear first; quanto's own forward runs whenever it declines."""
     try:
@@ -116,12 +153,14 @@ def _add_fast_linear() -> None:
     except ImportError:  # a layout we do not know: quanto's own forward stays (still on our kernels)
         return
 
-    from .fast_linear import awq_linear, fp8_linear
+    from optimum.quanto.tensor.weights.qbytes import WeightQBytesTensor
+
+    from .fast_linear import awq_linear, fp8_linear, int8_linear
 
     original = QLinear.forward
     if getattr(original, "_quanto_kernels_fast", False):
         return
-    fast = {MarlinF8QBytesTensor: fp8_linear, AWQWeightQBitsTensor: awq_linear}
+    fast = {MarlinF8QBytesTensor: fp8_linear, AWQWeightQBitsTensor: awq_linear, WeightQBytesTensor: int8_linear}
 
     def forward(self, input):
         path = fast.get(type(self.weight))
@@ -157,6 +196,7 @@ def patch_quanto() -> bool:
         if ext_mod.is_extension_available("quanto_cpp"):
             ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
         _fix_fp8_linear(fp8_qbits)
+        _route_int8_linear()
         _add_fast_linear()
         # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.
         from .fakes import register_quanto_fakes

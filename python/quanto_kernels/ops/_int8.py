@@ -1,0 +1,124 @@
+"""int8 weights in quanto's own layout: ``quanto_kernels::int8_dequantize`` and
+``quanto_kernels::int8_gemm`` (docs/ops.md, "int8 weights"; dispatch in docs/ops.md, "Dispatch").
+
+The weight is quanto's ``WeightQBytesTensor`` data as stored: (N, K) int8, row-major, with N
+per-channel scales of shape (N, 1) or (N,) in the activation dtype (fp16 or bf16). Nothing is
+repacked, so a state dict saved with or without quanto_kernels is the same.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .._native import abi
+from . import _common as c
+from . import _validate as v
+
+ACT_DTYPES = (torch.float16, torch.bfloat16)
+FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int8_gemv_workspace_bytes")
+# The fused kernel reads K in slices of 32 (one 32-byte memory sector per channel).
+GEMV_K_MULTIPLE = 32
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def check_weight(w, scales):
+    """Device-independent weight checks; returns (N, K)."""
+    v.tensor(w, "w", dtypes=(torch.int8,), ndim=2)
+    n, k = w.shape
+    v.condition(n > 0 and k > 0, "w", f"expected a non-empty (N, K) matrix, got shape {tuple(w.shape)}")
+    v.condition(n * k < v.MAX_ELEMENTS, "w", f"N * K = {n} * {k} elements is too many (limit 2^40)")
+    v.tensor(scales, "scales", dtypes=ACT_DTYPES)
+    v.condition(scales.numel() == n and scales.dim() in (1, 2) and scales.shape[0] == n, "scales",
+                f"expected N={n} per-channel scales of shape (N, 1) or (N,), got {tuple(scales.shape)}")
+    return n, k
+
+
+def check_gemm(a, w, scales):
+    """Device-independent checks of a GEMM call; returns (N, K)."""
+    n, k = check_weight(w, scales)
+    v.tensor(a, "a", dtypes=ACT_DTYPES, ndim=2)
+    v.condition(a.shape[1] == k, "a", f"expected K={k} columns to match w, got shape {tuple(a.shape)}")
+    if scales.dtype != a.dtype:
+        raise TypeError(f"scales: dtype {scales.dtype} must match the activation dtype {a.dtype}")
+    return n, k
+
+
+def device_checks(w, scales, a=None) -> None:
+    if a is not None:
+        v.on_cuda(a, "a")
+    v.on_cuda(w, "w")
+    v.on_cuda(scales, "scales", w, "w")
+    if a is not None:
+        v.on_cuda(w, "w", a, "a")
+
+
+# ------------------------------------------------------------------ launches (arguments checked)
+
+
+def run_dequantize(w, scales, n: int, k: int) -> torch.Tensor:
+    out = torch.empty((n, k), dtype=scales.dtype, device=w.device)
+    abi.int8_dequantize(w=w.data_ptr(), scales=scales.data_ptr(), out=out.data_ptr(), n=n, k=k,
+                        dtype=c.DTYPE_CODES[scales.dtype], device=w.device.index, stream=c.stream(w))
+    return out
+
+
+def run_gemv(a, w, scales, n: int, k: int) -> torch.Tensor:
+    m, dev = a.shape[0], a.device.index
+    nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, device=dev)
+    ws = c.workspace(a, nbytes)
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    abi.int8_gemv(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), out=out.data_ptr(),
+                  workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
+                  dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
+    return out
+
+
+def matmul(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
+    if k % GEMV_K_MULTIPLE:
+        if c.forced_path() == "gemv":
+            raise ValueError(f"force_path('gemv'): K={k} is no multiple of {GEMV_K_MULTIPLE}, which the int8 "
+                             "fused kernel needs; use the dequant path")
+        return F.linear(a, run_dequantize(w, scales, n, k), bias)
+    return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, w, scales, n, k),
+                             lambda: run_dequantize(w, scales, n, k), bias)
+
+
+# ------------------------------------------------------------------------------------------- ops
+
+
+def direct_dequantize(w: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Dense (N, K) weight in the scales' dtype: w * scales, rounded once."""
+    n, k = check_weight(w, scales)
+    device_checks(w, scales)
+    return run_dequantize(w, scales, n, k)
+
+
+def direct_gemm(a: torch.Tensor, w: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """a (M, K) fp16/bf16 times the int8 weight: (M, N) in a's dtype, fp32 accumulation, scale applied in fp32."""
+    n, k = check_gemm(a, w, scales)
+    device_checks(w, scales, a)
+    if a.shape[0] == 0:
+        return a.new_empty((0, n))
+    return matmul(a, w, scales, n, k)
+
+
+dequantize_op = torch.library.custom_op("quanto_kernels::int8_dequantize", direct_dequantize, mutates_args=())
+gemm_op = torch.library.custom_op("quanto_kernels::int8_gemm", direct_gemm, mutates_args=())
+
+
+@dequantize_op.register_fake
+def _dequantize_fake(w, scales):
+    n, k = check_weight(w, scales)
+    return w.new_empty((n, k), dtype=scales.dtype)
+
+
+@gemm_op.register_fake
+def _gemm_fake(a, w, scales):
+    n, _ = check_gemm(a, w, scales)
+    return a.new_empty((a.shape[0], n))
