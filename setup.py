@@ -17,8 +17,8 @@ Environment:
 Repeated builds: a CMake build tree outlives the pip invocation that made it, but pip's isolated build
 environment (which provided cmake and ninja) does not. Before configuring, the cache of an existing
 tree is compared with the tools of this build; if it names a cmake, ninja, compiler or source folder
-that is gone or different, the cache is thrown away (the compiled objects stay, so ninja rebuilds only
-what changed). See docs/building.md, "Repeated builds".
+that is gone or different, the tree is configured afresh (a full recompile; builds whose tools stay the
+same, e.g. with --no-build-isolation, stay incremental). See docs/building.md, "Repeated builds".
   QUANTO_KERNELS_CMAKE_ARGS  extra CMake configure arguments (shell-quoted; use "/" in Windows paths),
                              e.g. "-DQK_STATIC_LIBSTDCXX=ON -DQK_ALLOW_UNSUPPORTED_MSVC=ON".
   QUANTO_KERNELS_GIT_REV     git revision to record (default: asked of git, else the GIT_REVISION file
@@ -168,7 +168,7 @@ def _is_script(path):
 
 
 def reset_cmake_cache(build_dir):
-    """Removes the cache and CMake's per-configuration files; keeps the compiled objects."""
+    """Removes the cache and CMakeFiles/ (what `cmake --fresh` removes, for any CMake version)."""
     build_dir = Path(build_dir)
     (build_dir / "CMakeCache.txt").unlink(missing_ok=True)
     shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
