@@ -12,7 +12,9 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
   fused limit (K = 16: one k-tile, and K = 272: 17 k-tiles, uneven split-K), N in {64, 192};
   AWQ int4 dequantize + GEMM, M in {1, 7, 8, 9, 16, 17}, N in {128, 132, 260}, K in {128, 384};
   Marlin int4 dequantize + GEMM, K in {128, 256}, N in {64, 192}, scale_perm none/block32/block64,
-  M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit).
+  M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit);
+  int8 rows (when the library has them) dequantize + GEMM, fp16 and bf16, K in {32, 96, 40}, N in {64, 192},
+  M on both sides of the int8 fused limit.
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ def fused_limits():
     if not isinstance(cdll, ctypes.CDLL):
         cdll = ctypes.CDLL(str(native.path))  # the loaded file again: dlopen hands back the same handle
     limits = {}
-    for fmt, symbol in (("fp8", "qk_fp8_marlin_max_gemv_m"), ("int4", "qk_max_gemv_m")):
-        fn = getattr(cdll, symbol)
+    for fmt, symbol in (("fp8", "qk_fp8_marlin_max_gemv_m"), ("int8", "qk_int8_max_gemv_m"),
+                        ("int4", "qk_max_gemv_m")):
+        fn = getattr(cdll, symbol, None)
+        if fn is None:  # a library without that family
+            continue
         fn.restype, fn.argtypes = ctypes.c_int64, []
         limits[fmt] = int(fn())
     return limits
@@ -78,7 +83,10 @@ def dense_call(what):
     if " M=" not in what:
         return False
     m = int(what.split(" M=")[1].split()[0])
-    return m > FUSED_LIMITS["fp8" if what.startswith("fp8") else "int4"]
+    fmt = what.split()[0]
+    if fmt == "int8" and int(what.split(" K=")[1].split()[0]) % 32:
+        return True  # the int8 fused kernel reads K in slices of 32: other K always take the dense path
+    return m > FUSED_LIMITS[fmt if fmt in ("fp8", "int8") else "int4"]
 
 
 def run(what, fn, check):
@@ -205,15 +213,36 @@ def sweep_marlin():
                 gemm_close(gu.matmul_reference(x, ref_w), f16, what))
 
 
+def sweep_int8():
+    """quanto's own (N, K) int8 rows with per-channel scales; K % 32 != 0 always takes the dequantize path."""
+    if "int8" not in FUSED_LIMITS or not hasattr(ops, "int8_gemm"):
+        return
+    limit = FUSED_LIMITS["int8"]
+    for dtype in (f16, bf16):
+        for k, n in [(32, 64), (96, 192), (40, 64)]:
+            g = gen("int8", str(dtype), k, n)
+            w = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+            s = (torch.rand(n, 1, generator=g) * 0.02 + 0.001).to(dtype)
+            ref_w = w.double() * s.double()  # exact
+            wg, sg = cuda(w), cuda(s)
+            run(f"int8 dequantize K={k} N={n} {dtype}", lambda: ops.int8_dequantize(wg, sg),
+                within(ref_w, fp8_bound(ref_w, dtype)))  # one rounding to dtype, as for FP8
+            for m in sorted({1, 3, 8, 16, 17, 33, limit, limit + 1}):
+                a = torch.randn(m, k, generator=g).to(dtype)
+                ag = cuda(a)
+                what = f"int8 gemm M={m} K={k} N={n} {dtype}"
+                run(what, lambda: ops.int8_gemm(ag, wg, sg), gemm_close(gu.matmul_reference(a, ref_w), dtype, what))
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("SANITIZE_SKIPPED no CUDA GPU")
         return 2
     FUSED_LIMITS.update(fused_limits())
-    print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} (largest M of the fused kernels)",
-          flush=True)
+    print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} int8={FUSED_LIMITS.get('int8', '-')}"
+          " (largest M of the fused kernels)", flush=True)
     t0 = time.time()
-    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin):
+    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin, sweep_int8):
         sweep()
     seconds = time.time() - t0
     if FAILURES:

@@ -125,8 +125,10 @@ def classify(log):
 rows, ok, calls, limits = [], True, "?", "not reported"
 for tool in tools:
     log, drv = read(f"sanitizer_{tool}.log"), read(f"sanitizer_{tool}.out")
-    lim = re.search(r"SANITIZE_LIMITS fp8=(\d+) int4=(\d+)", drv)
-    limits = f"FP8 Marlin M > {lim.group(1)}, int4 M > {lim.group(2)}" if lim else limits
+    lim = re.search(r"SANITIZE_LIMITS fp8=(\d+) int4=(\d+)(?: int8=(\d+))?", drv)
+    if lim:
+        limits = f"FP8 Marlin M > {lim.group(1)}, int4 M > {lim.group(2)}"
+        limits += f", int8 M > {lim.group(3)}" if lim.group(3) else ""
     rc, seconds = (read(f"sanitizer_{tool}.rc").split() + ["?", "?"])[:2]
     m = re.search(r"ERROR SUMMARY: (\d+) error", log)
     errors = int(m.group(1)) if m else None
