@@ -61,6 +61,10 @@ int64_t splitk_bytes(int splits, int64_t m, int64_t n) { return splits > 1 ? int
     if (qk_status_ != QK_STATUS_OK) return qk_status_; \
   } while (0)
 
+int fp8_splits(int64_t m, int64_t n, int64_t k, int32_t device) {
+  return qk::plan_fp8_gemv_splits(m, n, k, qk::sm_count(device));
+}
+
 // The GEMV engine's plan for a validated shape on a checked device; the workspace query and the
 // launch use the same function, so the caller's workspace always fits the launch.
 template <typename PlanFn>
@@ -124,7 +128,7 @@ int32_t check_ptr2(const void* p, const char* name) {
 extern "C" {
 
 QK_API int64_t qk_max_gemv_m(void) { return qk::kMaxGemvM; }
-QK_API int64_t qk_fp8_marlin_max_gemv_m(void) { return qk::kMaxEngineGemvM; }
+QK_API int64_t qk_fp8_marlin_max_gemv_m(void) { return qk::kMaxFp8GemvM; }
 QK_API int64_t qk_int8_max_gemv_m(void) { return qk::kMaxEngineGemvM; }
 
 QK_API int32_t qk_unpack(const void* in, void* out, int64_t numel, int32_t bits, int32_t device, void* stream) {
@@ -167,12 +171,10 @@ QK_API int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void*
 QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device,
                                                   int64_t* bytes) {
   QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
-  QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
+  QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(qk::check_device(device));
-  qk::gemv::Plan plan;
-  QK_TRY(engine_plan(qk::plan_fp8_marlin_gemv, m, n, k, device, &plan));
-  *bytes = plan.workspace_bytes();
+  *bytes = splitk_bytes(fp8_splits(m, n, k, device), m, n);
   return qk::ok();
 }
 
@@ -180,17 +182,16 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
                                   int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                                   int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
-  QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
+  QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_TRY(qk::check_device(device));
-  qk::gemv::Plan plan;
-  QK_TRY(engine_plan(qk::plan_fp8_marlin_gemv, m, n, k, device, &plan));
-  QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
+  const int splits = fp8_splits(m, n, k, device);
+  QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
   return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
-    return qk::launch_fp8_marlin_gemv(a, static_cast<const uint32_t*>(w), scales, out, workspace, plan,
-                                      static_cast<qk::DType>(dtype), s);
+    return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, out, static_cast<float*>(workspace), m,
+                               n, k, splits, static_cast<qk::DType>(dtype), s);
   });
 }
 

@@ -34,6 +34,14 @@ cudaError_t launch_marlin_repack(const uint32_t* in, const int32_t* perm, uint32
 // Dequantize into a natural (N, K) row-major matrix of `dt`: out[n,k] = dt(fp8(W[n,k]) * s[n]).
 cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
                                cudaStream_t stream);
+// Fused small-M product (csrc/fp8_marlin/fp8_gemv.cu): out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k])),
+// fp32 accumulation. splits > 1: each K-split writes fp32 partials to ws (splits*M*N floats) and
+// launch_splitk_reduce finishes. splits == 1: ws may be nullptr.
+cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+                            int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
+// K-splits the fused kernel wants for this shape (1 <= result <= kMaxSplits); the caller sizes ws from it.
+int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count);
+
 // ---- AWQ v2 int4 (csrc/gemm/awq_int4.cu) --------------------------------------------------
 // w: (N/4, K) int16 AWQ-v2 layout; scales, zeros: (K/G, N) fp16, natural channel order.
 // Wd[n,k] = S[k/G, n] * W[n,k] + Z[k/G, n].
@@ -53,9 +61,11 @@ cudaError_t launch_marlin_i4_gemv(const void* a, const uint32_t* w, const void* 
                                   ScalePerm perm, int splits, cudaStream_t stream);
 int plan_marlin_i4_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 
-// Largest M the int4 fused kernels accept; larger M goes to dequantize + dense GEMM. The fp8 and
-// int8 formats run on the GEMV engine (csrc/gemv/gemv.h), which takes more rows.
+// Largest M the int4 fused kernels accept; larger M goes to dequantize + dense GEMM. The FP8 kernel
+// keeps its weight tile in registers across up to 64 activation rows; int8 runs on the GEMV engine
+// (csrc/gemv/gemv.h).
 constexpr int64_t kMaxGemvM = 16;
+constexpr int64_t kMaxFp8GemvM = 64;
 
 // ---- shared split-K finish (csrc/gemm/splitk_reduce.cu) -----------------------------------
 // out[m,n] = dt( (sum_s ws[(s*M + m)*N + n]) * (scales ? scale_of(n) : 1) ), where scale_of reads

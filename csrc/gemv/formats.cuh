@@ -1,4 +1,5 @@
-// Weight formats of the GEMV engine. A format says where the 64 pieces of 16 bytes of one work unit
+// Weight formats of the GEMV engine (today int8; the FP8 Marlin format measured faster on its own
+// split-K kernel, csrc/fp8_marlin/fp8_gemv.cu, and stays there until the engine beats it). A format says where the 64 pieces of 16 bytes of one work unit
 // (64 channels x 16 k) come from, how a lane turns the unit (staged in shared memory) into the A
 // fragments of four m16n8k16 products, how the activations' B fragment is read with the same k
 // order, and which scale each output channel takes. Everything else (pipeline, schedule,
@@ -16,7 +17,6 @@
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/scale_perm.cuh"
-#include "fp8_marlin/fp8_decode.cuh"
 #include "gemv/schedule.h"
 
 namespace qk {
@@ -26,65 +26,6 @@ template <int kSteps>
 QK_DEVICE QK_FORCEINLINE int act_word(int row, int quarter) {
   return row * 8 * kSteps + 4 * (quarter ^ ((row >> 2) & 1));
 }
-
-// ---- FP8 e4m3fn in quanto's Marlin layout (docs/layouts.md, "FP8 Marlin layout") ----------------
-// A unit is the 1 KB block (kslice, tile): 256 consecutive words of packed row kslice. Word
-// 8t + 2s + h holds channel 16s + 8h + t/4 at k 2(t%4) + (0, 8, 1, 9): lane t's two 16-byte pieces
-// are exactly the A fragments of the four 16-channel sub-tiles, so no data moves between lanes.
-struct Fp8Marlin {
-  static constexpr int kSteps = 1;  // 16 k per unit: one contiguous 1 KB block
-  struct Args {
-    const uint32_t* w;
-    const uint16_t* scales;  // Block32-permuted, dtype of the activations
-    int64_t n, k;
-  };
-
-  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {
-    valid = true;
-    return a.w + static_cast<int64_t>(ks) * 4 * a.n + 256 * static_cast<int64_t>(tile) + 4 * p;
-  }
-  // Pieces 8..15 of every 16 trade places in pairs, so that the 16-byte reads of a quarter warp
-  // (lanes read pieces 2t and 2t + 1) cover all 32 banks.
-  static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p ^ ((p >> 3) & 1); }
-
-  template <DType D>
-  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, int /*step*/, uint32_t (&af)[4][4]) {
-    const uint4 w0 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane));
-    const uint4 w1 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane + 1));
-    const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      af[s][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[2 * s]);      // channel g,     k 2tig, +1
-      af[s][1] = fp8::fp8_pair<D, fp8::kSelLo>(words[2 * s + 1]);  // channel g + 8, k 2tig, +1
-      af[s][2] = fp8::fp8_pair<D, fp8::kSelHi>(words[2 * s]);      // channel g,     k 2tig + 8, +9
-      af[s][3] = fp8::fp8_pair<D, fp8::kSelHi>(words[2 * s + 1]);  // channel g + 8, k 2tig + 8, +9
-    }
-    uint32_t any_nan = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) any_nan |= fp8::nan_bytes(words[j]);
-    if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        af[s][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(af[s][0], words[2 * s]);
-        af[s][1] = fp8::fix_nan_pair<D, fp8::kSelLo>(af[s][1], words[2 * s + 1]);
-        af[s][2] = fp8::fix_nan_pair<D, fp8::kSelHi>(af[s][2], words[2 * s]);
-        af[s][3] = fp8::fix_nan_pair<D, fp8::kSelHi>(af[s][3], words[2 * s + 1]);
-      }
-    }
-  }
-
-  // Natural k order: b0 = k (2tig, 2tig + 1), b1 = k (8 + 2tig, 9 + 2tig).
-  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, int /*step*/,
-                                                  uint32_t (&b)[2]) {
-    b[0] = act[act_word<kSteps>(row, 0) + tig];
-    b[1] = act[act_word<kSteps>(row, 1) + tig];
-  }
-
-  template <DType D>
-  static QK_DEVICE QK_FORCEINLINE float scale(const Args& a, int64_t col) {
-    return bits16_to_float<D>(a.scales[block32_slot(col)]);
-  }
-};
 
 // ---- int8, quanto's own (N, K) row-major layout with one scale per channel -----------------------
 // A unit is rows 64 tile .. 64 tile + 63, bytes 32 ks .. 32 ks + 31 of each (one 32-byte memory

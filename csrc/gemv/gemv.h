@@ -1,4 +1,4 @@
-// Launchers of the GEMV engine (csrc/gemv/engine.cuh), one pair per weight format: a plan (grid
+// Launchers of the GEMV engine (csrc/gemv/engine.cuh), one pair per weight format (today: int8): a plan (grid
 // and workspace, from the shape and the device) and a launch that follows that plan. The C entry
 // points size the caller's workspace with the same plan they launch with.
 #pragma once
@@ -15,14 +15,10 @@ constexpr int64_t kMaxEngineGemvM = 64;
 
 // Plans need the device: the grid is sized from its SM count and the blocks that fit per SM.
 // Return cudaSuccess and fill `plan`, or the error of the device query.
-cudaError_t plan_fp8_marlin_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::Plan* plan);
 cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::Plan* plan);
 
-// fp8: w (K/16, 4N) Marlin words, scales N values of dt stored Block32-permuted.
 // int8: w (N, K) row-major int8, scales N values of dt in channel order.
 // ws: plan.workspace_bytes() bytes (may be null when that is 0), 16-byte aligned.
-cudaError_t launch_fp8_marlin_gemv(const void* a, const uint32_t* w, const void* scales, void* out, void* ws,
-                                   const gemv::Plan& plan, DType dt, cudaStream_t stream);
 cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, void* out, void* ws,
                              const gemv::Plan& plan, DType dt, cudaStream_t stream);
 

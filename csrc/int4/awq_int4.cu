@@ -1,4 +1,4 @@
-// AWQ-v2 int4 weights (spec section 4.3): dequantization to a natural (N, K) fp16 matrix, and the
+// AWQ-v2 int4 weights (docs/layouts.md, "AWQ v2 layout"): dequantization to a natural (N, K) fp16 matrix, and the
 // fused small-M product out = a * Wd^T on tensor cores.
 //
 // Layout reminder: P is int16 (N/4, K). Packed row nb holds channels 4nb..4nb+3; the 8 words

@@ -1,4 +1,4 @@
-// Marlin int4 weights with zero points (spec section 7.2): dequantization to a natural (N, K) fp16
+// Marlin int4 weights with zero points (docs/layouts.md, "Int4 Marlin layout"): dequantization to a natural (N, K) fp16
 // matrix, and the fused small-M product out = a * Wd^T on tensor cores.
 //
 // Layout reminder: P is int32 (K/16, 2N). The 16-byte load of words 128c + 4i .. +3 in row kt gives
