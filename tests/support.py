@@ -15,9 +15,10 @@ Contents:
     ["Packed sub-byte tensors"], AWQ v2 ["AWQ v2 layout"], the GPTQ-style repack inputs and FP8 Marlin
     output ["FP8 Marlin layout"], Marlin int4 ["Int4 Marlin layout"], and the Block32 / Block64
     scale permutations ["Scale permutations"];
-  * random weights in each layout (``fp8_weight``, ``awq_weight``, ``mi4_weight``), odd tensors
-    (``misaligned``), small quanto-ready models (``linear_case``);
-  * fp64 references and error checks (relative Frobenius error plus an element-wise bound).
+  * random weights in each layout (``fp8_weight``, ``awq_weight``, ``mi4_weight``, ``random_int8_weight``
+    for quanto's own qint8 layout), odd tensors (``misaligned``), small quanto-ready models (``linear_case``);
+  * fp64 references and error checks (relative Frobenius error plus an element-wise bound; for int8
+    also the exact rounded dequantization and a per-path element-wise GEMM bound, ``int8_gemm_bound``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ HAS_GPU = _SKIP_REASON is None
 
 
 def fused_limit(ops, fmt: str) -> int:
-    """Largest M the op family `fmt` serves with its fused kernel ("fp8"/"qfloat8", "awq"/"qint4", "marlin")."""
+    """Largest M the op family `fmt` serves with its fused kernel ("fp8"/"qfloat8", "awq"/"qint4", "marlin",
+    "int8"/"qint8")."""
+    if fmt in ("int8", "qint8"):
+        return ops.GEMM_FAMILIES["int8"].max_gemv_m
     family = "fp8_marlin" if fmt in ("fp8", "qfloat8") else ("marlin_int4" if fmt == "marlin" else "awq_int4")
     return ops.GEMM_FAMILIES[family].max_gemv_m
 
@@ -167,6 +171,57 @@ def random_group_params(groups: int, n: int, g: torch.Generator, device="cuda"):
 def random_fp8_scales(n: int, dtype: torch.dtype, g: torch.Generator, device="cuda") -> torch.Tensor:
     """Per-channel scales (N,) so that fp8 * s lies within about +-1.5."""
     return ((0.5 + torch.rand(n, generator=g, device=device)) / 448.0).to(dtype)
+
+
+def random_int8_weight(n: int, k: int, dtype: torch.dtype, g: torch.Generator, device="cuda"):
+    """quanto's qint8 weight layout, as stored: (N, K) int8 codes uniform over -128..127 (both extremes
+    placed explicitly) and (N, 1) per-channel scales in `dtype`, sized so that a standard-normal
+    activation row gives outputs of order 1 (|code| has rms ~74; scales vary by 3x across channels, so a
+    scale read from the wrong channel shows)."""
+    w = torch.randint(-128, 128, (n, k), generator=g, device=device, dtype=torch.int16).to(torch.int8)
+    w[0, 0] = -128
+    w[-1, -1] = 127
+    s = ((0.5 + torch.rand((n, 1), generator=g, device=device)) / (74.0 * k**0.5)).to(dtype)
+    return w, s
+
+
+# Unit roundoff (half an ulp, relative) of the activation dtypes.
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+SUBNORMAL_HALF_ULP = {torch.float16: 2.0**-25, torch.bfloat16: 2.0**-134}
+
+
+def int8_dequant_reference(w: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """(N, K) float64: W[n, k] * s[n] (exact; scales of shape (N, 1) or (N,))."""
+    return w.double() * scales.double().reshape(-1, 1)
+
+
+def int8_rounded_dequant(w: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What int8_dequantize must return bit for bit: W * s in fp32 (exact: 8-bit code times an 11-bit
+    significand) rounded once to `dtype`."""
+    return (w.float() * scales.float().reshape(-1, 1)).to(dtype)
+
+
+def int8_gemm_bound(a: torch.Tensor, wd: torch.Tensor, dtype: torch.dtype, path: str) -> torch.Tensor:
+    """Element-wise bound on |int8_gemm(a, w, s) - a @ Wd^T| (Wd exact, fp64), valid at any output size
+    (including single elements whose value cancels to near zero, where a relative Frobenius bound is not).
+
+    "gemv" (fused): the codes and activations are exact in fp16/bf16, products are exact in fp32, the
+    sum is fp32 and the scale multiplies it in fp32, then one rounding: |err| <= u|y| (half an ulp) plus
+    the fp32 accumulation, bounded here by 2^-16 * sum_k |a_k Wd_k| (realistic: ~2^-23; worst case for
+    K = 4096 sequential adds: 2^-12).
+    "dequant": the weight is rounded to the activation dtype first (|d Wd| <= u|Wd|), then cuBLAS sums
+    (fp32, possibly split-K partials rounded to the output dtype). Those errors are sums of K
+    independent-signed terms: ~0.6u * ||a (.) Wd||_2 each; 8u * ||a (.) Wd||_2 is > 7 sigma for them
+    together, and still 30x (fp16) / 4x (bf16) below what a wrong index or a lost K slice gives.
+    """
+    u = UNIT_ROUNDOFF[dtype]
+    a64, wd = a.double(), wd.double()
+    y = (a64 @ wd.t()).abs()
+    tiny = SUBNORMAL_HALF_ULP[dtype]
+    if path == "gemv":
+        return u * (1 + 2.0**-10) * y + 2.0**-16 * (a64.abs() @ wd.abs().t()) + tiny
+    norm = ((a64 * a64) @ (wd * wd).t()).sqrt()
+    return u * y + 8 * u * norm + tiny
 
 
 # ------------------------------------------------------------------ "Packed sub-byte tensors"
