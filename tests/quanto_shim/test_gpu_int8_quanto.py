@@ -119,6 +119,29 @@ class TestQint8LinearOnOurKernels:
             assert native_calls.names == [_expected_entry(ops, m, k)], f"{what} (F.linear): ran {native_calls.names}"
             _check_against_plain_quanto(y2, x, qlin, dtype, what + " (F.linear)")
 
+    def test_strided_and_offset_inputs_still_work(self, quanto_patched, ops, native_calls, k, n, dtype):
+        """Activations plain quanto takes (a transposed view, a view one element into a buffer, a column
+        slice): the short path declines them, quanto's Function takes them -- and must still give plain
+        quanto's result, not the op's "must be contiguous" / "16-byte aligned" errors."""
+        model, g = _qint8_model(k, n, dtype, ("q-int8-strided", k, n, str(dtype)))
+        for m in (1, 16, 300):
+            views = {
+                "transposed": torch.randn(k, m, generator=g, device=DEV, dtype=dtype).t(),
+                "offset-by-one-element": torch.randn(m * k + 1, generator=g, device=DEV, dtype=dtype)[1:].view(m, k),
+                "column-slice": torch.randn(m, 2 * k, generator=g, device=DEV, dtype=dtype)[:, k:],
+            }
+            for name, x in views.items():
+                what = f"qint8 Linear({k}, {n}) {_dtype_id(dtype)} M={m} {name} input"
+                with torch.no_grad():
+                    native_calls.clear()
+                    try:
+                        y = model(x)
+                    except (ValueError, TypeError) as exc:
+                        pytest.fail(f"{what}: plain quanto takes this input, the shim raised {type(exc).__name__}: {exc}")
+                assert len(native_calls.names) == 1 and native_calls.names[0].startswith("int8_"), (
+                    f"{what}: ran {native_calls.names}")
+                _check_against_plain_quanto(y, x.contiguous(), model[0], dtype, what)
+
 
 # =============================================================================================
 # Save / load across quanto_kernels and plain quanto (children)
