@@ -87,35 +87,103 @@ def report() -> dict:
         for name in BINDINGS:
             _line(f"  quanto_cuda.{name}", "native (quanto_kernels)" if served else "not served")
         facts["served"] = served
+    report_formats()
+    facts["formats"] = [f.name for f in served_formats()]
     return facts
 
 
-def self_check() -> bool:
-    """Quantizes small layers with qfloat8 and qint4 and compares with quanto's dequantize() + matmul."""
+class Format:
+    """One quanto weight format served by our kernels, as the self-check exercises it."""
+
+    def __init__(self, name, qtype, dtypes, weight_class, entry_points, how):
+        self.name, self.qtype, self.dtypes = name, qtype, dtypes
+        self.weight_class, self.entry_points, self.how = weight_class, entry_points, how
+
+
+def served_formats():
+    """The quanto formats whose linear layers run on our kernels (docs/ops.md, "When quanto routes to each op")."""
     import torch
-    from optimum.quanto import freeze, qfloat8, qint4, quantize
+
+    return [
+        Format("qfloat8", "qfloat8", (torch.bfloat16, torch.float16), "MarlinF8QBytesTensor",
+               ("fp8_marlin_gemv", "fp8_marlin_dequantize"), "weight-only, fp16/bf16 activations, via Marlin FP8"),
+        Format("qint4", "qint4", (torch.float16,), "AWQWeightQBitsTensor", ("awq_int4_gemv", "awq_int4_dequantize"),
+               "weight-only, fp16 activations, group 128, via AWQ"),
+        Format("qint8", "qint8", (torch.bfloat16, torch.float16), "WeightQBytesTensor",
+               ("int8_gemv", "int8_dequantize"), "weight-only, fp16/bf16 activations, quanto's own int8 layout"),
+    ]
+
+
+def report_formats() -> None:
+    _line("formats served", ", ".join(f.name for f in served_formats()))
+    for f in served_formats():
+        _line(f"  {f.name}", f.how)
+
+
+def _recording_calls():
+    """Wraps every C entry point of quanto_kernels._native.abi to count its calls; returns (counts, undo)."""
+    from quanto_kernels._native import abi
+
+    counts = {}
+    saved = {}
+    for fn in abi.FUNCTIONS.values():
+        name = abi.public_name(fn)
+        real = getattr(abi, name, None)
+        if real is None:
+            continue
+        saved[name] = real
+
+        def record(_real=real, _name=name, **kwargs):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _real(**kwargs)
+
+        setattr(abi, name, record)
+
+    def undo():
+        for name, real in saved.items():
+            setattr(abi, name, real)
+
+    return counts, undo
+
+
+def self_check() -> bool:
+    """Quantizes small layers in every served format and compares them with quanto's dequantize() + matmul;
+    each layer must be quanto's expected weight class and must have run our kernels (C entry points counted)."""
+    import torch
+    from optimum.quanto import freeze, qtypes, quantize
 
     torch.manual_seed(0)
     ok = True
-    cases = [(qfloat8, torch.bfloat16, "MarlinF8QBytesTensor"), (qfloat8, torch.float16, "MarlinF8QBytesTensor"),
-             (qint4, torch.float16, "AWQWeightQBitsTensor")]
-    for qtype, dtype, expected in cases:
-        layer = torch.nn.Linear(512, 384, bias=True).to("cuda", dtype)
-        model = torch.nn.Sequential(layer)
-        quantize(model, weights=qtype)
-        freeze(model)
-        weight = model[0].weight
-        kind = type(weight).__name__
-        for m in (1, 16, 77):
-            x = torch.randn(m, 512, device="cuda", dtype=dtype)
-            with torch.no_grad():
-                y = model(x).double()
-                ref = x.double() @ weight.dequantize().double().t() + model[0].bias.double()
-            err = ((y - ref).norm() / ref.norm()).item()
-            good = kind == expected and err < 1e-2 and torch.isfinite(y).all().item()
-            ok &= good
-            print(f"  self-check {qtype.name:>8} {str(dtype):<15} M={m:<3} {kind:<22} rel.err {err:.2e} "
-                  f"{'ok' if good else 'FAIL'}")
+    k, n = 512, 384
+    for fmt in served_formats():
+        fmt_ok = True
+        for dtype in fmt.dtypes:
+            layer = torch.nn.Linear(k, n, bias=True).to("cuda", dtype)
+            model = torch.nn.Sequential(layer)
+            quantize(model, weights=qtypes[fmt.qtype])
+            freeze(model)
+            weight = model[0].weight
+            kind = type(weight).__name__
+            for m in (1, 16, 77):
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                counts, undo = _recording_calls()
+                try:
+                    with torch.no_grad():
+                        y = model(x)
+                        torch.cuda.synchronize()
+                finally:
+                    undo()
+                ran = sorted(name for name in counts if name in fmt.entry_points)
+                with torch.no_grad():
+                    y = y.double()
+                    ref = x.double() @ weight.dequantize().double().t() + model[0].bias.double()
+                err = ((y - ref).norm() / ref.norm()).item()
+                good = kind == fmt.weight_class and bool(ran) and err < 1e-2 and torch.isfinite(y).all().item()
+                fmt_ok &= good
+                print(f"  self-check {fmt.name:>8} {str(dtype):<15} M={m:<3} {kind:<22} kernels {','.join(ran) or 'NONE':<22} "
+                      f"rel.err {err:.2e} {'ok' if good else 'FAIL'}")
+        print(f"  format {fmt.name:>8}: {'ok' if fmt_ok else 'FAIL'} ({fmt.how})")
+        ok &= fmt_ok
     return ok
 
 
@@ -148,7 +216,7 @@ def main(argv) -> int:
     run, reason, fault = self_check_plan(facts, args.no_self_check)
     status = 1 if fault or not facts.get("library") else 0
     if run:
-        print("self-check (quanto layers on our kernels vs quanto's dequantize() + matmul):")
+        print("self-check per format (quanto layers on our kernels vs quanto's dequantize() + matmul):")
         facts["self_check"] = self_check()
         status = 0 if facts["self_check"] else 1
     else:
