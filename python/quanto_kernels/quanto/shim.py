@@ -135,6 +135,11 @@ def _route_int8_linear() -> None:
             ctx.save_for_backward(input, other)
             n = other._data.shape[0]
             x = input.reshape(-1, input.shape[-1])
+            # quanto accepts any activation view; the kernels need dense, 16-byte aligned rows.
+            if not x.is_contiguous():
+                x = x.contiguous()
+            if x.data_ptr() % 16:
+                x = x.clone()
             out = torch.ops.quanto_kernels.int8_gemm(x, other._data, other._scale)
             out = out.reshape(tuple(input.shape[:-1]) + (n,))
             return out if bias is None else out + bias
