@@ -2,6 +2,7 @@
 // validates first; this is the last line before device code), then launch on the caller's
 // device and stream.
 #include "common/launchers.h"
+#include "fp8_compute/fp8_compute.h"
 #include "gemv/gemv.h"
 #include "int8/int8.h"
 #include "launch.h"
@@ -9,6 +10,9 @@
 // The internal enums carry the ABI's codes unchanged (casts between them are free and safe).
 static_assert(static_cast<int32_t>(qk::DType::F16) == QK_DTYPE_FLOAT16, "DType::F16 must match QK_DTYPE_FLOAT16");
 static_assert(static_cast<int32_t>(qk::DType::BF16) == QK_DTYPE_BFLOAT16, "DType::BF16 must match QK_DTYPE_BFLOAT16");
+static_assert(static_cast<int32_t>(qk::kFp8ComputeNone) == QK_FP8_COMPUTE_NONE, "kFp8ComputeNone mismatch");
+static_assert(static_cast<int32_t>(qk::kFp8ComputeMma) == QK_FP8_COMPUTE_MMA, "kFp8ComputeMma mismatch");
+static_assert(static_cast<int32_t>(qk::kFp8ComputeWgmma) == QK_FP8_COMPUTE_WGMMA, "kFp8ComputeWgmma mismatch");
 static_assert(static_cast<int32_t>(qk::ScalePerm::None) == QK_SCALE_PERM_NONE, "ScalePerm::None mismatch");
 static_assert(static_cast<int32_t>(qk::ScalePerm::Block32) == QK_SCALE_PERM_BLOCK32, "ScalePerm::Block32 mismatch");
 static_assert(static_cast<int32_t>(qk::ScalePerm::Block64) == QK_SCALE_PERM_BLOCK64, "ScalePerm::Block64 mismatch");
@@ -322,3 +326,59 @@ QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* sca
 }
 
 }  // extern "C"
+
+// ---- FP8 compute ----
+
+QK_API int32_t qk_fp8_compute_kernel(int32_t device, int32_t* kernel) {
+  QK_REQUIRE(kernel != nullptr, "kernel: must not be null");
+  QK_TRY(qk::check_device(device));
+  *kernel = static_cast<int32_t>(qk::fp8_compute_kernel_for(device));
+  return qk::ok();
+}
+
+QK_API int32_t qk_fp8_act_quant(const void* x, int64_t ldx, void* xq, void* xs, int64_t m, int64_t k, int32_t dtype,
+                                int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_REQUIRE(m >= 0 && m < kMaxDim, "m: must be in [0, 2^40), got %lld", static_cast<long long>(m));
+  QK_REQUIRE(k > 0 && k < kMaxDim && k % 16 == 0, "k: must be a positive multiple of 16, got %lld",
+             static_cast<long long>(k));
+  QK_REQUIRE(ldx >= k && ldx % 8 == 0, "ldx: must be >= k and a multiple of 8 (16-byte rows), got %lld",
+             static_cast<long long>(ldx));
+  QK_REQUIRE(m == 0 || m <= kMaxDim / ldx, "m * ldx: too large");
+  QK_TRY(check_ptrs16(x, "x", xq, "xq", x, "x"));
+  QK_REQUIRE(xs != nullptr && reinterpret_cast<uintptr_t>(xs) % 4 == 0, "xs: must be a non-null 4-byte aligned pointer");
+  QK_REQUIRE(m <= 0x7fffffff, "m: at most 2^31 - 1 rows, got %lld", static_cast<long long>(m));
+  return qk::launch_on(device, stream, "fp8_act_quant", [&](cudaStream_t s) {
+    return qk::launch_fp8_act_quant(x, ldx, static_cast<uint8_t*>(xq), static_cast<float*>(xs), m, k,
+                                    static_cast<qk::DType>(dtype), s);
+  });
+}
+
+QK_API int32_t qk_fp8_compute_gemm(const void* xq, const void* xs, const void* w, const void* scales,
+                                   const void* bias, void* out, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                                   int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_REQUIRE(m >= 0 && m < kMaxDim, "m: must be in [0, 2^40), got %lld", static_cast<long long>(m));
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(k % qk::kFp8ComputeKMultiple == 0, "k: must be a multiple of %lld, got %lld",
+             static_cast<long long>(qk::kFp8ComputeKMultiple), static_cast<long long>(k));
+  QK_REQUIRE(n % qk::kFp8ComputeNMultiple == 0, "n: must be a multiple of %lld, got %lld",
+             static_cast<long long>(qk::kFp8ComputeNMultiple), static_cast<long long>(n));
+  QK_REQUIRE(m == 0 || (m <= kMaxDim / k && m <= kMaxDim / n), "m: %lld rows is too large",
+             static_cast<long long>(m));
+  QK_TRY(check_ptrs16(xq, "xq", w, "w", out, "out"));
+  QK_REQUIRE(xs != nullptr && reinterpret_cast<uintptr_t>(xs) % 4 == 0, "xs: must be a non-null 4-byte aligned pointer");
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
+  QK_TRY(qk::check_device(device));
+  const qk::Fp8ComputeKernel kernel = qk::fp8_compute_kernel_for(device);
+  if (kernel == qk::kFp8ComputeNone) {
+    return qk::fail(QK_STATUS_UNSUPPORTED, "fp8_compute_gemm: device %d has no FP8 tensor cores (needs compute capability 8.9+)",
+                    device);
+  }
+  return qk::launch_on(device, stream, "fp8_compute_gemm", [&](cudaStream_t s) {
+    return qk::launch_fp8_compute_gemm(static_cast<const uint8_t*>(xq), static_cast<const float*>(xs),
+                                       static_cast<const uint32_t*>(w), scales, bias, out, m, n, k,
+                                       static_cast<qk::DType>(dtype), kernel, s);
+  });
+}

@@ -85,6 +85,21 @@ QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* sca
 
 /* Largest M served by the int4 *_gemv entry points; larger M: dequantize, then a dense GEMM. */
 QK_API int64_t qk_max_gemv_m(void);
+/* ---- FP8 compute: qfloat8 weights (FP8 Marlin layout) times activations quantized per row to e4m3, on
+ * FP8 tensor cores (compute capability 8.9 and newer). Numerics: docs/numerics.md, "FP8 compute". ---- */
+/* Which kernel serves `device`: QK_FP8_COMPUTE_NONE (no FP8 tensor cores), _MMA or _WGMMA. */
+enum { QK_FP8_COMPUTE_NONE = 0, QK_FP8_COMPUTE_MMA = 1, QK_FP8_COMPUTE_WGMMA = 2 };
+QK_API int32_t qk_fp8_compute_kernel(int32_t device, int32_t* kernel);
+/* x (M, K) dtype, row stride ldx elements (16-byte aligned rows), K % 16 == 0 -> xq (M, K) e4m3 codes in
+ * fragment order, xs M fp32 row scales. */
+QK_API int32_t qk_fp8_act_quant(const void* x, int64_t ldx, void* xq, void* xs, int64_t m, int64_t k, int32_t dtype,
+                                int32_t device, void* stream);
+/* out (M, N) dtype = xs[m] * scales[n] * (xq . W) + bias[n]; w (K/16, 4N) int32 FP8 Marlin layout, scales N
+ * values (dtype, 32-block permuted), bias N values (dtype) or NULL; K % 32 == 0, N % 64 == 0. */
+QK_API int32_t qk_fp8_compute_gemm(const void* xq, const void* xs, const void* w, const void* scales,
+                                   const void* bias, void* out, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                                   int32_t device, void* stream);
+
 /* Largest M served by qk_fp8_marlin_gemv and qk_int8_gemv (the GEMV engine covers more rows than the
  * int4 kernels). */
 QK_API int64_t qk_fp8_marlin_max_gemv_m(void);

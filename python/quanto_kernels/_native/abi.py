@@ -52,6 +52,10 @@ SCALE_PERM_NONE = 0
 SCALE_PERM_BLOCK32 = 1
 SCALE_PERM_BLOCK64 = 2
 
+FP8_COMPUTE_NONE = 0
+FP8_COMPUTE_MMA = 1
+FP8_COMPUTE_WGMMA = 2
+
 # ------------------------------------------------------------------------- functions (header)
 
 DECLARATIONS = """
@@ -96,6 +100,13 @@ int32_t qk_marlin_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int
 int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
                             void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
                             int64_t group_size, int32_t scale_perm, int32_t device, void* stream);
+
+int32_t qk_fp8_compute_kernel(int32_t device, int32_t* kernel);
+int32_t qk_fp8_act_quant(const void* x, int64_t ldx, void* xq, void* xs, int64_t m, int64_t k, int32_t dtype,
+                         int32_t device, void* stream);
+int32_t qk_fp8_compute_gemm(const void* xq, const void* xs, const void* w, const void* scales, const void* bias,
+                            void* out, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
+                            void* stream);
 
 int64_t qk_max_gemv_m(void);
 int64_t qk_fp8_marlin_max_gemv_m(void);
