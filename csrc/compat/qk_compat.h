@@ -38,6 +38,10 @@
 // with double underscores is not (MSVC front end). Keep all inline PTX behind these two macros.
 #define QK_ASM_VOLATILE(...) asm volatile(__VA_ARGS__)
 #define QK_ASM(...) asm(__VA_ARGS__)
+// Hopper's arch-specific instructions (wgmma, setmaxnreg) exist only in the sm_90a device pass.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define QK_SM90A_DEVICE 1
+#endif
 #else
 #define QK_DEVICE
 #define QK_HOST_DEVICE
