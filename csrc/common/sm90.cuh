@@ -1,5 +1,5 @@
 // Device-side wrappers for Hopper (sm_90a) instructions: mbarriers, bulk and tensor copies into shared
-// memory, warpgroup matrix products (wgmma) and register reallocation. Every body is compiled only in the
+// memory and warpgroup matrix products (wgmma). Every body is compiled only in the
 // sm_90a device pass (QK_SM90A_DEVICE); kernels that call these must be launched only on sm_90 devices of a
 // build that has sm_90a code (the callers' dispatch checks that).
 #pragma once
@@ -50,15 +50,6 @@ QK_DEVICE QK_FORCEINLINE void mbar_wait(uint32_t bar, uint32_t parity) {
 }
 
 // ---- copies completing on an mbarrier ----
-// Contiguous global -> shared copy of `bytes` (a multiple of 16; both addresses 16-byte aligned).
-QK_DEVICE QK_FORCEINLINE void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-#if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
-      : "memory");
-#endif
-}
 // One box of a 3-D tensor map; (c0, c1, c2) innermost first.
 QK_DEVICE QK_FORCEINLINE void tma_load_3d(uint32_t dst, const CUtensorMap* map, int32_t c0, int32_t c1, int32_t c2,
                                           uint32_t bar) {
@@ -116,10 +107,10 @@ QK_DEVICE QK_FORCEINLINE void fence_registers(float (&d)[kN]) {
   for (int i = 0; i < kN; ++i) QK_ASM_VOLATILE("" : "+f"(d[i])::"memory");
 }
 
-// d (64 x 128, fp32, wgmma accumulator fragment) += A (64 x 32 e4m3, four registers per thread) * B (32 x 128
-// e4m3, K-major in shared memory, described by `desc_b`).
+// d (64 x N, fp32, wgmma accumulator fragment) += A (64 x 32 e4m3, four registers per thread) * B (32 x N
+// e4m3, K-major in shared memory, described by `desc_b`), for N = 128 and N = 64.
 QK_DEVICE QK_FORCEINLINE void wgmma_m64n128k32_e4m3_rs(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2,
-                                                     uint32_t a3, uint64_t desc_b) {
+                                                    uint32_t a3, uint64_t desc_b) {
 #if defined(QK_SM90A_DEVICE)
   QK_ASM_VOLATILE(
       "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
@@ -136,19 +127,29 @@ QK_DEVICE QK_FORCEINLINE void wgmma_m64n128k32_e4m3_rs(float (&d)[64], uint32_t 
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc_b));
 #endif
 }
-
-// ---- register reallocation between warpgroups ----
-template <int kRegs>
-QK_DEVICE QK_FORCEINLINE void regs_release() {
+QK_DEVICE QK_FORCEINLINE void wgmma_m64n64k32_e4m3_rs(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2,
+                                                    uint32_t a3, uint64_t desc_b) {
 #if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+  QK_ASM_VOLATILE(
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, 1, 1, 1;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc_b));
 #endif
 }
-template <int kRegs>
-QK_DEVICE QK_FORCEINLINE void regs_claim() {
-#if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-#endif
+template <int kN>
+QK_DEVICE QK_FORCEINLINE void wgmma_k32_e4m3_rs(float (&d)[kN / 2], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint64_t desc_b) {
+  if constexpr (kN == 128) {
+    wgmma_m64n128k32_e4m3_rs(d, a0, a1, a2, a3, desc_b);
+  } else {
+    static_assert(kN == 64, "wgmma_k32_e4m3_rs: N must be 64 or 128");
+    wgmma_m64n64k32_e4m3_rs(d, a0, a1, a2, a3, desc_b);
+  }
 }
 
 }  // namespace sm90
