@@ -364,8 +364,10 @@ QK_API int32_t qk_fp8_compute_gemm(const void* xq, const void* xs, const void* w
              static_cast<long long>(qk::kFp8ComputeKMultiple), static_cast<long long>(k));
   QK_REQUIRE(n % qk::kFp8ComputeNMultiple == 0, "n: must be a multiple of %lld, got %lld",
              static_cast<long long>(qk::kFp8ComputeNMultiple), static_cast<long long>(n));
-  QK_REQUIRE(m == 0 || (m <= kMaxDim / k && m <= kMaxDim / n), "m: %lld rows is too large",
-             static_cast<long long>(m));
+  QK_REQUIRE(m <= qk::kFp8ComputeMaxM, "m: at most %lld rows per call, got %lld",
+             static_cast<long long>(qk::kFp8ComputeMaxM), static_cast<long long>(m));
+  QK_REQUIRE(m == 0 || (m <= kMaxDim / k && m <= kMaxDim / n), "m: %lld rows is too large for n=%lld, k=%lld",
+             static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
   QK_TRY(check_ptrs16(xq, "xq", w, "w", out, "out"));
   QK_REQUIRE(xs != nullptr && reinterpret_cast<uintptr_t>(xs) % 4 == 0, "xs: must be a non-null 4-byte aligned pointer");
   QK_TRY(check_ptr2(scales, "scales"));

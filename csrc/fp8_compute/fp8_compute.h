@@ -28,6 +28,8 @@ QK_HOST_DEVICE QK_FORCEINLINE int fp8c_slot_to_k(int slot) {
 // Shape rules of both products (checked by the C entry points before any launch).
 constexpr int64_t kFp8ComputeKMultiple = 32;  // one tensor-core k-step of e4m3
 constexpr int64_t kFp8ComputeNMultiple = 64;  // one column tile of the FP8 Marlin layout
+// Rows per call: 65535 blocks of 128 tokens (the grid's second dimension); callers split larger batches.
+constexpr int64_t kFp8ComputeMaxM = int64_t(65535) * 128;
 
 // Which kernel launch_fp8_compute_gemm uses on `device`: kNone (no FP8 tensor cores: compute capability
 // below 8.9), kMma or kWgmma. The environment variable QK_FP8_COMPUTE_KERNEL=mma (a test and benchmark
