@@ -1,11 +1,320 @@
-// mma.sync FP8 product for sm_89 and newer (placeholder until the kernel lands).
+// Portable FP8 tensor-core product (mma.sync m16n8k32, e4m3 x e4m3 -> fp32) for every GPU with FP8
+// tensor cores: sm_89, sm_100, sm_120, and sm_90 when the warpgroup kernel is absent or overridden.
+// Contract: launch_fp8_compute_gemm_mma in fp8_compute.h.
+//
+// Operand roles. The tensor-core instruction computes D(16x8) += A(16x32) * B(32x8). Here the WEIGHT
+// is A (its 16 rows are output channels) and the ACTIVATIONS are B (its 8 columns are tokens); the
+// accumulator is therefore out^T, and the epilogue transposes it through shared memory. The reason is
+// the FP8 Marlin layout (docs/layouts.md): for lane t (g = t/4, q = t%4), word
+// P[kt, 256c + 8t + 2w + h] holds channel 64c + 16w + 8h + g at k = 16kt + 2q + (0, 8, 1, 9). Read with
+// the k "slots" of fragment order (fp8_compute.h, fp8c_slot_to_k), those are slots 4q..4q+3 of the
+// 16-deep k tile, which is exactly what the m16n8k32 A fragment asks of lane t in row g (h = 0: a0,
+// a2) or row g + 8 (h = 1: a1, a3), with the k tile pair (kt, kt+1) giving the first and second 16
+// slots. So the four A registers of a 16-channel sub-tile w are the words
+//     P[kt, 256c + 8t + 2w], P[kt, 256c + 8t + 2w + 1], P[kt+1, 256c + 8t + 2w], P[kt+1, ... + 1]
+// as stored: no byte permutes, no decode. The sum over k does not care about the order of k as long as
+// both operands use the same one, and act_quant.cu writes the activations in that same slot order, so
+// a B fragment (token g, slots 4q..4q+3 and 16+4q..16+4q+3) is two aligned 32-bit words of the token's
+// row, which ldmatrix (.b16, treating 16 codes as 8 halves) hands out from a token-major tile.
+// With the roles the other way round, each weight byte would have to be moved into a different
+// register (the B fragment wants 4 consecutive k of one channel per word, the layout interleaves
+// k, k+8, k+1, k+9), costing byte permutes on the hot path.
+//
+// Tiles. A block of 256 threads (8 warps) computes 128 channels x 128 tokens; warp v owns channels
+// 64*(v%2) .. +63 (exactly one 64-channel column tile of the layout) and tokens 32*(v/2) .. +31, i.e.
+// 4 x 4 m16n8 accumulators = 64 fp32 registers per lane. K advances 64 per stage (two m16n8k32 steps)
+// through a ring of kStages cp.async stages (4 where shared memory allows 2 blocks per SM with 64 KB
+// each, e.g. sm_90/sm_100; 3 = 48 KB otherwise, e.g. sm_89/sm_120 with 100 KB per SM), 16-byte copies:
+//   weights     128 ch x 64 k = 4 k-tiles x 2 column tiles x 1 KB, copied unchanged except that the
+//               16-byte chunks inside each 1 KB are reordered (chunk 2t+h -> 32h+t) so that the
+//               warp's two 16-byte A loads per k tile read 512 contiguous bytes: no bank conflicts;
+//   activations 128 tokens x 64 slots, token-major rows of 64 bytes, 16-byte chunk j of row r stored
+//               at chunk j ^ ((r/2)%4), so the 8 rows of one ldmatrix 8x8 matrix hit 8 different
+//               16-byte bank groups. Tokens past M and k past K are zero-filled (0 x 0 adds 0).
+// Per stage and warp: 4 ldmatrix.x4 (B for both k steps), 8 LDS.128 (A), 32 mma.
+// Epilogue: fp32 acc * xs[token] * s[channel] + bias[channel], one rounding to dt; the 128 x 128 tile
+// is transposed through shared memory (pairs of neighbouring channels exchanged with one shuffle so
+// each lane writes 32-bit words) and written as 16-byte row segments, guarded by M and N (the block's
+// second column tile lies past N when N % 128 == 64).
+// Grid: 1-D, the channel tile index fastest, so the blocks resident at one time share a few token
+// tiles of activations in L2 and walk the whole weight.
+#include <atomic>
+#include <cuda_runtime.h>
+#include "common/numeric.cuh"
+#include "common/ptx.cuh"
+#include "common/scale_perm.cuh"
 #include "fp8_compute/fp8_compute.h"
 
 namespace qk {
+namespace {
 
-cudaError_t launch_fp8_compute_gemm_mma(const uint8_t*, const float*, const uint32_t*, const void*, const void*,
-                                        void*, int64_t, int64_t, int64_t, DType, cudaStream_t) {
-  return cudaErrorNotSupported;
+constexpr int kThreads = 256;
+constexpr int kTileN = 128;  // channels per block
+constexpr int kTileM = 128;  // tokens per block
+constexpr int kTileK = 64;   // k (bytes) per stage
+constexpr int kWStageBytes = kTileN * kTileK;  // 8 KB
+constexpr int kXStageBytes = kTileM * kTileK;  // 8 KB
+constexpr int kStageBytes = kWStageBytes + kXStageBytes;
+constexpr int kOutPitch = kTileN * 2 + 16;  // bytes per token row of the epilogue tile (16-byte pad)
+constexpr int kOutBytes = kTileM * kOutPitch;
+
+template <int kStages>
+struct Config {
+  static constexpr int kSmemBytes = kStages * kStageBytes > kOutBytes ? kStages * kStageBytes : kOutBytes;
+};
+
+static_assert(kTileK == 64, "the activation swizzle and the stage loader assume 64-byte rows");
+static_assert(kThreads == 256, "the copy and epilogue loops assume 256 threads");
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define QK_FP8C_MMA_BODY 1
+#endif
+
+#if defined(QK_FP8C_MMA_BODY)
+
+// Four 8x8 matrices of 16-bit elements; lane l supplies the row address of matrix l/8, row l%8.
+QK_DEVICE QK_FORCEINLINE void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  QK_ASM_VOLATILE("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                  : "r"(addr));
+}
+
+QK_DEVICE QK_FORCEINLINE uint4 lds128(uint32_t addr) {
+  uint4 v;
+  QK_ASM_VOLATILE("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+
+// acc(16x8) += A(16x32 e4m3) * B(32x8 e4m3), fp32 accumulation.
+QK_DEVICE QK_FORCEINLINE void mma_e4m3_16832(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  QK_ASM("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+         "{%0,%1,%2,%3};\n"
+         : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Issue the copies of k block `kb` into stage buffers sw (weights) and sx (activations).
+QK_DEVICE QK_FORCEINLINE void load_stage(uint32_t sw, uint32_t sx, const uint8_t* QK_RESTRICT xq,
+                                         const uint32_t* QK_RESTRICT w, int64_t m, int64_t n, int64_t k,
+                                         int64_t m0, int64_t n0, int kb, int tid) {
+  const int64_t k0 = static_cast<int64_t>(kb) * kTileK;
+  const int64_t k_tiles = k >> 4;
+  // Weights: 4 k tiles x 2 column tiles x 64 chunks = 512 chunks, 2 per thread.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int idx = tid + i * kThreads;
+    const int ktl = idx >> 7, c = (idx >> 6) & 1, j = idx & 63;
+    const int64_t kt = (k0 >> 4) + ktl;
+    const int64_t col = n0 + 64 * c;
+    const bool ok = kt < k_tiles && col < n;
+    const uint32_t* src = ok ? w + kt * (4 * n) + 4 * col + 4 * j : w;
+    const uint32_t dst = sw + ktl * 2048 + c * 1024 + (((j & 1) << 5) | (j >> 1)) * 16;
+    cp_async16_zfill(dst, src, ok ? 16u : 0u);
+  }
+  // Activations: 128 tokens x 4 chunks = 512 chunks, 2 per thread.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int idx = tid + i * kThreads;
+    const int r = idx >> 2, j = idx & 3;
+    const int64_t kk = k0 + 16 * j;
+    const bool ok = m0 + r < m && kk < k;
+    const uint8_t* src = ok ? xq + (m0 + r) * k + kk : xq;
+    const uint32_t dst = sx + r * kTileK + ((j ^ ((r >> 1) & 3)) << 4);
+    cp_async16_zfill(dst, src, ok ? 16u : 0u);
+  }
+}
+
+#endif  // QK_FP8C_MMA_BODY
+
+template <DType D, int kStages>
+__global__ void __launch_bounds__(kThreads, 2)
+    fp8c_mma_kernel(const uint8_t* QK_RESTRICT xq, const float* QK_RESTRICT xs, const uint32_t* QK_RESTRICT w,
+                    const typename Elem<D>::T* QK_RESTRICT scales, const typename Elem<D>::T* QK_RESTRICT bias,
+                    typename Elem<D>::T* QK_RESTRICT out, int64_t m, int64_t n, int64_t k, int64_t col_tiles) {
+#if defined(QK_FP8C_MMA_BODY)
+  using T = typename Elem<D>::T;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, q = lane & 3;
+  const int wc = warp & 1;   // column tile (64 channels) of the block this warp computes
+  const int wt = warp >> 1;  // 32-token slice of the block this warp computes
+
+  const int64_t bid = blockIdx.x;
+  const int64_t n0 = (bid % col_tiles) * kTileN;
+  const int64_t m0 = (bid / col_tiles) * kTileM;
+  const int nk = static_cast<int>((k + kTileK - 1) / kTileK);
+
+  const uint32_t s_base = shared_addr(smem);
+  auto stage_w = [&](int s) { return s_base + s * kStageBytes; };
+  auto stage_x = [&](int s) { return s_base + s * kStageBytes + kWStageBytes; };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nk) load_stage(stage_w(s), stage_x(s), xq, w, m, n, k, m0, n0, s, tid);
+    cp_async_commit();
+  }
+
+  float acc[4][4][4];  // [16-channel sub-tile w][8-token tile j][fragment]
+#pragma unroll
+  for (int a = 0; a < 4; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
+
+  // Per-lane offsets inside a stage. A: chunk `lane` (and 32 + lane) of the warp's 1 KB column tile.
+  const uint32_t a_off = wc * 1024 + lane * 16;
+  // B: lane supplies row (lane % 8) of 8x8 matrix lane / 8 = 16-slot chunk lane / 8 of that row.
+  uint32_t b_off[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int r = wt * 32 + 8 * j + (lane & 7);
+    b_off[j] = r * kTileK + (((lane >> 3) ^ ((r >> 1) & 3)) << 4);
+  }
+
+  for (int kb = 0; kb < nk; ++kb) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    {
+      const int nxt = kb + kStages - 1;
+      const int s = nxt % kStages;
+      if (nxt < nk) load_stage(stage_w(s), stage_x(s), xq, w, m, n, k, m0, n0, nxt, tid);
+      cp_async_commit();
+    }
+    const int s = kb % kStages;
+    const uint32_t sw = stage_w(s), sx = stage_x(s);
+    uint32_t bf[4][4];  // [token tile j][16-slot chunk of the stage]
+#pragma unroll
+    for (int j = 0; j < 4; ++j) ldsm_x4(sx + b_off[j], bf[j][0], bf[j][1], bf[j][2], bf[j][3]);
+#pragma unroll
+    for (int st = 0; st < 2; ++st) {
+      // k tiles 2st (A slots 0..15) and 2st+1 (slots 16..31) of this stage.
+      const uint4 p0 = lds128(sw + (2 * st) * 2048 + a_off);            // words 8t+0..3: (w0,h0) (w0,h1) (w1,h0) (w1,h1)
+      const uint4 p1 = lds128(sw + (2 * st) * 2048 + a_off + 512);      // words 8t+4..7: w2, w3
+      const uint4 p2 = lds128(sw + (2 * st + 1) * 2048 + a_off);
+      const uint4 p3 = lds128(sw + (2 * st + 1) * 2048 + a_off + 512);
+      const uint32_t a[4][4] = {{p0.x, p0.y, p2.x, p2.y},
+                                {p0.z, p0.w, p2.z, p2.w},
+                                {p1.x, p1.y, p3.x, p3.y},
+                                {p1.z, p1.w, p3.z, p3.w}};
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_e4m3_16832(acc[wi][j], a[wi], bf[j][2 * st], bf[j][2 * st + 1]);
+    }
+  }
+
+  // ---- epilogue ----
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the ring: reuse it as the output tile
+
+  const bool col_ok = n0 + 64 * wc < n;  // warp-uniform (N is a multiple of 64)
+  float sc[4][2], bi[4][2];
+#pragma unroll
+  for (int wi = 0; wi < 4; ++wi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t ch = n0 + 64 * wc + 16 * wi + 8 * h + g;
+      sc[wi][h] = col_ok ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
+      bi[wi][h] = (col_ok && bias != nullptr) ? Elem<D>::to_float(bias[ch]) : 0.0f;
+    }
+  float xv[4][2];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t tok = m0 + wt * 32 + 8 * j + 2 * q + e;
+      xv[j][e] = tok < m ? xs[tok] : 0.0f;
+    }
+
+  // Accumulator fragment r of (wi, j): channel 16wi + 8(r/2) + g, token 8j + 2q + r%2. Neighbouring
+  // channels sit in lanes g and g^1 (lane ^ 4): the even lane keeps token 2q and takes the odd lane's
+  // value of it, the odd lane keeps token 2q+1; each then writes one 32-bit channel pair.
+  const bool odd = (g & 1) != 0;
+#pragma unroll
+  for (int wi = 0; wi < 4; ++wi)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float v0 = fmaf(acc[wi][j][2 * h] * xv[j][0], sc[wi][h], bi[wi][h]);
+        const float v1 = fmaf(acc[wi][j][2 * h + 1] * xv[j][1], sc[wi][h], bi[wi][h]);
+        const float other = __shfl_xor_sync(0xffffffffu, odd ? v0 : v1, 4);
+        const float lo = odd ? other : v0;  // channel pair (c, c+1), c even
+        const float hi = odd ? v1 : other;
+        const int row = wt * 32 + 8 * j + 2 * q + (odd ? 1 : 0);
+        const int col = 64 * wc + 16 * wi + 8 * h + (g & ~1);
+        T pair[2] = {Elem<D>::from_float(lo), Elem<D>::from_float(hi)};
+        *reinterpret_cast<uint32_t*>(smem + row * kOutPitch + col * 2) = *reinterpret_cast<const uint32_t*>(pair);
+      }
+  __syncthreads();
+
+  // 128 token rows x 16 chunks of 8 channels; consecutive threads take consecutive chunks of a row.
+#pragma unroll
+  for (int i = 0; i < (kTileM * 16) / kThreads; ++i) {
+    const int idx = tid + i * kThreads;
+    const int row = idx >> 4, chunk = idx & 15;
+    const int64_t tok = m0 + row, ch = n0 + 8 * chunk;
+    if (tok < m && ch < n) {
+      const uint4 v = *reinterpret_cast<const uint4*>(smem + row * kOutPitch + chunk * 16);
+      *reinterpret_cast<uint4*>(out + tok * n + ch) = v;
+    }
+  }
+#endif  // QK_FP8C_MMA_BODY
+}
+
+constexpr int kMaxDevices = 64;
+
+// Raise the dynamic shared memory limit of one instantiation on the current device, once per device.
+template <DType D, int kStages>
+cudaError_t allow_smem(int device) {
+  static std::atomic<bool> done[kMaxDevices];
+  const bool cacheable = device >= 0 && device < kMaxDevices;
+  if (cacheable && done[device].load(std::memory_order_acquire)) return cudaSuccess;
+  const cudaError_t err = cudaFuncSetAttribute(fp8c_mma_kernel<D, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               Config<kStages>::kSmemBytes);
+  if (err == cudaSuccess && cacheable) done[device].store(true, std::memory_order_release);
+  return err;
+}
+
+template <DType D, int kStages>
+cudaError_t launch_typed(const uint8_t* xq, const float* xs, const uint32_t* w, const void* scales, const void* bias,
+                         void* out, int64_t m, int64_t n, int64_t k, int device, cudaStream_t stream) {
+  using T = typename Elem<D>::T;
+  const cudaError_t err = allow_smem<D, kStages>(device);
+  if (err != cudaSuccess) return err;
+  const int64_t col_tiles = (n + kTileN - 1) / kTileN;
+  const int64_t row_tiles = (m + kTileM - 1) / kTileM;
+  if (row_tiles > 0x7fffffffLL / col_tiles) return cudaErrorInvalidValue;  // 1-D grid limit
+  const dim3 grid(static_cast<unsigned>(col_tiles * row_tiles));
+  fp8c_mma_kernel<D, kStages><<<grid, kThreads, Config<kStages>::kSmemBytes, stream>>>(
+      xq, xs, w, static_cast<const T*>(scales), static_cast<const T*>(bias), static_cast<T*>(out), m, n, k,
+      col_tiles);
+  return cudaGetLastError();
+}
+
+template <DType D>
+cudaError_t launch_dtype(const uint8_t* xq, const float* xs, const uint32_t* w, const void* scales, const void* bias,
+                         void* out, int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  int device = 0, smem_per_sm = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  if (err != cudaSuccess) return err;
+  // Four stages when two 64 KB blocks (plus the per-block reservation) fit on one SM, else three (48 KB).
+  if (smem_per_sm >= 2 * (Config<4>::kSmemBytes + 1024)) {
+    return launch_typed<D, 4>(xq, xs, w, scales, bias, out, m, n, k, device, stream);
+  }
+  return launch_typed<D, 3>(xq, xs, w, scales, bias, out, m, n, k, device, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_fp8_compute_gemm_mma(const uint8_t* xq, const float* xs, const uint32_t* w, const void* scales,
+                                        const void* bias, void* out, int64_t m, int64_t n, int64_t k, DType dt,
+                                        cudaStream_t stream) {
+  if (m <= 0) return cudaSuccess;
+  if (dt == DType::F16) return launch_dtype<DType::F16>(xq, xs, w, scales, bias, out, m, n, k, stream);
+  return launch_dtype<DType::BF16>(xq, xs, w, scales, bias, out, m, n, k, stream);
 }
 
 }  // namespace qk
