@@ -85,6 +85,28 @@ QK_DEVICE QK_FORCEINLINE uint4 lds128(uint32_t addr) {
   return v;
 }
 
+#if __CUDA_ARCH__ >= 900 && __CUDA_ARCH__ < 1200
+// The datacenter parts (sm_90 Hopper, sm_100 Blackwell) reach their FP8 tensor cores only through
+// wgmma / tcgen05: ptxas lowers an FP8 mma.sync there to f16 products into a zero accumulator followed
+// by fp32 adds (two FADDs per accumulator element and step, conversions repeated per product). This
+// path converts the fragments to f16 itself (every e4m3 value is exact in f16) and accumulates inside
+// two m16n8k16 f16 products. The k order stays consistent on both sides: the low 16 bits of a 32-bit
+// fragment word (slots 4q, 4q+1) become the f16 pair at k (2q, 2q+1) of the m16n8k16 step, the high
+// 16 bits (slots 4q+2, 4q+3) the pair at (2q+8, 2q+9), for A and B alike.
+constexpr bool kF16Path = true;
+#else
+constexpr bool kF16Path = false;
+#endif
+
+// Four e4m3 codes -> two f16x2 words: bytes (0, 1) -> lo, bytes (2, 3) -> hi; the lower byte lands in
+// the lower half.
+QK_DEVICE QK_FORCEINLINE void e4m3x4_to_f16(uint32_t v, uint32_t& lo, uint32_t& hi) {
+  QK_ASM(
+      "{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(v));
+}
+
 // acc(16x8) += A(16x32 e4m3) * B(32x8 e4m3), fp32 accumulation.
 QK_DEVICE QK_FORCEINLINE void mma_e4m3_16832(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   QK_ASM("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -93,36 +115,87 @@ QK_DEVICE QK_FORCEINLINE void mma_e4m3_16832(float (&acc)[4], const uint32_t (&a
          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Issue the copies of k block `kb` into stage buffers sw (weights) and sx (activations).
-QK_DEVICE QK_FORCEINLINE void load_stage(uint32_t sw, uint32_t sx, const uint8_t* QK_RESTRICT xq,
-                                         const uint32_t* QK_RESTRICT w, int64_t m, int64_t n, int64_t k,
-                                         int64_t m0, int64_t n0, int kb, int tid) {
-  const int64_t k0 = static_cast<int64_t>(kb) * kTileK;
-  const int64_t k_tiles = k >> 4;
-  // Weights: 4 k tiles x 2 column tiles x 64 chunks = 512 chunks, 2 per thread.
+// One m16n8k32 step of the warp: acc[wi][j] += A(wi) * B(j) for its 4 x 4 tiles.
+QK_DEVICE QK_FORCEINLINE void warp_step(float (&acc)[4][4][4], const uint32_t (&a)[4][4], const uint32_t (&b)[4][2]) {
+  if constexpr (kF16Path) {
+    uint32_t bh[4][4];  // [j][m16n8k16 step 0: b0 b1, step 1: b0 b1]
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int idx = tid + i * kThreads;
-    const int ktl = idx >> 7, c = (idx >> 6) & 1, j = idx & 63;
-    const int64_t kt = (k0 >> 4) + ktl;
-    const int64_t col = n0 + 64 * c;
-    const bool ok = kt < k_tiles && col < n;
-    const uint32_t* src = ok ? w + kt * (4 * n) + 4 * col + 4 * j : w;
-    const uint32_t dst = sw + ktl * 2048 + c * 1024 + (((j & 1) << 5) | (j >> 1)) * 16;
-    cp_async16_zfill(dst, src, ok ? 16u : 0u);
-  }
-  // Activations: 128 tokens x 4 chunks = 512 chunks, 2 per thread.
+    for (int j = 0; j < 4; ++j) {
+      e4m3x4_to_f16(b[j][0], bh[j][0], bh[j][1]);
+      e4m3x4_to_f16(b[j][1], bh[j][2], bh[j][3]);
+    }
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int idx = tid + i * kThreads;
-    const int r = idx >> 2, j = idx & 3;
-    const int64_t kk = k0 + 16 * j;
-    const bool ok = m0 + r < m && kk < k;
-    const uint8_t* src = ok ? xq + (m0 + r) * k + kk : xq;
-    const uint32_t dst = sx + r * kTileK + ((j ^ ((r >> 1) & 3)) << 4);
-    cp_async16_zfill(dst, src, ok ? 16u : 0u);
+    for (int wi = 0; wi < 4; ++wi) {
+      uint32_t ah[2][4];  // [m16n8k16 step][a0..a3]
+      e4m3x4_to_f16(a[wi][0], ah[0][0], ah[0][2]);  // row g:     slots 0..15
+      e4m3x4_to_f16(a[wi][1], ah[0][1], ah[0][3]);  // row g + 8: slots 0..15
+      e4m3x4_to_f16(a[wi][2], ah[1][0], ah[1][2]);  // row g:     slots 16..31
+      e4m3x4_to_f16(a[wi][3], ah[1][1], ah[1][3]);  // row g + 8: slots 16..31
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t b0[2] = {bh[j][0], bh[j][1]};
+        const uint32_t b1[2] = {bh[j][2], bh[j][3]};
+        mma_16816<DType::F16>(acc[wi][j], ah[0], b0);
+        mma_16816<DType::F16>(acc[wi][j], ah[1], b1);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int wi = 0; wi < 4; ++wi)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) mma_e4m3_16832(acc[wi][j], a[wi], b[j][0], b[j][1]);
   }
 }
+
+// The copies one thread issues for every stage, set up once: 2 chunks of weights (k tiles ktl and
+// ktl + 2 of the stage, same column tile and chunk) and 2 of activations (token rows r and r + 64, same
+// chunk); each pair lands 4 KB apart in the stage.
+struct StageCopier {
+  const uint8_t* wsrc;  // weight chunk of k tile ktl in k block 0
+  const uint8_t* xsrc;  // activation chunk of row r in k block 0
+  int64_t wtile;        // bytes of one k tile of the weight (a row of P: 4N words)
+  int64_t xrow64;       // bytes from row r to row r + 64
+  int wdst, xdst;       // byte offsets inside the stage (activations: from the activation buffer)
+  int wkt;              // k tile index (in 16-k units) of the first chunk, in k block 0
+  int xk;               // k offset of the activation chunk in k block 0
+  bool wcol_ok, xrow0_ok, xrow1_ok;
+
+  QK_DEVICE QK_FORCEINLINE void init(const uint8_t* xq, const uint32_t* w, int64_t m, int64_t n, int64_t k,
+                                     int64_t m0, int64_t n0, int tid) {
+    const int ktl = tid >> 7, c = (tid >> 6) & 1, j = tid & 63;
+    const int64_t col = n0 + 64 * c;
+    wcol_ok = col < n;
+    wkt = ktl;
+    wtile = 16 * n;
+    wsrc = reinterpret_cast<const uint8_t*>(w + ktl * (4 * n) + 4 * (wcol_ok ? col : 0) + 4 * j);
+    wdst = ktl * 2048 + c * 1024 + (((j & 1) << 5) | (j >> 1)) * 16;
+    const int r = tid >> 2, jx = tid & 3;
+    xrow0_ok = m0 + r < m;
+    xrow1_ok = m0 + r + 64 < m;
+    xk = 16 * jx;
+    xrow64 = 64 * k;
+    xsrc = xq + (xrow0_ok ? (m0 + r) * k : 0) + xk;
+    xdst = r * kTileK + ((jx ^ ((r >> 1) & 3)) << 4);
+  }
+
+  // Issue the copies of k block kb into stage buffers sw (weights) and sx (activations). Chunks past
+  // K or past the tensors' ends are zero-filled from a valid address.
+  QK_DEVICE QK_FORCEINLINE void issue(uint32_t sw, uint32_t sx, const uint8_t* xq, const uint32_t* w, int64_t k,
+                                      int kb) const {
+    const int64_t k_tiles = k >> 4;
+    const int64_t kt = static_cast<int64_t>(kb) * (kTileK / 16) + wkt;
+    const uint8_t* wp = wsrc + static_cast<int64_t>(kb) * (kTileK / 16) * wtile;
+    const bool w0 = wcol_ok && kt < k_tiles, w1 = wcol_ok && kt + 2 < k_tiles;
+    cp_async16_zfill(sw + wdst, w0 ? wp : reinterpret_cast<const uint8_t*>(w), w0 ? 16u : 0u);
+    cp_async16_zfill(sw + wdst + 4096, w1 ? wp + 2 * wtile : reinterpret_cast<const uint8_t*>(w),
+                     w1 ? 16u : 0u);
+    const int64_t kk = static_cast<int64_t>(kb) * kTileK + xk;
+    const uint8_t* xp = xsrc + static_cast<int64_t>(kb) * kTileK;
+    const bool x0 = xrow0_ok && kk < k, x1 = xrow1_ok && kk < k;
+    cp_async16_zfill(sx + xdst, x0 ? xp : xq, x0 ? 16u : 0u);
+    cp_async16_zfill(sx + xdst + 4096, x1 ? xp + xrow64 : xq, x1 ? 16u : 0u);
+  }
+};
 
 #endif  // QK_FP8C_MMA_BODY
 
@@ -148,9 +221,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto stage_w = [&](int s) { return s_base + s * kStageBytes; };
   auto stage_x = [&](int s) { return s_base + s * kStageBytes + kWStageBytes; };
 
+  StageCopier copier;
+  copier.init(xq, w, m, n, k, m0, n0, tid);
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nk) load_stage(stage_w(s), stage_x(s), xq, w, m, n, k, m0, n0, s, tid);
+    if (s < nk) copier.issue(stage_w(s), stage_x(s), xq, w, k, s);
     cp_async_commit();
   }
 
@@ -164,30 +239,31 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // Per-lane offsets inside a stage. A: chunk `lane` (and 32 + lane) of the warp's 1 KB column tile.
   const uint32_t a_off = wc * 1024 + lane * 16;
-  // B: lane supplies row (lane % 8) of 8x8 matrix lane / 8 = 16-slot chunk lane / 8 of that row.
-  uint32_t b_off[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int r = wt * 32 + 8 * j + (lane & 7);
-    b_off[j] = r * kTileK + (((lane >> 3) ^ ((r >> 1) & 3)) << 4);
-  }
+  // B: per m16n8k32 step, one ldmatrix.x4 covers two 8-token tiles (j, j+1): lane l supplies row l % 8
+  // of matrix l / 8 = (tile j + (l/8)/2, 16-slot chunk (l/8)%2 of the step). Offset for step 0 and tiles
+  // (0, 1); step 1 flips chunk bit 1 (XOR 32: the swizzle only touches the chunk bits), tiles (2, 3)
+  // are 16 rows on (the swizzle repeats every 8 rows).
+  const uint32_t b_lane = [&] {
+    const int mi = lane >> 3;
+    const int r = wt * 32 + 8 * (mi >> 1) + (lane & 7);
+    return static_cast<uint32_t>(r * kTileK + (((mi & 1) ^ ((r >> 1) & 3)) << 4));
+  }();
 
+  int s_read = 0, s_write = kStages - 1;  // stage computed / stage refilled in this iteration
   for (int kb = 0; kb < nk; ++kb) {
     cp_async_wait<kStages - 2>();
-    __syncthreads();
-    {
-      const int nxt = kb + kStages - 1;
-      const int s = nxt % kStages;
-      if (nxt < nk) load_stage(stage_w(s), stage_x(s), xq, w, m, n, k, m0, n0, nxt, tid);
-      cp_async_commit();
-    }
-    const int s = kb % kStages;
-    const uint32_t sw = stage_w(s), sx = stage_x(s);
-    uint32_t bf[4][4];  // [token tile j][16-slot chunk of the stage]
-#pragma unroll
-    for (int j = 0; j < 4; ++j) ldsm_x4(sx + b_off[j], bf[j][0], bf[j][1], bf[j][2], bf[j][3]);
+    __syncthreads();  // stage kb has landed for all threads; stage kb - 1 is free for everyone
+    if (kb + kStages - 1 < nk) copier.issue(stage_w(s_write), stage_x(s_write), xq, w, k, kb + kStages - 1);
+    cp_async_commit();
+    const uint32_t sw = stage_w(s_read), sx = stage_x(s_read);
+    s_read = s_read == kStages - 1 ? 0 : s_read + 1;
+    s_write = s_write == kStages - 1 ? 0 : s_write + 1;
 #pragma unroll
     for (int st = 0; st < 2; ++st) {
+      // This step's B fragments: bf[j] = (slots 4q.. , slots 16+4q..) of token 8j + g.
+      uint32_t bf[4][2];
+      ldsm_x4(sx + (b_lane ^ (32u * st)), bf[0][0], bf[0][1], bf[1][0], bf[1][1]);
+      ldsm_x4(sx + (b_lane ^ (32u * st)) + 1024, bf[2][0], bf[2][1], bf[3][0], bf[3][1]);
       // k tiles 2st (A slots 0..15) and 2st+1 (slots 16..31) of this stage.
       const uint4 p0 = lds128(sw + (2 * st) * 2048 + a_off);            // words 8t+0..3: (w0,h0) (w0,h1) (w1,h0) (w1,h1)
       const uint4 p1 = lds128(sw + (2 * st) * 2048 + a_off + 512);      // words 8t+4..7: w2, w3
@@ -197,10 +273,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                                 {p0.z, p0.w, p2.z, p2.w},
                                 {p1.x, p1.y, p3.x, p3.y},
                                 {p1.z, p1.w, p3.z, p3.w}};
-#pragma unroll
-      for (int wi = 0; wi < 4; ++wi)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) mma_e4m3_16832(acc[wi][j], a[wi], bf[j][2 * st], bf[j][2 * st + 1]);
+      warp_step(acc, a, bf);
     }
   }
 
