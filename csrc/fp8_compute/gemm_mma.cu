@@ -250,6 +250,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }();
 
   int s_read = 0, s_write = kStages - 1;  // stage computed / stage refilled in this iteration
+#pragma unroll 1
   for (int kb = 0; kb < nk; ++kb) {
     cp_async_wait<kStages - 2>();
     __syncthreads();  // stage kb has landed for all threads; stage kb - 1 is free for everyone
@@ -282,15 +283,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();  // every warp is done with the ring: reuse it as the output tile
 
   const bool col_ok = n0 + 64 * wc < n;  // warp-uniform (N is a multiple of 64)
-  float sc[4][2], bi[4][2];
-#pragma unroll
-  for (int wi = 0; wi < 4; ++wi)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t ch = n0 + 64 * wc + 16 * wi + 8 * h + g;
-      sc[wi][h] = col_ok ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
-      bi[wi][h] = (col_ok && bias != nullptr) ? Elem<D>::to_float(bias[ch]) : 0.0f;
-    }
   float xv[4][2];
 #pragma unroll
   for (int j = 0; j < 4; ++j)
@@ -304,22 +296,28 @@ __global__ void __launch_bounds__(kThreads, 2)
   // channels sit in lanes g and g^1 (lane ^ 4): the even lane keeps token 2q and takes the odd lane's
   // value of it, the odd lane keeps token 2q+1; each then writes one 32-bit channel pair.
   const bool odd = (g & 1) != 0;
+  const T* const sp = scales + n0 + 64 * wc;
+  const T* const bp = bias != nullptr ? bias + n0 + 64 * wc : nullptr;
+  uint8_t* const tile = smem + (wt * 32 + 2 * q + (odd ? 1 : 0)) * kOutPitch + (64 * wc + (g & ~1)) * 2;
 #pragma unroll
   for (int wi = 0; wi < 4; ++wi)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int h = 0; h < 2; ++h) {
+      const int ch = 16 * wi + 8 * h + g;  // channel inside the warp's 64 (Block32 acts inside 32-blocks)
+      const float sc = col_ok ? Elem<D>::to_float(sp[block32_slot(ch)]) : 0.0f;
+      const float bi = (col_ok && bp != nullptr) ? Elem<D>::to_float(bp[ch]) : 0.0f;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float v0 = fmaf(acc[wi][j][2 * h] * xv[j][0], sc[wi][h], bi[wi][h]);
-        const float v1 = fmaf(acc[wi][j][2 * h + 1] * xv[j][1], sc[wi][h], bi[wi][h]);
+      for (int j = 0; j < 4; ++j) {
+        const float v0 = fmaf(acc[wi][j][2 * h] * xv[j][0], sc, bi);
+        const float v1 = fmaf(acc[wi][j][2 * h + 1] * xv[j][1], sc, bi);
         const float other = __shfl_xor_sync(0xffffffffu, odd ? v0 : v1, 4);
         const float lo = odd ? other : v0;  // channel pair (c, c+1), c even
         const float hi = odd ? v1 : other;
-        const int row = wt * 32 + 8 * j + 2 * q + (odd ? 1 : 0);
-        const int col = 64 * wc + 16 * wi + 8 * h + (g & ~1);
         T pair[2] = {Elem<D>::from_float(lo), Elem<D>::from_float(hi)};
-        *reinterpret_cast<uint32_t*>(smem + row * kOutPitch + col * 2) = *reinterpret_cast<const uint32_t*>(pair);
+        *reinterpret_cast<uint32_t*>(tile + 8 * j * kOutPitch + (16 * wi + 8 * h) * 2) =
+            *reinterpret_cast<const uint32_t*>(pair);
       }
+    }
   __syncthreads();
 
   // 128 token rows x 16 chunks of 8 channels; consecutive threads take consecutive chunks of a row.
