@@ -1,7 +1,7 @@
 """FP8 compute probe through the raw C ABI: qk_fp8_act_quant + qk_fp8_compute_gemm against an fp64 reference of
 the exact math (check), CUDA-graph timing against torch's bf16 matmul (perf).
 
-Usage: python benchmarks/fp8_compute_probe.py LIB [check|perf|all]
+Usage: python benchmarks/fp8_compute_probe.py LIB [check|perf|all|one M N K]
 
 check  every shape of M in (1, 3, 17, 129, 300, 1000) x N in (64, 192, 3072) x K in (32, 96, 4096), bf16 and fp16,
        with and without bias, for each kernel the GPU offers: the mma.sync kernel (QK_FP8_COMPUTE_KERNEL=mma, read by
@@ -11,6 +11,7 @@ check  every shape of M in (1, 3, 17, 129, 300, 1000) x N in (64, 192, 3072) x K
        quantization is checked separately against torch's float8_e4m3fn rounding.
 perf   FLUX-sized products (M = 4096, 4608), median of CUDA-graph replays; TFLOP/s = 2MNK / time, and the ratio to
        torch's bf16 matmul (F.linear) of the same shape timed the same way.
+one    one product of each kernel (bf16, with bias), checked; for compute-sanitizer or ncu.
 """
 import ctypes
 import os
@@ -337,9 +338,43 @@ def run_quant_into(x, xq, xs):
     chk(act_quant(x.data_ptr(), x.stride(0), xq.data_ptr(), xs.data_ptr(), m, k, DT[x.dtype], 0, stream()), "act_quant")
 
 
+def one(m, n, k):
+    g = torch.Generator(device=dev)
+    g.manual_seed(5)
+    dt = torch.bfloat16
+    codes = random_codes(n, k, g)
+    w = marlin_fp8(codes)
+    s_nat = ((0.5 + torch.rand(n, generator=g, device=dev)) / 448.0).to(dt)
+    bias = torch.randn(n, generator=g, device=dev).to(dt)
+    x = torch.randn(m, k, generator=g, device=dev).to(dt)
+    # exact-size copies, so that a read past any end is a read past an allocation
+    xq, xs = run_quant(x)
+    xnat = torch.empty_like(xq)
+    xnat[:, slot_to_k(k)] = xq
+    ref = (fp8_f64(xnat) @ fp8_f64(codes).T) * xs.double()[:, None] * s_nat.double()[None, :] + bias.double()
+    fails = []
+    default = select("default")
+    for kern in ["mma"] + (["default"] if default != "mma" else []):
+        select(kern)
+        try:
+            out, guard = run_gemm(xq, xs, w, s_nat[block32_src(n)].contiguous(), bias, n, dt)
+            torch.cuda.synchronize()
+        except QkError as e:
+            print(f"{kern}: {e}")
+            continue
+        relf = ((out.double() - ref).norm() / ref.norm()).item()
+        ok = relf < 1e-2 and not torch.isnan(out).any() and torch.isnan(guard).all()
+        print(f"one {kern} M={m} N={n} K={k}: rel fro {relf:.2e} {'ok' if ok else 'FAIL'}")
+        if not ok:
+            fails.append(kern)
+    return fails
+
+
 def main():
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, library {sys.argv[1]}")
     status = 0
+    if MODE == "one":
+        sys.exit(1 if one(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])) else 0)
     if MODE in ("check", "all"):
         fails = check()
         status = 1 if fails else 0
