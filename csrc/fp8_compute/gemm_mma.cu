@@ -1,43 +1,49 @@
-// Portable FP8 tensor-core product (mma.sync m16n8k32, e4m3 x e4m3 -> fp32) for every GPU with FP8
-// tensor cores: sm_89, sm_100, sm_120, and sm_90 when the warpgroup kernel is absent or overridden.
-// Contract: launch_fp8_compute_gemm_mma in fp8_compute.h.
+// Portable FP8 tensor-core product (mma.sync, e4m3 x e4m3 -> fp32) for every GPU with FP8 tensor cores:
+// sm_89, sm_100, sm_120, and sm_90 when the library lacks the sm_90a warpgroup kernel or the test override
+// asks for this one. Contract: launch_fp8_compute_gemm_mma in fp8_compute.h.
 //
-// Operand roles. The tensor-core instruction computes D(16x8) += A(16x32) * B(32x8). Here the WEIGHT
-// is A (its 16 rows are output channels) and the ACTIVATIONS are B (its 8 columns are tokens); the
-// accumulator is therefore out^T, and the epilogue transposes it through shared memory. The reason is
-// the FP8 Marlin layout (docs/layouts.md): for lane t (g = t/4, q = t%4), word
-// P[kt, 256c + 8t + 2w + h] holds channel 64c + 16w + 8h + g at k = 16kt + 2q + (0, 8, 1, 9). Read with
-// the k "slots" of fragment order (fp8_compute.h, fp8c_slot_to_k), those are slots 4q..4q+3 of the
-// 16-deep k tile, which is exactly what the m16n8k32 A fragment asks of lane t in row g (h = 0: a0,
-// a2) or row g + 8 (h = 1: a1, a3), with the k tile pair (kt, kt+1) giving the first and second 16
-// slots. So the four A registers of a 16-channel sub-tile w are the words
+// Operand roles. The m16n8k32 instruction computes D(16x8) += A(16x32) * B(32x8). Here the WEIGHT is A
+// (its 16 rows are output channels) and the ACTIVATIONS are B (its 8 columns are tokens), so each warp
+// accumulates a piece of out^T and the epilogue transposes it through shared memory. Why: in the FP8
+// Marlin layout (docs/layouts.md) the word P[kt, 256c + 8t + 2w + h] holds, for lane t (g = t/4,
+// q = t%4), channel 64c + 16w + 8h + g at k = 16kt + 2q + (0, 8, 1, 9). Numbered by the k "slots" of
+// fragment order (fp8_compute.h, fp8c_slot_to_k) those four codes are slots 4q..4q+3 of the 16-deep k
+// tile, and slots 4q..4q+3 of row g (register 0) or row g + 8 (register 1) are exactly what the PTX
+// m16n8k32 A fragment wants from lane t; registers 2 and 3 take slots 16 + 4q.. from the next k tile.
+// So the four A registers of 16-channel sub-tile w are the stored words
 //     P[kt, 256c + 8t + 2w], P[kt, 256c + 8t + 2w + 1], P[kt+1, 256c + 8t + 2w], P[kt+1, ... + 1]
-// as stored: no byte permutes, no decode. The sum over k does not care about the order of k as long as
-// both operands use the same one, and act_quant.cu writes the activations in that same slot order, so
-// a B fragment (token g, slots 4q..4q+3 and 16+4q..16+4q+3) is two aligned 32-bit words of the token's
-// row, which ldmatrix (.b16, treating 16 codes as 8 halves) hands out from a token-major tile.
-// With the roles the other way round, each weight byte would have to be moved into a different
-// register (the B fragment wants 4 consecutive k of one channel per word, the layout interleaves
-// k, k+8, k+1, k+9), costing byte permutes on the hot path.
+// with no byte permutes and no decode. A dot product does not care in which order k is summed as long
+// as both operands agree, and act_quant.cu stores the activations in the same slot order, so the B
+// fragment (token g: slots 4q..4q+3 and 16+4q..16+4q+3) is two aligned 32-bit words of that token's row,
+// which ldmatrix (.b16: 16 codes read as 8 halves) hands out from a token-major tile. With the roles
+// swapped (weight as B), each B word would need four codes of consecutive slots of one channel, which
+// the layout spreads over several words: byte permutes on the hot path.
 //
 // Tiles. A block of 256 threads (8 warps) computes 128 channels x 128 tokens; warp v owns channels
 // 64*(v%2) .. +63 (exactly one 64-channel column tile of the layout) and tokens 32*(v/2) .. +31, i.e.
 // 4 x 4 m16n8 accumulators = 64 fp32 registers per lane. K advances 64 per stage (two m16n8k32 steps)
-// through a ring of kStages cp.async stages (4 where shared memory allows 2 blocks per SM with 64 KB
-// each, e.g. sm_90/sm_100; 3 = 48 KB otherwise, e.g. sm_89/sm_120 with 100 KB per SM), 16-byte copies:
-//   weights     128 ch x 64 k = 4 k-tiles x 2 column tiles x 1 KB, copied unchanged except that the
-//               16-byte chunks inside each 1 KB are reordered (chunk 2t+h -> 32h+t) so that the
-//               warp's two 16-byte A loads per k tile read 512 contiguous bytes: no bank conflicts;
+// through a ring of kStages cp.async stages of 16 KB (4 stages = 64 KB where two such blocks fit on an
+// SM, sm_90/sm_100; else 3 = 48 KB, sm_89/sm_120 with 100 KB per SM), 16-byte copies:
+//   weights     128 ch x 64 k = 4 k tiles x 2 column tiles x 1 KB, copied as stored except that inside
+//               each 1 KB the 16-byte chunk 2t+u (u: first or second half of lane t's 32 bytes) goes to
+//               chunk 32u+t, so that each of a warp's two 16-byte A loads per k tile reads 512
+//               contiguous bytes (no bank conflicts);
 //   activations 128 tokens x 64 slots, token-major rows of 64 bytes, 16-byte chunk j of row r stored
 //               at chunk j ^ ((r/2)%4), so the 8 rows of one ldmatrix 8x8 matrix hit 8 different
 //               16-byte bank groups. Tokens past M and k past K are zero-filled (0 x 0 adds 0).
-// Per stage and warp: 4 ldmatrix.x4 (B for both k steps), 8 LDS.128 (A), 32 mma.
+// Per stage and warp: 4 ldmatrix.x4 (per k step two, each covering two 8-token tiles), 8 LDS.128 (A),
+// 32 m16n8k32 products.
+// sm_90 and sm_100 have no FP8 mma.sync in hardware (their FP8 units are reached by wgmma / tcgen05), and
+// ptxas's emulation adds fp32 adds per product; there the fragments are converted to f16 (exact for
+// every e4m3 value) and fed to m16n8k16 f16 products that accumulate in fp32 themselves (warp_step).
 // Epilogue: fp32 acc * xs[token] * s[channel] + bias[channel], one rounding to dt; the 128 x 128 tile
-// is transposed through shared memory (pairs of neighbouring channels exchanged with one shuffle so
-// each lane writes 32-bit words) and written as 16-byte row segments, guarded by M and N (the block's
-// second column tile lies past N when N % 128 == 64).
+// is transposed through shared memory (neighbouring channels exchanged with one shuffle, so each lane
+// writes 32-bit channel pairs) and stored as 16-byte row segments, guarded by M and by N (the block's
+// second column tile lies past N when N % 128 == 64; its weight copies are zero-filled).
 // Grid: 1-D, the channel tile index fastest, so the blocks resident at one time share a few token
 // tiles of activations in L2 and walk the whole weight.
+// ptxas (CUDA 13.0): 111-128 registers (launch bounds: 2 blocks of 256 threads per SM), no spills, no
+// stack, on sm_89, sm_90a, sm_100 and sm_120.
 #include <atomic>
 #include <cuda_runtime.h>
 #include "common/numeric.cuh"
@@ -88,7 +94,7 @@ QK_DEVICE QK_FORCEINLINE uint4 lds128(uint32_t addr) {
 #if __CUDA_ARCH__ >= 900 && __CUDA_ARCH__ < 1200
 // The datacenter parts (sm_90 Hopper, sm_100 Blackwell) reach their FP8 tensor cores only through
 // wgmma / tcgen05: ptxas lowers an FP8 mma.sync there to f16 products into a zero accumulator followed
-// by fp32 adds (two FADDs per accumulator element and step, conversions repeated per product). This
+// by fp32 adds into the real one (CUDA 13.0: 128 FADDs per 64 HMMAs on sm_90a, 384 per 192 on sm_100). This
 // path converts the fragments to f16 itself (every e4m3 value is exact in f16) and accumulates inside
 // two m16n8k16 f16 products. The k order stays consistent on both sides: the low 16 bits of a 32-bit
 // fragment word (slots 4q, 4q+1) become the f16 pair at k (2q, 2q+1) of the m16n8k16 step, the high
