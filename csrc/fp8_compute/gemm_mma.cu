@@ -24,15 +24,15 @@
 // 4 x 4 m16n8 accumulators = 64 fp32 registers per lane. K advances 64 per stage (two m16n8k32 steps)
 // through a ring of kStages cp.async stages of 16 KB (4 stages = 64 KB where two such blocks fit on an
 // SM, sm_90/sm_100; else 3 = 48 KB, sm_89/sm_120 with 100 KB per SM), 16-byte copies:
-//   weights     128 ch x 64 k = 4 k tiles x 2 column tiles x 1 KB, copied as stored except that inside
-//               each 1 KB the 16-byte chunk 2t+u (u: first or second half of lane t's 32 bytes) goes to
-//               chunk 32u+t, so that each of a warp's two 16-byte A loads per k tile reads 512
-//               contiguous bytes (no bank conflicts);
+//   weights     128 ch x 64 k = 2 k-tile pairs x 2 column tiles x 2 KB, in 8-byte pieces: the two words
+//               of lane t, sub-tile w from k tiles 2p and 2p+1 are put side by side (w_unit_offset), so
+//               one LDS.128 is one whole A fragment, in register order;
 //   activations 128 tokens x 64 slots, token-major rows of 64 bytes, 16-byte chunk j of row r stored
 //               at chunk j ^ ((r/2)%4), so the 8 rows of one ldmatrix 8x8 matrix hit 8 different
 //               16-byte bank groups. Tokens past M and k past K are zero-filled (0 x 0 adds 0).
 // Per stage and warp: 4 ldmatrix.x4 (per k step two, each covering two 8-token tiles), 8 LDS.128 (A),
-// 32 m16n8k32 products.
+// 32 m16n8k32 products. Every shared-memory access pattern (copies, fragment loads, epilogue) is free of
+// bank conflicts.
 // sm_90 and sm_100 have no FP8 mma.sync in hardware (their FP8 units are reached by wgmma / tcgen05), and
 // ptxas's emulation adds fp32 adds per product; there the fragments are converted to f16 (exact for
 // every e4m3 value) and fed to m16n8k16 f16 products that accumulate in fp32 themselves (warp_step).
@@ -153,48 +153,70 @@ QK_DEVICE QK_FORCEINLINE void warp_step(float (&acc)[4][4][4], const uint32_t (&
   }
 }
 
-// The copies one thread issues for every stage, set up once: 2 chunks of weights (k tiles ktl and
-// ktl + 2 of the stage, same column tile and chunk) and 2 of activations (token rows r and r + 64, same
-// chunk); each pair lands 4 KB apart in the stage.
+// 8-byte global -> shared copy of which only the first `src_bytes` (0 or 8) are read; the rest is
+// zero-filled.
+QK_DEVICE QK_FORCEINLINE void cp_async8_zfill(uint32_t dst, const void* src, uint32_t src_bytes) {
+  QK_ASM_VOLATILE("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+
+// Weight tile of one stage: for k tile pair p (k tiles 2p, 2p+1 of the stage) and column tile c, a 2 KB
+// block; inside it lane t's A operand of sub-tile w, the 16 bytes
+//     P[2p, 256c + 8t + 2w], P[2p, ... + 1], P[2p+1, 256c + 8t + 2w], P[2p+1, ... + 1],
+// sits at 16-byte unit 32w + (t ^ 2w). One LDS.128 then yields the 4 registers of an m16n8k32 A
+// fragment in order (no register moves to make them contiguous); 32 lanes read 32 consecutive units
+// (each aligned group of 8 lanes stays inside one group of 8 units: no bank conflicts); the XOR makes
+// the 8-byte copies conflict-free too (16 lanes of one copy hit 8 units x 2 halves).
+QK_DEVICE QK_FORCEINLINE uint32_t w_unit_offset(int p, int c, int w, int t) {
+  return static_cast<uint32_t>((p * 2 + c) * 2048 + (w * 32 + (t ^ (2 * w))) * 16);
+}
+
+// The copies one thread issues for every stage, set up once.
+//   weights:     4 pieces of 8 bytes, (p, c) in {0,1}^2, each P[kt, 256c' + 8t + 2w .. +1] with kt parity
+//                par = tid % 2, w = (tid/2) % 4, t = tid / 8 (consecutive threads: the two k tiles of a
+//                pair side by side, 128 contiguous bytes of each per half-warp);
+//   activations: 2 chunks of 16 bytes, token rows r and r + 64 (r = tid / 4), chunk tid % 4.
 struct StageCopier {
-  const uint8_t* wsrc;  // weight chunk of k tile ktl in k block 0
-  const uint8_t* xsrc;  // activation chunk of row r in k block 0
-  int64_t wtile;        // bytes of one k tile of the weight (a row of P: 4N words)
-  int64_t xrow64;       // bytes from row r to row r + 64
-  int wdst, xdst;       // byte offsets inside the stage (activations: from the activation buffer)
-  int wkt;              // k tile index (in 16-k units) of the first chunk, in k block 0
-  int xk;               // k offset of the activation chunk in k block 0
-  bool wcol_ok, xrow0_ok, xrow1_ok;
+  const uint32_t* wsrc;  // weight words of this thread's (par, w, t) in k tile par, column tile 0
+  const uint8_t* xsrc;   // activation chunk of row r in k block 0
+  int64_t wrow;          // words of one k tile of the weight (a row of P: 4N)
+  int64_t xrow64;        // bytes from row r to row r + 64
+  uint32_t wdst;         // byte offset of the piece (p = 0, c = 0) inside the stage
+  uint32_t xdst;         // byte offset of the chunk inside the activation buffer of the stage
+  int xk;                // k offset of the activation chunk in k block 0
+  bool wcol1_ok, xrow0_ok, xrow1_ok;
 
   QK_DEVICE QK_FORCEINLINE void init(const uint8_t* xq, const uint32_t* w, int64_t m, int64_t n, int64_t k,
                                      int64_t m0, int64_t n0, int tid) {
-    const int ktl = tid >> 7, c = (tid >> 6) & 1, j = tid & 63;
-    const int64_t col = n0 + 64 * c;
-    wcol_ok = col < n;
-    wkt = ktl;
-    wtile = 16 * n;
-    wsrc = reinterpret_cast<const uint8_t*>(w + ktl * (4 * n) + 4 * (wcol_ok ? col : 0) + 4 * j);
-    wdst = ktl * 2048 + c * 1024 + (((j & 1) << 5) | (j >> 1)) * 16;
+    const int par = tid & 1, wv = (tid >> 1) & 3, t = tid >> 3;
+    wcol1_ok = n0 + 64 < n;  // column tile 0 of a block is always inside N
+    wrow = 4 * n;
+    wsrc = w + par * wrow + 4 * n0 + 8 * t + 2 * wv;
+    wdst = w_unit_offset(0, 0, wv, t) + 8 * par;
     const int r = tid >> 2, jx = tid & 3;
     xrow0_ok = m0 + r < m;
     xrow1_ok = m0 + r + 64 < m;
     xk = 16 * jx;
     xrow64 = 64 * k;
     xsrc = xq + (xrow0_ok ? (m0 + r) * k : 0) + xk;
-    xdst = r * kTileK + ((jx ^ ((r >> 1) & 3)) << 4);
+    xdst = static_cast<uint32_t>(r * kTileK + ((jx ^ ((r >> 1) & 3)) << 4));
   }
 
-  // Issue the copies of k block kb into stage buffers sw (weights) and sx (activations). Chunks past
-  // K or past the tensors' ends are zero-filled from a valid address.
+  // Issue the copies of k block kb into stage buffers sw (weights) and sx (activations). Pieces past K,
+  // past N or past M are zero-filled from a valid address.
   QK_DEVICE QK_FORCEINLINE void issue(uint32_t sw, uint32_t sx, const uint8_t* xq, const uint32_t* w, int64_t k,
                                       int kb) const {
-    const int64_t k_tiles = k >> 4;
-    const int64_t kt = static_cast<int64_t>(kb) * (kTileK / 16) + wkt;
-    const uint8_t* wp = wsrc + static_cast<int64_t>(kb) * (kTileK / 16) * wtile;
-    const bool w0 = wcol_ok && kt < k_tiles, w1 = wcol_ok && kt + 2 < k_tiles;
-    cp_async16_zfill(sw + wdst, w0 ? wp : reinterpret_cast<const uint8_t*>(w), w0 ? 16u : 0u);
-    cp_async16_zfill(sw + wdst + 4096, w1 ? wp + 2 * wtile : reinterpret_cast<const uint8_t*>(w),
-                     w1 ? 16u : 0u);
+    const int64_t k_tiles = k >> 4;  // even: K % 32 == 0, so a pair of k tiles is all in or all out
+    const int64_t kt0 = static_cast<int64_t>(kb) * (kTileK / 16);
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      const bool kok = kt0 + 2 * p < k_tiles;
+      const uint32_t* src = wsrc + (kt0 + 2 * p) * wrow;
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const bool ok = kok && (c == 0 || wcol1_ok);
+        cp_async8_zfill(sw + wdst + (p * 2 + c) * 2048, ok ? src + 256 * c : w, ok ? 8u : 0u);
+      }
+    }
     const int64_t kk = static_cast<int64_t>(kb) * kTileK + xk;
     const uint8_t* xp = xsrc + static_cast<int64_t>(kb) * kTileK;
     const bool x0 = xrow0_ok && kk < k, x1 = xrow1_ok && kk < k;
@@ -243,8 +265,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
 
-  // Per-lane offsets inside a stage. A: chunk `lane` (and 32 + lane) of the warp's 1 KB column tile.
-  const uint32_t a_off = wc * 1024 + lane * 16;
+  // Per-lane offsets inside a stage. A: sub-tile w of pair p at w_unit_offset(p, wc, w, lane).
+  const uint32_t a_lane = w_unit_offset(0, wc, 0, lane);  // + p * 4096 + w * 512, lane bits ^ 32w
   // B: per m16n8k32 step, one ldmatrix.x4 covers two 8-token tiles (j, j+1): lane l supplies row l % 8
   // of matrix l / 8 = (tile j + (l/8)/2, 16-slot chunk (l/8)%2 of the step). Offset for step 0 and tiles
   // (0, 1); step 1 flips chunk bit 1 (XOR 32: the swizzle only touches the chunk bits), tiles (2, 3)
@@ -271,15 +293,16 @@ __global__ void __launch_bounds__(kThreads, 2)
       uint32_t bf[4][2];
       ldsm_x4(sx + (b_lane ^ (32u * st)), bf[0][0], bf[0][1], bf[1][0], bf[1][1]);
       ldsm_x4(sx + (b_lane ^ (32u * st)) + 1024, bf[2][0], bf[2][1], bf[3][0], bf[3][1]);
-      // k tiles 2st (A slots 0..15) and 2st+1 (slots 16..31) of this stage.
-      const uint4 p0 = lds128(sw + (2 * st) * 2048 + a_off);            // words 8t+0..3: (w0,h0) (w0,h1) (w1,h0) (w1,h1)
-      const uint4 p1 = lds128(sw + (2 * st) * 2048 + a_off + 512);      // words 8t+4..7: w2, w3
-      const uint4 p2 = lds128(sw + (2 * st + 1) * 2048 + a_off);
-      const uint4 p3 = lds128(sw + (2 * st + 1) * 2048 + a_off + 512);
-      const uint32_t a[4][4] = {{p0.x, p0.y, p2.x, p2.y},
-                                {p0.z, p0.w, p2.z, p2.w},
-                                {p1.x, p1.y, p3.x, p3.y},
-                                {p1.z, p1.w, p3.z, p3.w}};
+      // A: k tiles 2st (slots 0..15 of the step) and 2st+1 (slots 16..31), one LDS.128 per sub-tile.
+      uint32_t a[4][4];
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi) {
+        const uint4 v = lds128(sw + ((a_lane + st * 4096 + wi * 512) ^ (32u * wi)));
+        a[wi][0] = v.x;
+        a[wi][1] = v.y;
+        a[wi][2] = v.z;
+        a[wi][3] = v.w;
+      }
       warp_step(acc, a, bf);
     }
   }
@@ -390,6 +413,7 @@ cudaError_t launch_fp8_compute_gemm_mma(const uint8_t* xq, const float* xs, cons
                                         const void* bias, void* out, int64_t m, int64_t n, int64_t k, DType dt,
                                         cudaStream_t stream) {
   if (m <= 0) return cudaSuccess;
+  if (k / kTileK >= 0x7fffffffLL) return cudaErrorInvalidValue;  // the k-block counter is an int
   if (dt == DType::F16) return launch_dtype<DType::F16>(xq, xs, w, scales, bias, out, m, n, k, stream);
   return launch_dtype<DType::BF16>(xq, xs, w, scales, bias, out, m, n, k, stream);
 }
