@@ -23,7 +23,7 @@
 // 64*(v%2) .. +63 (exactly one 64-channel column tile of the layout) and tokens 32*(v/2) .. +31, i.e.
 // 4 x 4 m16n8 accumulators = 64 fp32 registers per lane. K advances 64 per stage (two m16n8k32 steps)
 // through a ring of kStages cp.async stages of 16 KB (4 stages = 64 KB where two such blocks fit on an
-// SM, sm_90/sm_100; else 3 = 48 KB, sm_89/sm_120 with 100 KB per SM), 16-byte copies:
+// SM, sm_90/sm_100; else 3 = 48 KB, sm_89/sm_120 with 100 KB per SM), filled by cp.async:
 //   weights     128 ch x 64 k = 2 k-tile pairs x 2 column tiles x 2 KB, in 8-byte pieces: the two words
 //               of lane t, sub-tile w from k tiles 2p and 2p+1 are put side by side (w_unit_offset), so
 //               one LDS.128 is one whole A fragment, in register order;
@@ -40,9 +40,9 @@
 // is transposed through shared memory (neighbouring channels exchanged with one shuffle, so each lane
 // writes 32-bit channel pairs) and stored as 16-byte row segments, guarded by M and by N (the block's
 // second column tile lies past N when N % 128 == 64; its weight copies are zero-filled).
-// Grid: 1-D, the channel tile index fastest, so the blocks resident at one time share a few token
-// tiles of activations in L2 and walk the whole weight.
-// ptxas (CUDA 13.0): 111-128 registers (launch bounds: 2 blocks of 256 threads per SM), no spills, no
+// Grid: 1-D; column tiles in chunks of 16 (2048 channels), the column tile index fastest inside a chunk,
+// so the blocks resident at one time share a few token tiles of activations and one weight slice in L2.
+// ptxas (CUDA 13.0): 120-128 registers (launch bounds: 2 blocks of 256 threads per SM), no spills, no
 // stack, on sm_89, sm_90a, sm_100 and sm_120.
 #include <atomic>
 #include <cuda_runtime.h>
@@ -231,7 +231,8 @@ template <DType D, int kStages>
 __global__ void __launch_bounds__(kThreads, 2)
     fp8c_mma_kernel(const uint8_t* QK_RESTRICT xq, const float* QK_RESTRICT xs, const uint32_t* QK_RESTRICT w,
                     const typename Elem<D>::T* QK_RESTRICT scales, const typename Elem<D>::T* QK_RESTRICT bias,
-                    typename Elem<D>::T* QK_RESTRICT out, int64_t m, int64_t n, int64_t k, int64_t col_tiles) {
+                    typename Elem<D>::T* QK_RESTRICT out, int64_t m, int64_t n, int64_t k, uint32_t col_tiles,
+                    uint32_t row_tiles) {
 #if defined(QK_FP8C_MMA_BODY)
   using T = typename Elem<D>::T;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -240,9 +241,18 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int wc = warp & 1;   // column tile (64 channels) of the block this warp computes
   const int wt = warp >> 1;  // 32-token slice of the block this warp computes
 
-  const int64_t bid = blockIdx.x;
-  const int64_t n0 = (bid % col_tiles) * kTileN;
-  const int64_t m0 = (bid / col_tiles) * kTileM;
+  // Block -> tile: column tiles are taken kColChunk at a time (2048 channels); inside a chunk the column
+  // tile index runs fastest, then the token tile. The blocks resident at once then share ~a dozen token
+  // tiles of activations and one 2048-channel slice of the weight, both small enough to stay in L2.
+  // 32-bit arithmetic: the launcher keeps col_tiles * row_tiles below 2^31, and the chunk width is at
+  // most col_tiles.
+  const uint32_t bid = blockIdx.x;
+  const uint32_t chunk_w = col_tiles < 16u ? col_tiles : 16u;
+  const uint32_t chunk = bid / (chunk_w * row_tiles);
+  const uint32_t in_chunk = bid - chunk * (chunk_w * row_tiles);
+  const uint32_t chunk_cols = min(chunk_w, col_tiles - chunk * chunk_w);
+  const int64_t n0 = static_cast<int64_t>(chunk * chunk_w + in_chunk % chunk_cols) * kTileN;
+  const int64_t m0 = static_cast<int64_t>(in_chunk / chunk_cols) * kTileM;
   const int nk = static_cast<int>((k + kTileK - 1) / kTileK);
 
   const uint32_t s_base = shared_addr(smem);
@@ -389,7 +399,7 @@ cudaError_t launch_typed(const uint8_t* xq, const float* xs, const uint32_t* w, 
   const dim3 grid(static_cast<unsigned>(col_tiles * row_tiles));
   fp8c_mma_kernel<D, kStages><<<grid, kThreads, Config<kStages>::kSmemBytes, stream>>>(
       xq, xs, w, static_cast<const T*>(scales), static_cast<const T*>(bias), static_cast<T*>(out), m, n, k,
-      col_tiles);
+      static_cast<uint32_t>(col_tiles), static_cast<uint32_t>(row_tiles));
   return cudaGetLastError();
 }
 
