@@ -394,8 +394,10 @@ def main():
         print("check: " + ("FAIL (" + ", ".join(sorted({str(f[0][0]) for f in fails})) + ")" if fails else "ok"))
     if MODE in ("perf", "all"):
         rows, kernels, default = perf()
-        print(f"\nTFLOP/s (2MNK / time, CUDA-graph median, bf16 out with bias; e2e adds act_quant); default = {default}")
-        head = "| M | N | K | torch bf16 | " + " | ".join(f"{k} | {k}/bf16 | {k} e2e" for k in kernels) + " | quant us |"
+        print(f"\nTFLOP/s (2MNK / time, CUDA-graph median, bf16 out with bias; e2e adds act_quant); "
+              f"default = {default}")
+        cols = " | ".join(f"{k} | {k}/bf16 | {k} e2e" for k in kernels)
+        head = f"| M | N | K | torch bf16 | {cols} | quant us |"
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for r in rows:

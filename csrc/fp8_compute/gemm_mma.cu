@@ -91,7 +91,9 @@ QK_DEVICE QK_FORCEINLINE uint4 lds128(uint32_t addr) {
   return v;
 }
 
-#if __CUDA_ARCH__ >= 900 && __CUDA_ARCH__ < 1200
+#if defined(QK_FP8C_FORCE_F16_PATH) || (__CUDA_ARCH__ >= 900 && __CUDA_ARCH__ < 1200) || \
+    __CUDACC_VER_MAJOR__ < 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ < 4)
+#define QK_FP8C_F16_PATH 1
 // The datacenter parts (sm_90 Hopper, sm_100 Blackwell) reach their FP8 tensor cores only through
 // wgmma / tcgen05: ptxas lowers an FP8 mma.sync there to f16 products into a zero accumulator followed
 // by fp32 adds into the real one (CUDA 13.0: 128 FADDs per 64 HMMAs on sm_90a, 384 per 192 on sm_100). This
@@ -99,6 +101,8 @@ QK_DEVICE QK_FORCEINLINE uint4 lds128(uint32_t addr) {
 // two m16n8k16 f16 products. The k order stays consistent on both sides: the low 16 bits of a 32-bit
 // fragment word (slots 4q, 4q+1) become the f16 pair at k (2q, 2q+1) of the m16n8k16 step, the high
 // 16 bits (slots 4q+2, 4q+3) the pair at (2q+8, 2q+9), for A and B alike.
+// The same path serves every arch when the toolkit predates FP8 mma.sync in PTX (ISA 8.4, CUDA 12.4);
+// the e4m3 -> f16x2 conversion needs only sm_89 and PTX ISA 7.8.
 constexpr bool kF16Path = true;
 #else
 constexpr bool kF16Path = false;
@@ -115,10 +119,14 @@ QK_DEVICE QK_FORCEINLINE void e4m3x4_to_f16(uint32_t v, uint32_t& lo, uint32_t& 
 
 // acc(16x8) += A(16x32 e4m3) * B(32x8 e4m3), fp32 accumulation.
 QK_DEVICE QK_FORCEINLINE void mma_e4m3_16832(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if !defined(QK_FP8C_F16_PATH)
   QK_ASM("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
          "{%0,%1,%2,%3};\n"
          : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  (void)acc, (void)a, (void)b0, (void)b1;  // not used on this path (warp_step takes the f16 branch)
+#endif
 }
 
 // One m16n8k32 step of the warp: acc[wi][j] += A(wi) * B(j) for its 4 x 4 tiles.
@@ -408,7 +416,9 @@ cudaError_t launch_dtype(const uint8_t* xq, const float* xs, const uint32_t* w, 
                          void* out, int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
   int device = 0, smem_per_sm = 0;
   cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  }
   if (err != cudaSuccess) return err;
   // Four stages when two 64 KB blocks (plus the per-block reservation) fit on one SM, else three (48 KB).
   if (smem_per_sm >= 2 * (Config<4>::kSmemBytes + 1024)) {
