@@ -341,8 +341,6 @@ def perf():
         rows.append(r)
         print(f"M={m} N={n} K={k}: torch bf16 {r['torch_bf16']:.0f} TFLOP/s, "
               + ", ".join(f"{kern} {r[kern]:.0f} ({r[kern] / r['torch_bf16']:.2f}x)" for kern in kernels), flush=True)
-        del ws, wd
-        torch.cuda.empty_cache()
     return rows, kernels, default
 
 
