@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int wc = warp & 1;   // column tile (64 channels) of the block this warp computes
   const int wt = warp >> 1;  // 32-token slice of the block this warp computes
 
-  // Block -> tile: column tiles are taken kColChunk at a time (2048 channels); inside a chunk the column
+  // Block -> tile: column tiles are taken 16 at a time (2048 channels); inside a chunk the column
   // tile index runs fastest, then the token tile. The blocks resident at once then share ~a dozen token
   // tiles of activations and one 2048-channel slice of the weight, both small enough to stay in L2.
   // 32-bit arithmetic: the launcher keeps col_tiles * row_tiles below 2^31, and the chunk width is at
