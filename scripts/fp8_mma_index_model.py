@@ -8,7 +8,7 @@ sm_90/sm_100), the epilogue (scale, bias, the lane^4 shuffle, the shared-memory 
 16-byte stores, and compares with an fp64 reference of the contract. It also checks that every shared-memory
 access pattern is free of bank conflicts. Keep it in step with the kernel when either changes.
 
-Usage: python csrc/fp8_compute/mma_index_model.py   (about a minute)
+Usage: python scripts/fp8_mma_index_model.py   (about a minute)
 """
 
 import numpy as np
