@@ -95,7 +95,25 @@ struct Plan4 {
   int64_t workspace_bytes() const { return counter_bytes + partial_bytes; }
 };
 
-// capacity: blocks of the chosen kernel resident on the whole device at once.
+// Splits that fill the device with `group_tiles`-wide groups: floor(capacity / groups), since more
+// would start a second, mostly idle wave; at most k_units / (2 x warps per tile), since a warp with
+// fewer than two units per split only adds reduction work.
+inline int64_t fill_splits(int64_t capacity, int64_t groups, int64_t k_units, int group_tiles, int max_splits) {
+  int64_t s = capacity / groups;
+  const int64_t s_cap = k_units / (2 * (kWarps / group_tiles));
+  if (s > s_cap) s = s_cap;
+  if (max_splits > 0 && s > max_splits) s = max_splits;
+  return s < 1 ? 1 : s;
+}
+
+// Largest sum the last block of a group makes alone (splits x m x group columns fp32): one block of
+// 128 threads reads it from L2 at the very end of the launch, so it is kept to ~64 KB (about three
+// rounds of 8 float4 loads per thread). Wider groups multiply both the parts (more splits per
+// group) and the columns, so the group width is what gives way.
+constexpr int64_t kReduceBudgetFloats = 16384;
+
+// capacity: blocks of the chosen kernel resident on the whole device at once. group_tiles: 1, 2 or
+// 4, or 0 for the widest group whose final sum stays within kReduceBudgetFloats (else 1).
 inline Plan4 make_plan4(int64_t m, int64_t n, int64_t k, int64_t unit_k, int64_t capacity, int group_tiles,
                         bool split_major, int max_splits) {
   Plan4 p;
@@ -103,20 +121,25 @@ inline Plan4 make_plan4(int64_t m, int64_t n, int64_t k, int64_t unit_k, int64_t
   p.n = n;
   p.k = k;
   p.tiles = static_cast<int>((n + kTileN - 1) / kTileN);
-  p.group_tiles = group_tiles == 1 || group_tiles == 2 ? group_tiles : 4;
-  p.groups = (p.tiles + p.group_tiles - 1) / p.group_tiles;
   p.k_units = static_cast<int>(k / unit_k);
-  int64_t s = capacity / p.groups;  // floor: more would start a second, mostly idle wave
-  // Every warp of a split should have at least two units, or it only adds reduction work.
-  const int64_t per_split_min = 2 * (kWarps / p.group_tiles);
-  const int64_t s_cap = p.k_units / per_split_min;
-  if (s > s_cap) s = s_cap;
-  if (max_splits > 0 && s > max_splits) s = max_splits;
-  if (s < 1) s = 1;
-  p.splits = static_cast<int>(s);
+  int gt = group_tiles;
+  if (gt != 1 && gt != 2 && gt != 4) {
+    gt = 1;
+    for (int cand = 4; cand >= 2; cand /= 2) {
+      const int64_t groups = (p.tiles + cand - 1) / cand;
+      const int64_t s = fill_splits(capacity, groups, p.k_units, cand, max_splits);
+      if (s == 1 || s * m * cand * kTileN <= kReduceBudgetFloats) {
+        gt = cand;
+        break;
+      }
+    }
+  }
+  p.group_tiles = gt;
+  p.groups = (p.tiles + gt - 1) / gt;
+  p.splits = static_cast<int>(fill_splits(capacity, p.groups, p.k_units, gt, max_splits));
   p.split_major = split_major ? 1 : 0;
   p.ctas = static_cast<int64_t>(p.groups) * p.splits;
-  p.n_pad = static_cast<int64_t>(p.groups) * p.group_tiles * kTileN;
+  p.n_pad = static_cast<int64_t>(p.groups) * gt * kTileN;
   if (p.splits > 1) {
     p.counter_bytes = (static_cast<int64_t>(p.groups) * 4 + 255) / 256 * 256;
     p.partial_bytes = static_cast<int64_t>(p.splits) * m * p.n_pad * 4;
@@ -130,12 +153,13 @@ inline Plan4 make_plan4(int64_t m, int64_t n, int64_t k, int64_t unit_k, int64_t
 // of the C ABI and change no default except where noted:
 //   QK_GEMV_FP8_ENGINE=1      FP8 Marlin GEMV on engine v4 instead of the split-K kernel (default 0)
 //   QK_GEMV_INT8_ENGINE=v4    int8 GEMV on engine v4 instead of v3 (default v3)
-//   QK_GEMV_V4_TILES=1|2|4    adjacent tiles per v4 block (default 4: one tile per warp)
+//   QK_GEMV_V4_TILES=1|2|4    adjacent tiles per v4 block (default: the widest group whose final
+//                             split sum stays small, kReduceBudgetFloats; 4 = one tile per warp)
 //   QK_GEMV_V4_ORDER=split|group   v4 block numbering (default split: group fastest)
 //   QK_GEMV_V4_INT8_K=32|64   k per int8 v4 unit (default 64 where K % 64 == 0)
 //   QK_GEMV_V4_MAX_SPLITS=n   cap on the v4 K splits (default: none)
 struct V4Options {
-  int group_tiles = 4;
+  int group_tiles = 0;  // 0: chosen by the plan
   bool split_major = true;
   int int8_unit_k = 64;
   int max_splits = 0;
@@ -160,8 +184,8 @@ inline bool env_is(const char* name, const char* value) {
 
 inline V4Options read_v4_options() {
   V4Options o;
-  const int t = env_int("QK_GEMV_V4_TILES", 4);
-  o.group_tiles = (t == 1 || t == 2) ? t : 4;
+  const int t = env_int("QK_GEMV_V4_TILES", 0);
+  o.group_tiles = (t == 1 || t == 2 || t == 4) ? t : 0;
   o.split_major = !env_is("QK_GEMV_V4_ORDER", "group");
   o.int8_unit_k = env_int("QK_GEMV_V4_INT8_K", 64) == 32 ? 32 : 64;
   o.max_splits = env_int("QK_GEMV_V4_MAX_SPLITS", 0);
