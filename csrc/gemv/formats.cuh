@@ -125,11 +125,12 @@ struct Int8RowsT {
   static QK_DEVICE QK_FORCEINLINE int word(int r, int j, int tig) { return 4 * (r * kSteps + (j ^ chunk_swizzle(r))) + tig; }
 
   // Activation row r: kSteps pairs of quarters (8 words, the 16 k of one step). A B-fragment read is
-  // a 64-bit load, served per half warp (rows g = 0..3 or 4..7): XOR-ing the pair with the row
-  // spreads those 4 rows' 8-word runs over the 4 bank octets.
-  static QK_DEVICE QK_FORCEINLINE int act_pair_swizzle(int row) { return kSteps == 2 ? (row >> 1) & 1 : row & 3; }
+  // a 64-bit load, served per half warp (rows g = 0..3 or 4..7). kSteps = 4: XOR-ing the pair with
+  // the row spreads those 4 rows' 8-word runs over the 4 bank octets. kSteps = 2 keeps the v3
+  // engine's measured layout (rows 4..7 of every 8 swap their quarters pairwise).
   static QK_DEVICE QK_FORCEINLINE int act_word(int row, int quarter) {
-    return row * 8 * kSteps + 8 * ((quarter >> 1) ^ act_pair_swizzle(row)) + 4 * (quarter & 1);
+    if constexpr (kSteps == 2) return row * 16 + 4 * (quarter ^ ((row >> 2) & 1));
+    else return row * 8 * kSteps + 8 * ((quarter >> 1) ^ (row & 3)) + 4 * (quarter & 1);
   }
 
   // Signed bytes 0 and 1 (lo) or 2 and 3 (hi) of x as two exact 16-bit values.
@@ -166,9 +167,10 @@ struct Int8RowsT {
     }
   }
 
-  // b0 = k (16j + 4tig, +1), b1 = k (16j + 4tig + 2, +3): words 2tig and 2tig + 1 of step j's pair.
+  // b0 = k (16j + 4tig, +1), b1 = k (16j + 4tig + 2, +3): words 8j + 2tig and 8j + 2tig + 1 of the
+  // row, i.e. words 2 (tig & 1), +1 of quarter 2j + tig / 2.
   static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, int j, uint32_t (&b)[2]) {
-    const uint2 v = *reinterpret_cast<const uint2*>(act + act_word(row, 2 * j) + 2 * tig);
+    const uint2 v = *reinterpret_cast<const uint2*>(act + act_word(row, 2 * j + (tig >> 1)) + 2 * (tig & 1));
     b[0] = v.x;
     b[1] = v.y;
   }
@@ -179,8 +181,80 @@ struct Int8RowsT {
   }
 };
 
-// The v3 engine's int8 format (32 k per unit).
-using Int8Rows = Int8RowsT<2>;
+// The v3 engine's int8 format (32 k per unit), kept as measured in v2/v3 (its code generation is
+// what the notes' numbers belong to; Int8RowsT<2> computes the same thing for engine v4).
+template <int kSteps>
+QK_DEVICE QK_FORCEINLINE int act_word(int row, int quarter) {
+  return row * 8 * kSteps + 4 * (quarter ^ ((row >> 2) & 1));
+}
+
+struct Int8Rows {
+  static constexpr int kSteps = 2;  // 32 k per unit
+  struct Args {
+    const int8_t* w;
+    const uint16_t* scales;  // natural channel order, dtype of the activations
+    int64_t n, k;
+  };
+
+  static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {
+    const int64_t row = static_cast<int64_t>(kTileN) * tile + (p >> 1);
+    valid = row < a.n;  // the last tile of an N that is no multiple of 64 is zero-filled
+    return a.w + (valid ? row : 0) * a.k + 32 * static_cast<int64_t>(ks) + 16 * (p & 1);
+  }
+  static QK_DEVICE QK_FORCEINLINE int slot(int p) { return p ^ ((p >> 3) & 1); }
+
+  // Signed bytes 0 and 1 (lo) or 2 and 3 (hi) of x as two exact 16-bit values.
+  template <DType D, bool kHi>
+  static QK_DEVICE QK_FORCEINLINE uint32_t int8_pair(uint32_t x) {
+    const uint32_t u = x ^ 0x80808080u;  // biased: u = x + 128 in 0..255
+    if constexpr (D == DType::F16) {
+      // 0x64uu is 1024 + u exactly; subtracting 1152 leaves x.
+      const uint32_t v = __byte_perm(u, 0x64646464u, kHi ? 0x5352u : 0x5150u);
+      uint32_t r;
+      QK_ASM("sub.rn.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(v), "r"(0x64806480u));
+      return r;
+    } else {
+      // bf16 has too few mantissa bits for that trick: go through fp32 (2^23 + u, exact), then pack.
+      const float f0 = __uint_as_float(__byte_perm(u, 0x4B000000u, kHi ? 0x7442u : 0x7440u)) - 8388736.f;
+      const float f1 = __uint_as_float(__byte_perm(u, 0x4B000000u, kHi ? 0x7443u : 0x7441u)) - 8388736.f;
+      const __nv_bfloat162 p = __floats2bfloat162_rn(f0, f1);
+      return *reinterpret_cast<const uint32_t*>(&p);
+    }
+  }
+
+  // Where the engine copies activation quarter q of row r: the v3 layout (act_word below).
+  static QK_DEVICE QK_FORCEINLINE int act_word(int row, int quarter) { return gemv::act_word<kSteps>(row, quarter); }
+
+  // Word `tig` of half j of channel r (8 words per channel, halves swapped as slot() does).
+  static QK_DEVICE QK_FORCEINLINE int word(int r, int j, int tig) { return 8 * r + 4 * (j ^ ((r >> 2) & 1)) + tig; }
+
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, int j, uint32_t (&af)[4][4]) {
+    const int g = lane >> 2;
+    const int tig = lane & 3;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t lo_row = st[word(16 * s + g, j, tig)];      // channel 16s + g
+      const uint32_t hi_row = st[word(16 * s + 8 + g, j, tig)];  // channel 16s + 8 + g
+      af[s][0] = int8_pair<D, false>(lo_row);
+      af[s][1] = int8_pair<D, false>(hi_row);
+      af[s][2] = int8_pair<D, true>(lo_row);
+      af[s][3] = int8_pair<D, true>(hi_row);
+    }
+  }
+
+  // b0 = k (16j + 4tig, +1), b1 = k (16j + 4tig + 2, +3): words 8j + 2tig and 8j + 2tig + 1 of the row.
+  static QK_DEVICE QK_FORCEINLINE void b_fragment(const uint32_t* act, int row, int tig, int j, uint32_t (&b)[2]) {
+    const uint2 v = *reinterpret_cast<const uint2*>(act + gemv::act_word<kSteps>(row, 2 * j + (tig >> 1)) + 2 * (tig & 1));
+    b[0] = v.x;
+    b[1] = v.y;
+  }
+
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE float scale(const Args& a, int64_t col) {
+    return bits16_to_float<D>(a.scales[col]);
+  }
+};
 
 }  // namespace gemv
 }  // namespace qk
