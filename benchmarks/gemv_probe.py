@@ -285,22 +285,32 @@ def perf():
     table(rows)
 
 
+def best(r, paths):
+    """(ms, variant) of the fastest of `paths` in row r."""
+    p = min(paths, key=lambda q: r[q + "_ms"])
+    return r[p + "_ms"], p.partition(":")[2]
+
+
 def table(rows):
-    """The short table: ms per path, and each path's time over bf16 cuBLAS (target <= 0.55 at M <= 16)."""
+    """Every path (ms, [time / bf16 cuBLAS]), then the short table: the target is <= 0.55 at M <= 16."""
     paths = fp8_paths() + int8_paths()
-    print("\nkernel ms (graph replay, weights rotated past L2, median); [x] = time / bf16 cuBLAS")
-    head = f"{'M x K x N':>16} {'cuBLAS':>7} " + " ".join(f"{p:>17}" for p in paths)
-    print(head)
+    print("\nall paths: kernel ms (graph replay, weights rotated past L2, median) [time / bf16 cuBLAS]")
+    print(f"{'M x K x N':>16} {'cuBLAS':>7} " + " ".join(f"{p:>16}" for p in paths))
     for r in rows:
-        cells = " ".join(f"{r[p + '_ms']:.4f} [{r[p + '_ms'] / r['dense_ms']:.2f}]".rjust(17) for p in paths)
+        cells = " ".join(f"{r[p + '_ms']:.4f} [{r[p + '_ms'] / r['dense_ms']:.2f}]".rjust(16) for p in paths)
         print(f"{r['M']:>4}x{r['K']}x{r['N']:<6} {r['dense_ms']:7.4f} " + cells)
-    # Effective weight stream rate of the best FP8 and int8 paths at M = 1.
+    v4f = [p for p in fp8_paths() if p.startswith("fp8-v4")]
+    v4i = [p for p in int8_paths() if p.startswith("int8-v4")]
+    print("\nshort table: ms [time / bf16 cuBLAS] (best v4 variant); weight TB/s = 8-bit weight bytes / time")
+    print(f"{'M x K x N':>16} {'cuBLAS':>7} {'fp8-v0':>15} {'fp8-v4 best':>24} {'int8-v3':>15} {'int8-v4 best':>24}")
     for r in rows:
-        if r["M"] == 1:
-            b8 = min(r[p + "_ms"] for p in fp8_paths())
-            bi = min(r[p + "_ms"] for p in int8_paths())
-            print(f"M=1 {r['K']}x{r['N']}: best fp8 {r['weight_mb'] / b8 / 1e3:.2f} TB/s, best int8 "
-                  f"{r['weight_mb'] / bi / 1e3:.2f} TB/s (weight bytes / kernel time)")
+        d = r["dense_ms"]
+        f0, i3 = r["fp8-v0_ms"], r["int8-v3_ms"]
+        f4, fv = best(r, v4f) if v4f else (float("nan"), "-")
+        i4, iv = best(r, v4i) if v4i else (float("nan"), "-")
+        tbs = r["weight_mb"] / min(f0, f4, i3, i4) / 1e3
+        print(f"{r['M']:>4}x{r['K']}x{r['N']:<6} {d:7.4f} {f0:8.4f} [{f0 / d:.2f}] {f4:8.4f} [{f4 / d:.2f}] {fv:>8} "
+              f"{i3:8.4f} [{i3 / d:.2f}] {i4:8.4f} [{i4 / d:.2f}] {iv:>8}  best {tbs:.2f} TB/s")
 
 
 def one():
