@@ -35,25 +35,30 @@ cudaError_t resident_blocks_v4(int* blocks) {
   return err;
 }
 
+// Per device: SM count, and per MT the v4 kernel's resident blocks per SM (0 = not yet known).
 template <class F>
 struct GridCacheV4 {
-  static std::atomic<int> slots[kMaxDevices][4];
+  static std::atomic<int> sms[kMaxDevices];
+  static std::atomic<int> per_sm[kMaxDevices][4];
 };
 template <class F>
-std::atomic<int> GridCacheV4<F>::slots[kMaxDevices][4];
-
-// Blocks of the v4 kernel for this M resident on the whole device at once (cached per device, MT).
+std::atomic<int> GridCacheV4<F>::sms[kMaxDevices];
 template <class F>
-cudaError_t capacity_v4(int64_t m, int32_t device, int64_t* capacity) {
+std::atomic<int> GridCacheV4<F>::per_sm[kMaxDevices][4];
+
+// Blocks of the v4 kernel for this M resident on the whole device at once (cached per device, MT),
+// capped at `max_per_sm` blocks per SM when that is > 0 (a test override: fewer bytes in flight).
+template <class F>
+cudaError_t capacity_v4(int64_t m, int32_t device, int max_per_sm, int64_t* capacity) {
   const int mt = row_tiles(m);
   const int mt_index = mt == 1 ? 0 : mt == 2 ? 1 : mt == 4 ? 2 : 3;
-  std::atomic<int>* cached = device >= 0 && device < kMaxDevices ? &GridCacheV4<F>::slots[device][mt_index] : nullptr;
-  int ctas = cached ? cached->load(std::memory_order_relaxed) : 0;
-  if (ctas == 0) {
+  const bool cacheable = device >= 0 && device < kMaxDevices;
+  int sms = cacheable ? GridCacheV4<F>::sms[device].load(std::memory_order_relaxed) : 0;
+  int per_sm = cacheable ? GridCacheV4<F>::per_sm[device][mt_index].load(std::memory_order_relaxed) : 0;
+  if (sms == 0 || per_sm == 0) {
     int previous = -1;
     cudaError_t err = cudaGetDevice(&previous);
     if (err == cudaSuccess && previous != device) err = cudaSetDevice(device);
-    int sms = 0, per_sm = 0;
     if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (err == cudaSuccess) {
       switch (mt) {
@@ -65,18 +70,21 @@ cudaError_t capacity_v4(int64_t m, int32_t device, int64_t* capacity) {
     }
     if (previous >= 0 && previous != device) cudaSetDevice(previous);
     if (err != cudaSuccess) return err;
-    if (per_sm < 1) return cudaErrorInvalidConfiguration;  // the kernel does not fit on this device
-    ctas = sms * per_sm;
-    if (cached) cached->store(ctas, std::memory_order_relaxed);
+    if (per_sm < 1 || sms < 1) return cudaErrorInvalidConfiguration;  // the kernel does not fit on this device
+    if (cacheable) {
+      GridCacheV4<F>::sms[device].store(sms, std::memory_order_relaxed);
+      GridCacheV4<F>::per_sm[device][mt_index].store(per_sm, std::memory_order_relaxed);
+    }
   }
-  *capacity = ctas;
+  if (max_per_sm > 0 && per_sm > max_per_sm) per_sm = max_per_sm;
+  *capacity = static_cast<int64_t>(sms) * per_sm;
   return cudaSuccess;
 }
 
 template <class F>
 cudaError_t make_plan4_for(int64_t m, int64_t n, int64_t k, int32_t device, const V4Options& opt, Plan4* plan) {
   int64_t capacity = 0;
-  const cudaError_t err = capacity_v4<F>(m, device, &capacity);
+  const cudaError_t err = capacity_v4<F>(m, device, opt.max_blocks_per_sm, &capacity);
   if (err != cudaSuccess) return err;
   *plan = make_plan4(m, n, k, kUnitK * F::kSteps, capacity, opt.group_tiles, opt.split_major, opt.max_splits);
   // The kernel counts units, tiles and blocks in 32-bit integers.

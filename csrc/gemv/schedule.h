@@ -158,11 +158,14 @@ inline Plan4 make_plan4(int64_t m, int64_t n, int64_t k, int64_t unit_k, int64_t
 //   QK_GEMV_V4_ORDER=split|group   v4 block numbering (default split: group fastest)
 //   QK_GEMV_V4_INT8_K=32|64   k per int8 v4 unit (default 64 where K % 64 == 0)
 //   QK_GEMV_V4_MAX_SPLITS=n   cap on the v4 K splits (default: none)
+//   QK_GEMV_V4_BLOCKS_PER_SM=n   plan the v4 grid for at most n blocks per SM (default: all that fit;
+//                             fewer blocks = fewer bytes in flight, a direct test of Little's law)
 struct V4Options {
   int group_tiles = 0;  // 0: chosen by the plan
   bool split_major = true;
   int int8_unit_k = 64;
   int max_splits = 0;
+  int max_blocks_per_sm = 0;  // 0: all that fit
 };
 
 inline const char* env_get(const char* name) {
@@ -189,6 +192,7 @@ inline V4Options read_v4_options() {
   o.split_major = !env_is("QK_GEMV_V4_ORDER", "group");
   o.int8_unit_k = env_int("QK_GEMV_V4_INT8_K", 64) == 32 ? 32 : 64;
   o.max_splits = env_int("QK_GEMV_V4_MAX_SPLITS", 0);
+  o.max_blocks_per_sm = env_int("QK_GEMV_V4_BLOCKS_PER_SM", 0);
   return o;
 }
 
