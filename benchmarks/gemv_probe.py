@@ -12,8 +12,10 @@ workspace query and the launch (the library reads them at every plan):
   t4 / t2 / t1   4 / 2 / 1 adjacent tiles per block      group   group-major block order
   t4g   4 tiles, group-major                              k32     int8 units of 32 k
   b2    grid planned for 2 blocks per SM (a third of the bytes in flight at M <= 8: tests Little's law)
+  direct  FP8 only: weight pieces straight into registers (ld.global.nc, evict-first), no shared-memory
+        ring, at M <= 16 (larger M: the ring)
 
-Usage: python benchmarks/gemv_probe.py LIB [check|perf|all|one M N K] [--variant auto,t4,t2,t1,group,b2] [--quick]
+Usage: python benchmarks/gemv_probe.py LIB [check|perf|all|one M N K] [--variant auto,t4,t2,t1,group,b2,direct] [--quick]
 Writes $OUT/probe_check.json and $OUT/probe_perf.json ($OUT defaults to /tmp)."""
 import argparse, ctypes, json, os, statistics, sys, time
 import torch
@@ -28,15 +30,17 @@ VARIANTS = {
     "t4g": {"QK_GEMV_V4_TILES": "4", "QK_GEMV_V4_ORDER": "group"},
     "k32": {"QK_GEMV_V4_INT8_K": "32"},
     "b2": {"QK_GEMV_V4_BLOCKS_PER_SM": "2"},  # a third of the bytes in flight at M <= 8: Little's law test
+    "direct": {"QK_GEMV_V4_LOADS": "direct"},  # FP8 only: register ring (ld.global.nc) at M <= 16
 }
+FP8_ONLY, INT8_ONLY = {"direct"}, {"k32"}
 ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_GEMV_INT8_ENGINE", "QK_GEMV_V4_TILES", "QK_GEMV_V4_ORDER", "QK_GEMV_V4_INT8_K",
-            "QK_GEMV_V4_MAX_SPLITS", "QK_GEMV_V4_BLOCKS_PER_SM"]
+            "QK_GEMV_V4_MAX_SPLITS", "QK_GEMV_V4_BLOCKS_PER_SM", "QK_GEMV_V4_LOADS"]
 
 ap = argparse.ArgumentParser()
 ap.add_argument("lib")
 ap.add_argument("mode", nargs="?", default="all")
 ap.add_argument("shape", nargs="*", type=int)
-ap.add_argument("--variant", default="auto,t4,t2,t1,group,b2", help="comma-separated engine v4 variants: " + ",".join(VARIANTS))
+ap.add_argument("--variant", default="auto,t4,t2,t1,group,b2,direct", help="comma-separated engine v4 variants: " + ",".join(VARIANTS))
 ap.add_argument("--quick", action="store_true", help="fewer check cases")
 args = ap.parse_args()
 variants = [v for v in args.variant.split(",") if v]
@@ -95,11 +99,11 @@ def set_env(env):
 
 
 def fp8_paths():
-    return ["fp8-v0"] + [f"fp8-v4:{v}" for v in variants if v != "k32"]
+    return ["fp8-v0"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
 
 
 def int8_paths():
-    return ["int8-v3"] + [f"int8-v4:{v}" for v in variants]
+    return ["int8-v3"] + [f"int8-v4:{v}" for v in variants if v not in FP8_ONLY]
 
 
 # ---- data ----

@@ -59,6 +59,136 @@ struct Config4 {
   static constexpr int64_t kInFlightPerSm = int64_t(kMinBlocks) * kWarps * (kStages - 1) * kUnitBytes;
 };
 
+// Epilogue sizes shared by both mainloops: activation rows summed per pass, padded row stride.
+template <int MT>
+struct Red4 {
+  static constexpr int kRows = MT < 2 ? 8 : 16;
+  static constexpr int kStride = 68;  // floats per row: rows 2 apart land 8 banks apart
+  static constexpr int kWords = kWarps * kRows * kStride;
+};
+
+// What one warp of a block streams (Plan4): group `group` of tiles, K range split `split`; the warp
+// owns tile `tile` and takes its k units first, first + stride, ... (`count` of them).
+struct Work4 {
+  int group, split, gt, tile, stride, first, count;
+};
+
+QK_DEVICE QK_FORCEINLINE Work4 work_of(const Plan4& plan, int warp) {
+  Work4 w;
+  const int b = static_cast<int>(blockIdx.x);
+  w.group = plan.split_major ? b % plan.groups : b / plan.splits;
+  w.split = plan.split_major ? b / plan.groups : b % plan.splits;
+  const int kb = static_cast<int>(static_cast<int64_t>(plan.k_units) * w.split / plan.splits);
+  const int ke = static_cast<int>(static_cast<int64_t>(plan.k_units) * (w.split + 1) / plan.splits);
+  w.gt = plan.group_tiles;
+  w.tile = w.group * w.gt + warp % w.gt;  // warps w and w + gt share a tile ...
+  w.stride = kWarps / w.gt;               // ... and interleave its k units
+  w.first = kb + warp / w.gt;
+  w.count = (w.tile < plan.tiles && w.first < ke) ? (ke - w.first + w.stride - 1) / w.stride : 0;
+  return w;
+}
+
+// Epilogue: the warps sharing a tile are summed through shared memory (`red`, Red4<MT>::kWords floats)
+// in warp order; one split: scale and store; several: fp32 partials, and the last block of the group to
+// arrive sums the splits in split order, scales and stores. Called by all threads of the block, after a
+// barrier that frees `red`.
+template <class F, DType D, int MT>
+QK_DEVICE QK_FORCEINLINE void epilogue4(float (&acc)[4][MT][4], const Work4& w, const typename F::Args& args,
+                                        uint16_t* QK_RESTRICT out, const Plan4& plan, int* QK_RESTRICT counters,
+                                        float* QK_RESTRICT partials, float* red, int* last_flag) {
+  using R = Red4<MT>;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5;
+  const int g = (tid & 31) >> 2;
+  const int tig = tid & 3;
+  const int m = static_cast<int>(plan.m);
+  const int gt = w.gt;
+  // acc[s][t] = (channel 16s + g, row 8t + 2tig), (same, row + 1), (channel + 8, row), (channel + 8, row + 1).
+  const int group_cols = gt * kTileN;
+  const int64_t col0 = static_cast<int64_t>(w.group) * group_cols;
+  const bool alone = plan.splits == 1;
+  constexpr int kTilesPerPass = R::kRows / 8;
+#pragma unroll
+  for (int pass = 0; pass < MT / kTilesPerPass; ++pass) {
+    const int row_base = pass * R::kRows;
+    if (row_base >= m) break;  // uniform across the block
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+#pragma unroll
+      for (int tt = 0; tt < kTilesPerPass; ++tt) {
+        const int t = pass * kTilesPerPass + tt;
+        float* const base = red + (warp * R::kRows + 8 * tt + 2 * tig) * R::kStride + 16 * s + g;
+        base[0] = acc[s][t][0];
+        base[R::kStride] = acc[s][t][1];
+        base[8] = acc[s][t][2];
+        base[R::kStride + 8] = acc[s][t][3];
+      }
+    __syncthreads();
+    const int rows = m - row_base < R::kRows ? m - row_base : R::kRows;
+    for (int idx = tid; idx < rows * group_cols; idx += kThreads) {
+      const int r = idx / group_cols;
+      const int c = idx - r * group_cols;  // column inside the group
+      const int to = c >> 6;               // tile offset
+      const int ch = c & 63;
+      float sum = 0.f;
+      for (int ph = 0; ph < w.stride; ++ph) sum += red[((ph * gt + to) * R::kRows + r) * R::kStride + ch];
+      const int64_t col = col0 + c;
+      const int row = row_base + r;
+      if (alone) {
+        if (col < args.n) out[row * args.n + col] = to_bits16<D>(sum * F::template scale<D>(args, col));
+      } else {
+        partials[(static_cast<int64_t>(w.split) * m + row) * plan.n_pad + col] = sum;
+      }
+    }
+    __syncthreads();  // `red` is rewritten by the next pass
+  }
+  if (alone) return;
+
+  // ---- split reduction: the last block of the group to arrive sums the splits in order ----
+  __threadfence();  // this thread's partials are visible device-wide before the block reports
+  __syncthreads();
+  if (tid == 0) {
+    const int old = atomicAdd(counters + w.group, 1);
+    *last_flag = old == plan.splits - 1 ? 1 : 0;
+  }
+  __syncthreads();
+  if (*last_flag == 0) return;
+  __threadfence();
+  const int quads = group_cols / 4;
+  const int64_t split_stride = static_cast<int64_t>(m) * plan.n_pad;
+  for (int idx = tid; idx < m * quads; idx += kThreads) {
+    const int row = idx / quads;
+    const int c = 4 * (idx - row * quads);
+    const float* src = partials + static_cast<int64_t>(row) * plan.n_pad + col0 + c;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int s = 0; s < plan.splits; ++s) {  // loads independent, adds in split order
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(src + s * split_stride));
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    const float vals[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t col = col0 + c + e;
+      if (col < args.n) out[row * args.n + col] = to_bits16<D>(vals[e] * F::template scale<D>(args, col));
+    }
+  }
+}
+
+template <int MT>
+QK_DEVICE QK_FORCEINLINE void zero_acc(float (&acc)[4][MT][4]) {
+#pragma unroll
+  for (int s = 0; s < 4; ++s)
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[s][t][e] = 0.f;
+}
+
+// ---- mainloop 1: cp.async rings in shared memory (every format) ----
 template <class F, DType D, int MT>
 __global__ void __launch_bounds__(kThreads, Config4<F, MT>::kMinBlocks)
     gemv_v4_kernel(const typename F::Args args, const uint16_t* QK_RESTRICT a, uint16_t* QK_RESTRICT out,
@@ -72,24 +202,13 @@ __global__ void __launch_bounds__(kThreads, Config4<F, MT>::kMinBlocks)
   const int tig = lane & 3;
   const int m = static_cast<int>(plan.m);
   const int64_t k = args.k;
-  int* const last_flag = reinterpret_cast<int*>(smem + C::kPoolWords);
+  const Work4 w = work_of(plan, warp);
 
-  // ---- which group of tiles and which K range this block streams ----
-  const int b = static_cast<int>(blockIdx.x);
-  const int group = plan.split_major ? b % plan.groups : b / plan.splits;
-  const int split = plan.split_major ? b / plan.groups : b % plan.splits;
-  const int kb = static_cast<int>(static_cast<int64_t>(plan.k_units) * split / plan.splits);
-  const int ke = static_cast<int>(static_cast<int64_t>(plan.k_units) * (split + 1) / plan.splits);
-  const int gt = plan.group_tiles;
-  const int my_tile = group * gt + warp % gt;  // warps w and w + gt share a tile ...
-  const int stride = kWarps / gt;              // ... and interleave its k units
-  int pks = kb + warp / gt;
-  const int count = (my_tile < plan.tiles && pks < ke) ? (ke - pks + stride - 1) / stride : 0;
-
-  // ---- producer: unit pks of my_tile into the next ring slot ----
+  // ---- producer: unit pks of w.tile into the next ring slot ----
   uint32_t* const ring = smem + warp * C::kStages * C::kStageWords;
   const uint64_t policy = l2_evict_first_policy();
-  int left = count;
+  int pks = w.first;
+  int left = w.count;
   int fill_slot = 0;
   // Always commits a group (empty past the end) so that the wait count stays uniform.
   auto issue = [&]() {
@@ -99,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, Config4<F, MT>::kMinBlocks)
       for (int h = 0; h < C::kPiecesPerLane; ++h) {
         const int p = lane + 32 * h;
         bool valid;
-        const void* src = F::piece(args, my_tile, pks, p, valid);
+        const void* src = F::piece(args, w.tile, pks, p, valid);
         if (valid) cp_async16_stream(shared_addr(st + 4 * F::slot(p)), src, policy);
         else cp_async16_zfill(shared_addr(st + 4 * F::slot(p)), src, 0u);
       }
@@ -112,7 +231,7 @@ __global__ void __launch_bounds__(kThreads, Config4<F, MT>::kMinBlocks)
         if (row < m && row < C::kActRows)
           cp_async16(shared_addr(st + C::kWeightWords + F::act_word(row, quarter)), a_unit + row * k + 8 * quarter);
       }
-      pks += stride;
+      pks += w.stride;
       --left;
     }
     cp_async_commit();
@@ -122,17 +241,10 @@ __global__ void __launch_bounds__(kThreads, Config4<F, MT>::kMinBlocks)
 #pragma unroll
   for (int i = 0; i < C::kStages - 1; ++i) issue();
 
-  // ---- mainloop ----
   float acc[4][MT][4];
-#pragma unroll
-  for (int s = 0; s < 4; ++s)
-#pragma unroll
-    for (int t = 0; t < MT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[s][t][e] = 0.f;
-
+  zero_acc<MT>(acc);
   int read_slot = 0;
-  for (int i = 0; i < count; ++i) {
+  for (int i = 0; i < w.count; ++i) {
     cp_async_wait<C::kStages - 2>();  // this lane's copies of the oldest stage have landed
     __syncwarp();                     // ... every lane's; and every lane is done with the previous stage
     issue();                          // refills the previous stage: kStages - 1 units stay in flight
@@ -161,82 +273,90 @@ __global__ void __launch_bounds__(kThreads, Config4<F, MT>::kMinBlocks)
   }
   cp_async_wait<0>();  // only empty groups remain, but the ring becomes `red` below
   __syncthreads();
+  epilogue4<F, D, MT>(acc, w, args, out, plan, counters, partials, reinterpret_cast<float*>(smem),
+                      reinterpret_cast<int*>(smem + C::kPoolWords));
+}
 
-  // ---- epilogue: warps sharing a tile summed in warp order ----
-  // acc[s][t] = (channel 16s + g, row 8t + 2tig), (same, row + 1), (channel + 8, row), (channel + 8, row + 1).
-  float* const red = reinterpret_cast<float*>(smem);
-  const int group_cols = gt * kTileN;
-  const int64_t col0 = static_cast<int64_t>(group) * group_cols;
-  const bool alone = plan.splits == 1;
-  constexpr int kTilesPerPass = C::kRedRows / 8;
-#pragma unroll
-  for (int pass = 0; pass < MT / kTilesPerPass; ++pass) {
-    const int row_base = pass * C::kRedRows;
-    if (row_base >= m) break;  // uniform across the block
-#pragma unroll
-    for (int s = 0; s < 4; ++s)
-#pragma unroll
-      for (int tt = 0; tt < kTilesPerPass; ++tt) {
-        const int t = pass * kTilesPerPass + tt;
-        float* const base = red + (warp * C::kRedRows + 8 * tt + 2 * tig) * C::kRedStride + 16 * s + g;
-        base[0] = acc[s][t][0];
-        base[C::kRedStride] = acc[s][t][1];
-        base[8] = acc[s][t][2];
-        base[C::kRedStride + 8] = acc[s][t][3];
-      }
-    __syncthreads();
-    const int rows = m - row_base < C::kRedRows ? m - row_base : C::kRedRows;
-    for (int idx = tid; idx < rows * group_cols; idx += kThreads) {
-      const int r = idx / group_cols;
-      const int c = idx - r * group_cols;  // column inside the group
-      const int to = c >> 6;               // tile offset
-      const int ch = c & 63;
-      float sum = 0.f;
-      for (int ph = 0; ph < stride; ++ph) sum += red[((ph * gt + to) * C::kRedRows + r) * C::kRedStride + ch];
-      const int64_t col = col0 + c;
-      const int row = row_base + r;
-      if (alone) {
-        if (col < args.n) out[row * args.n + col] = to_bits16<D>(sum * F::template scale<D>(args, col));
-      } else {
-        partials[(static_cast<int64_t>(split) * m + row) * plan.n_pad + col] = sum;
-      }
-    }
-    __syncthreads();  // `red` is rewritten by the next pass
-  }
-  if (alone) return;
+// ---- mainloop 2: FP8 Marlin straight into registers (M <= 16) ----
+// A lane's two 16-byte pieces of a unit are its A fragments, so the weight needs no shared memory:
+// each lane keeps kDepth units of its pieces in registers (ld.global.nc, evict-first), issued kDepth
+// units before their use, and the B fragments (4 bytes per row tile) come through L1, where the
+// block's four warps and the split's other blocks share them. Fewer instructions per byte than the
+// cp.async ring (no shared-memory round trip, no per-stage wait/commit); bytes in flight per SM =
+// blocks x 4 warps x kDepth KB.
+template <int MT>
+struct Direct4 {
+  static_assert(MT <= 2, "the register ring holds the activations of at most 16 rows");
+  static constexpr int kDepth = 4;
+  static constexpr int kMinBlocks = MT == 1 ? 4 : 3;
+};
 
-  // ---- split reduction: the last block of the group to arrive sums the splits in order ----
-  __threadfence();  // this thread's partials are visible device-wide before the block reports
-  __syncthreads();
-  if (tid == 0) {
-    const int old = atomicAdd(counters + group, 1);
-    *last_flag = old == plan.splits - 1 ? 1 : 0;
-  }
-  __syncthreads();
-  if (*last_flag == 0) return;
-  __threadfence();
-  const int quads = group_cols / 4;
-  const int64_t split_stride = static_cast<int64_t>(m) * plan.n_pad;
-  for (int idx = tid; idx < m * quads; idx += kThreads) {
-    const int row = idx / quads;
-    const int c = 4 * (idx - row * quads);
-    const float* src = partials + static_cast<int64_t>(row) * plan.n_pad + col0 + c;
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int s = 0; s < plan.splits; ++s) {  // loads independent, adds in split order
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(src + s * split_stride));
-      sum.x += v.x;
-      sum.y += v.y;
-      sum.z += v.z;
-      sum.w += v.w;
-    }
-    const float vals[4] = {sum.x, sum.y, sum.z, sum.w};
+template <DType D, int MT>
+__global__ void __launch_bounds__(kThreads, Direct4<MT>::kMinBlocks)
+    gemv_v4_direct_kernel(const Fp8Marlin::Args args, const uint16_t* QK_RESTRICT a, uint16_t* QK_RESTRICT out,
+                          const Plan4 plan, int* QK_RESTRICT counters, float* QK_RESTRICT partials) {
+  constexpr int kDepth = Direct4<MT>::kDepth;
+  __shared__ QK_ALIGN(16) float red[Red4<MT>::kWords];
+  __shared__ int last_flag;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int g = lane >> 2;
+  const int tig = lane & 3;
+  const int m = static_cast<int>(plan.m);
+  const int64_t k = args.k;
+  const Work4 w = work_of(plan, warp);
+  const uint64_t policy = l2_evict_first_policy();
+
+  // Unit ks of this warp's tile: words 256 tile .. + 255 of packed row ks; lane t reads words 8t .. 8t + 7.
+  const uint32_t* const w_lane = args.w + 256 * static_cast<int64_t>(w.tile) + 8 * lane;
+  const int64_t row_words = 4 * args.n;
+  uint4 wbuf[kDepth][2];
+  uint32_t abuf[kDepth][MT][2];
+  auto load = [&](int d, int i) {  // unit i of this warp (if any) into slot d
+    if (i < w.count) {
+      const int ks = w.first + i * w.stride;
+      const uint32_t* const src = w_lane + ks * row_words;
+      wbuf[d][0] = ld_stream_v4(src, policy);
+      wbuf[d][1] = ld_stream_v4(src + 4, policy);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t col = col0 + c + e;
-      if (col < args.n) out[row * args.n + col] = to_bits16<D>(vals[e] * F::template scale<D>(args, col));
+      for (int t = 0; t < MT; ++t) {
+        const int row = 8 * t + g;
+        const uint16_t* const ap = a + row * k + 16 * static_cast<int64_t>(ks) + 2 * tig;
+        abuf[d][t][0] = row < m ? __ldg(reinterpret_cast<const unsigned int*>(ap)) : 0u;
+        abuf[d][t][1] = row < m ? __ldg(reinterpret_cast<const unsigned int*>(ap + 8)) : 0u;
+      }
+    }
+  };
+#pragma unroll
+  for (int d = 0; d < kDepth; ++d) load(d, d);
+
+  float acc[4][MT][4];
+  zero_acc<MT>(acc);
+  for (int i0 = 0; i0 < w.count; i0 += kDepth) {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) {  // slot d is fixed at compile time: the registers are the ring
+      if (i0 + d < w.count) {           // uniform across the warp
+        const uint4 w0 = wbuf[d][0];
+        const uint4 w1 = wbuf[d][1];
+        uint32_t bf[MT][2];
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          bf[t][0] = abuf[d][t][0];
+          bf[t][1] = abuf[d][t][1];
+        }
+        load(d, i0 + d + kDepth);  // refill the slot kDepth units ahead
+        uint32_t af[4][4];
+        Fp8Marlin::decode<D>(w0, w1, af);
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+#pragma unroll
+          for (int t = 0; t < MT; ++t) mma_16816<D>(acc[s][t], af[s], bf[t]);
+      }
     }
   }
+  __syncthreads();
+  epilogue4<Fp8Marlin, D, MT>(acc, w, args, out, plan, counters, partials, red, &last_flag);
 }
 
 }  // namespace gemv

@@ -55,6 +55,12 @@ struct Fp8Marlin {
   static QK_DEVICE QK_FORCEINLINE void fragments(const uint32_t* st, int lane, int /*step*/, uint32_t (&af)[4][4]) {
     const uint4 w0 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane));
     const uint4 w1 = *reinterpret_cast<const uint4*>(st + 4 * slot(2 * lane + 1));
+    decode<D>(w0, w1, af);
+  }
+
+  // Lane t's words 8t .. 8t + 7 of a unit (pieces 2t, 2t + 1) -> the A fragments of the four sub-tiles.
+  template <DType D>
+  static QK_DEVICE QK_FORCEINLINE void decode(const uint4& w0, const uint4& w1, uint32_t (&af)[4][4]) {
     const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
@@ -89,6 +95,11 @@ struct Fp8Marlin {
     return bits16_to_float<D>(a.scales[block32_slot(col)]);
   }
 };
+
+// FP8 Marlin read straight into registers (engine v4's direct mainloop, QK_GEMV_V4_LOADS=direct): a
+// lane's two 16-byte pieces of a unit are exactly its A fragments, so no shared-memory staging is
+// needed; the activations' B fragments come through the read-only cache.
+struct Fp8MarlinDirect : Fp8Marlin {};
 
 // ---- int8, quanto's own (N, K) row-major layout with one scale per channel -----------------------
 // A unit is rows 64 tile .. 64 tile + 63, bytes 16 kSteps ks .. 16 kSteps (ks + 1) - 1 of each:

@@ -21,6 +21,7 @@ namespace gemv {
 struct GemvPlan {
   int version = 3;      // 3 or 4
   int int8_unit_k = 32;  // v4 int8 only: 32 or 64 k per unit
+  bool fp8_direct = false;  // v4 FP8 only: register-ring mainloop (QK_GEMV_V4_LOADS=direct)
   Plan v3;
   Plan4 v4;
   int64_t workspace_bytes() const { return version == 4 ? v4.workspace_bytes() : v3.workspace_bytes(); }

@@ -12,25 +12,48 @@
 namespace qk {
 namespace gemv {
 
+// The kernel (and its dynamic shared memory) that serves format F at MT activation row tiles:
+// the cp.async-ring kernel, or for Fp8MarlinDirect at M <= 16 the register-ring kernel (larger M
+// falls back to the ring: the register ring holds at most 16 activation rows).
+template <class F, DType D, int MT>
+struct KernelOf {
+  static auto get() { return &gemv_v4_kernel<F, D, MT>; }
+  static constexpr int kSmemBytes = Config4<F, MT>::kSmemBytes;
+};
+template <DType D, int MT>
+struct KernelOf<Fp8MarlinDirect, D, MT> : KernelOf<Fp8Marlin, D, MT> {};
+template <DType D>
+struct KernelOf<Fp8MarlinDirect, D, 1> {
+  static auto get() { return &gemv_v4_direct_kernel<D, 1>; }
+  static constexpr int kSmemBytes = 0;
+};
+template <DType D>
+struct KernelOf<Fp8MarlinDirect, D, 2> {
+  static auto get() { return &gemv_v4_direct_kernel<D, 2>; }
+  static constexpr int kSmemBytes = 0;
+};
+
 template <class F, DType D, int MT>
 cudaError_t allow_smem_v4() {
-  return cudaFuncSetAttribute(gemv_v4_kernel<F, D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              Config4<F, MT>::kSmemBytes);
+  using K = KernelOf<F, D, MT>;
+  return K::kSmemBytes > 0
+             ? cudaFuncSetAttribute(K::get(), cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes)
+             : cudaSuccess;
 }
 
-// Blocks of gemv_v4_kernel<F, *, MT> resident per SM (the smaller of the two dtypes' counts, so that
-// the plan, and the workspace it asks for, do not depend on the dtype).
+// Blocks of the v4 kernel resident per SM (the smaller of the two dtypes' counts, so that the plan,
+// and the workspace it asks for, do not depend on the dtype).
 template <class F, int MT>
 cudaError_t resident_blocks_v4(int* blocks) {
+  using K16 = KernelOf<F, DType::F16, MT>;
+  using K32 = KernelOf<F, DType::BF16, MT>;
   int b16 = 0, b32 = 0;
   cudaError_t err = allow_smem_v4<F, DType::F16, MT>();
   if (err == cudaSuccess) err = allow_smem_v4<F, DType::BF16, MT>();
   if (err == cudaSuccess)
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b16, gemv_v4_kernel<F, DType::F16, MT>, kThreads,
-                                                        Config4<F, MT>::kSmemBytes);
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b16, K16::get(), kThreads, K16::kSmemBytes);
   if (err == cudaSuccess)
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, gemv_v4_kernel<F, DType::BF16, MT>, kThreads,
-                                                        Config4<F, MT>::kSmemBytes);
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, K32::get(), kThreads, K32::kSmemBytes);
   *blocks = b16 < b32 ? b16 : b32;
   return err;
 }
@@ -106,7 +129,8 @@ cudaError_t launch_v4_typed(const typename F::Args& args, const void* a, void* o
     err = cudaMemsetAsync(counters, 0, static_cast<size_t>(plan.groups) * sizeof(int), stream);
     if (err != cudaSuccess) return err;
   }
-  gemv_v4_kernel<F, D, MT><<<static_cast<unsigned>(plan.ctas), kThreads, Config4<F, MT>::kSmemBytes, stream>>>(
+  using K = KernelOf<F, D, MT>;
+  K::get()<<<static_cast<unsigned>(plan.ctas), kThreads, K::kSmemBytes, stream>>>(
       args, static_cast<const uint16_t*>(a), static_cast<uint16_t*>(out), plan, counters, partials);
   return cudaGetLastError();
 }

@@ -158,6 +158,8 @@ inline Plan4 make_plan4(int64_t m, int64_t n, int64_t k, int64_t unit_k, int64_t
 //   QK_GEMV_V4_ORDER=split|group   v4 block numbering (default split: group fastest)
 //   QK_GEMV_V4_INT8_K=32|64   k per int8 v4 unit (default 64 where K % 64 == 0)
 //   QK_GEMV_V4_MAX_SPLITS=n   cap on the v4 K splits (default: none)
+//   QK_GEMV_V4_LOADS=direct   FP8 on v4 at M <= 16: weight pieces straight into registers
+//                             (ld.global.nc, evict-first) instead of cp.async rings (default: rings)
 //   QK_GEMV_V4_BLOCKS_PER_SM=n   plan the v4 grid for at most n blocks per SM (default: all that fit;
 //                             fewer blocks = fewer bytes in flight, a direct test of Little's law)
 struct V4Options {
@@ -166,6 +168,7 @@ struct V4Options {
   int int8_unit_k = 64;
   int max_splits = 0;
   int max_blocks_per_sm = 0;  // 0: all that fit
+  bool direct_loads = false;
 };
 
 inline const char* env_get(const char* name) {
@@ -193,6 +196,7 @@ inline V4Options read_v4_options() {
   o.int8_unit_k = env_int("QK_GEMV_V4_INT8_K", 64) == 32 ? 32 : 64;
   o.max_splits = env_int("QK_GEMV_V4_MAX_SPLITS", 0);
   o.max_blocks_per_sm = env_int("QK_GEMV_V4_BLOCKS_PER_SM", 0);
+  o.direct_loads = env_is("QK_GEMV_V4_LOADS", "direct");
   return o;
 }
 
