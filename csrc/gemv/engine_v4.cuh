@@ -6,7 +6,9 @@
 //               units at one k slice (FP8 Marlin: group_tiles KB in one run), and split-major block
 //               numbering keeps the resident blocks on the same few packed rows;
 //   mainloop  - per-warp ring of cp.async stages (weight marked evict-first + the matching
-//               activations), sized from bytes in flight rather than a fixed depth (Config4);
+//               activations), sized from bytes in flight rather than a fixed depth (Config4); or,
+//               for FP8 at M <= 16 behind a test override, a ring of registers filled by
+//               ld.global.nc (gemv_v4_direct_kernel);
 //   epilogue  - warps that share a tile sum through shared memory in warp order; a block alone on
 //               its K range (one split) scales and stores, otherwise it writes fp32 partials and the
 //               last block of the group to arrive sums all splits in split order, scales and stores.
@@ -23,6 +25,14 @@
 
 namespace qk {
 namespace gemv {
+
+// Epilogue sizes shared by both mainloops: activation rows summed per pass, padded row stride.
+template <int MT>
+struct Red4 {
+  static constexpr int kRows = MT < 2 ? 8 : 16;
+  static constexpr int kStride = 68;  // floats per row: rows 2 apart land 8 banks apart
+  static constexpr int kWords = kWarps * kRows * kStride;
+};
 
 template <class F, int MT>
 struct Config4 {
@@ -48,23 +58,13 @@ struct Config4 {
   static constexpr int kStages = kStagesWanted < kStagesFit ? kStagesWanted : kStagesFit;
   static_assert(kStages >= 2, "the ring needs two stages");
   static constexpr int kRingWords = kWarps * kStages * kStageWords;
-  static constexpr int kRedRows = MT < 2 ? 8 : 16;  // activation rows summed per epilogue pass
-  static constexpr int kRedStride = 68;             // floats per row: rows 2 apart land 8 banks apart
-  static constexpr int kRedWords = kWarps * kRedRows * kRedStride;
+  static constexpr int kRedWords = Red4<MT>::kWords;
   static constexpr int kPoolWords = kRingWords > kRedWords ? kRingWords : kRedWords;  // ring, then `red`
   static constexpr int kSmemBytes = (kPoolWords + 4) * 4;
   static constexpr int kPieces = 64 * F::kSteps;  // 16-byte weight pieces per unit
   static constexpr int kPiecesPerLane = kPieces / 32;
   static constexpr int kActCopies = (2 * F::kSteps * kActRows + 31) / 32;  // 16-byte activation pieces per lane
   static constexpr int64_t kInFlightPerSm = int64_t(kMinBlocks) * kWarps * (kStages - 1) * kUnitBytes;
-};
-
-// Epilogue sizes shared by both mainloops: activation rows summed per pass, padded row stride.
-template <int MT>
-struct Red4 {
-  static constexpr int kRows = MT < 2 ? 8 : 16;
-  static constexpr int kStride = 68;  // floats per row: rows 2 apart land 8 banks apart
-  static constexpr int kWords = kWarps * kRows * kStride;
 };
 
 // What one warp of a block streams (Plan4): group `group` of tiles, K range split `split`; the warp
