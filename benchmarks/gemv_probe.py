@@ -1,15 +1,66 @@
-"""GEMV probe through the raw C ABI: fp8 and int8 fused kernels against fp64 (check), graph-replay timing (perf),
-one call each for ncu / compute-sanitizer (one M N K). Usage: python benchmarks/gemv_probe.py LIB [check|perf|one M N K]."""
-import ctypes, sys, time, json, os
+"""GEMV probe through the raw C ABI (ctypes, no package import): the fused small-M kernels against fp64
+(check), CUDA-graph timing against bf16 cuBLAS (perf), one call of each path for ncu / compute-sanitizer (one).
+
+Paths compared side by side (benchmarks/results/gemv_notes.md):
+  fp8-v0      the split-K FP8 kernel (main's dispatch: QK_GEMV_FP8_ENGINE unset)
+  fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
+  int8-v3     int8 on the v3 engine (main's dispatch)
+  int8-v4:VAR int8 on engine v4 (QK_GEMV_INT8_ENGINE=v4), variant VAR
+A variant is a set of the engine's test overrides (csrc/gemv/schedule.h), set in the environment before the
+workspace query and the launch (the library reads them at every plan):
+  auto  defaults (group width chosen by the plan, split-major blocks, 64 k int8 units)
+  t4 / t2 / t1   4 / 2 / 1 adjacent tiles per block      group   group-major block order
+  t4g   4 tiles, group-major                              k32     int8 units of 32 k
+  b2    grid planned for 2 blocks per SM (a third of the bytes in flight at M <= 8: tests Little's law)
+  direct  FP8 only: weight pieces straight into registers (ld.global.nc, evict-first), no shared-memory
+        ring, at M <= 16 (larger M: the ring)
+
+Usage: python benchmarks/gemv_probe.py LIB [check|perf|all|one M N K] [--variant auto,t4,t2,t1,group,b2,direct] [--quick]
+Writes $OUT/probe_check.json and $OUT/probe_perf.json ($OUT defaults to /tmp)."""
+import argparse, ctypes, json, os, statistics, sys, time
 import torch
 import torch.nn.functional as F
 
-lib = ctypes.CDLL(sys.argv[1])
+VARIANTS = {
+    "auto": {},
+    "t4": {"QK_GEMV_V4_TILES": "4"},
+    "t2": {"QK_GEMV_V4_TILES": "2"},
+    "t1": {"QK_GEMV_V4_TILES": "1"},
+    "group": {"QK_GEMV_V4_ORDER": "group"},
+    "t4g": {"QK_GEMV_V4_TILES": "4", "QK_GEMV_V4_ORDER": "group"},
+    "k32": {"QK_GEMV_V4_INT8_K": "32"},
+    "b2": {"QK_GEMV_V4_BLOCKS_PER_SM": "2"},  # a third of the bytes in flight at M <= 8: Little's law test
+    "direct": {"QK_GEMV_V4_LOADS": "direct"},  # FP8 only: register ring (ld.global.nc) at M <= 16
+}
+FP8_ONLY, INT8_ONLY = {"direct"}, {"k32"}
+ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_GEMV_INT8_ENGINE", "QK_GEMV_V4_TILES", "QK_GEMV_V4_ORDER", "QK_GEMV_V4_INT8_K",
+            "QK_GEMV_V4_MAX_SPLITS", "QK_GEMV_V4_BLOCKS_PER_SM", "QK_GEMV_V4_LOADS"]
+
+ap = argparse.ArgumentParser()
+ap.add_argument("lib")
+ap.add_argument("mode", nargs="?", default="all")
+ap.add_argument("shape", nargs="*", type=int)
+ap.add_argument("--variant", default="auto,t4,t2,t1,group,b2,direct", help="comma-separated engine v4 variants: " + ",".join(VARIANTS))
+ap.add_argument("--quick", action="store_true", help="fewer check cases")
+args = ap.parse_args()
+variants = [v for v in args.variant.split(",") if v]
+for v in variants:
+    if v not in VARIANTS:
+        sys.exit(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+
+lib = ctypes.CDLL(args.lib)
 OUT = os.environ.get("OUT", "/tmp")
 P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 lib.qk_last_error.restype = ctypes.c_char_p
-def sig(name, *args):
-    f = getattr(lib, name); f.argtypes = list(args); f.restype = I32; return f
+
+
+def sig(name, *argtypes):
+    f = getattr(lib, name)
+    f.argtypes = list(argtypes)
+    f.restype = I32
+    return f
+
+
 fp8_ws = sig("qk_fp8_marlin_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
 fp8_gemv = sig("qk_fp8_marlin_gemv", P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
 fp8_deq = sig("qk_fp8_marlin_dequantize", P, P, P, I64, I64, I32, I32, P)
@@ -19,151 +70,279 @@ i8_deq = sig("qk_int8_dequantize", P, P, P, I64, I64, I32, I32, P)
 DT = {torch.float16: 1, torch.bfloat16: 2}
 dev = torch.device("cuda:0")
 
+
 def chk(st, what):
     if st != 0:
         raise RuntimeError(f"{what}: status {st}: {lib.qk_last_error().decode()}")
 
+
 def stream():
     return torch.cuda.current_stream().cuda_stream
 
+
+# ---- paths: name -> (family, environment) ----
+def path_env(path):
+    fam, _, var = path.partition(":")
+    env = {}
+    if fam == "fp8-v4":
+        env["QK_GEMV_FP8_ENGINE"] = "1"
+    if fam == "int8-v4":
+        env["QK_GEMV_INT8_ENGINE"] = "v4"
+    env.update(VARIANTS.get(var, {}))
+    return env
+
+
+def set_env(env):
+    for key in ENV_KEYS:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+
+
+def fp8_paths():
+    return ["fp8-v0"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
+
+
+def int8_paths():
+    return ["int8-v3"] + [f"int8-v4:{v}" for v in variants if v not in FP8_ONLY]
+
+
+# ---- data ----
 def rand_fp8_words(n, k, nan=False):
-    b = torch.randint(0, 256, (k // 16, 4 * n * 4), dtype=torch.uint8, device=dev)
+    b = torch.randint(0, 256, (k // 16, 16 * n), dtype=torch.uint8, device=dev)
     if not nan:
-        b = torch.where((b & 0x7F) == 0x7F, b ^ 0x01, b)
+        b = torch.where((b & 0x7F) == 0x7F, b ^ 0x01, b)  # quanto never stores the NaN codes
     return b.view(torch.int32)
 
-def ws_for(fn, m, n, k):
-    nb = I64(0); chk(fn(m, n, k, 0, ctypes.byref(nb)), "ws"); return nb.value
 
-def run_fp8(a, w, s, n, k, out=None):
+def ws_bytes(fn, m, n, k):
+    nb = I64(0)
+    chk(fn(m, n, k, 0, ctypes.byref(nb)), "workspace query")
+    return nb.value
+
+
+def poisoned_ws(nb):
+    # Garbage everywhere (counters included): the launch must not rely on a clean workspace.
+    return torch.full((max(nb, 16) // 4 + 4,), 0x7F7F7F7F, dtype=torch.int32, device=dev)
+
+
+def run(path, a, w, s, n, k, out=None):
+    """One call of `path`; out poisoned with NaN unless given."""
     m = a.shape[0]
-    nb = ws_for(fp8_ws, m, n, k)
-    ws = torch.empty(max(nb, 16) // 4 + 4, dtype=torch.float32, device=dev)
+    set_env(path_env(path))
+    fp8 = path.startswith("fp8")
+    nb = ws_bytes(fp8_ws if fp8 else i8_ws, m, n, k)
+    ws = poisoned_ws(nb)
     if out is None:
         out = torch.full((m, n), float("nan"), dtype=a.dtype, device=dev)
-    chk(fp8_gemv(a.data_ptr(), w.data_ptr(), s.data_ptr(), out.data_ptr(), ws.data_ptr(), nb, m, n, k, DT[a.dtype], 0, stream()), "fp8_gemv")
+    fn = fp8_gemv if fp8 else i8_gemv
+    chk(fn(a.data_ptr(), w.data_ptr(), s.data_ptr(), out.data_ptr(), ws.data_ptr(), nb, m, n, k, DT[a.dtype], 0,
+           stream()), path)
     return out
+
 
 def deq_fp8(w, s, n, k, dt):
     out = torch.empty((n, k), dtype=dt, device=dev)
-    chk(fp8_deq(w.data_ptr(), s.data_ptr(), out.data_ptr(), n, k, DT[dt], 0, stream()), "fp8_deq")
+    chk(fp8_deq(w.data_ptr(), s.data_ptr(), out.data_ptr(), n, k, DT[dt], 0, stream()), "fp8 dequantize")
     return out
 
-def run_i8(a, w, s, out=None):
-    m, k = a.shape; n = w.shape[0]
-    nb = ws_for(i8_ws, m, n, k)
-    ws = torch.empty(max(nb, 16) // 4 + 4, dtype=torch.float32, device=dev)
-    if out is None:
-        out = torch.full((m, n), float("nan"), dtype=a.dtype, device=dev)
-    chk(i8_gemv(a.data_ptr(), w.data_ptr(), s.data_ptr(), out.data_ptr(), ws.data_ptr(), nb, m, n, k, DT[a.dtype], 0, stream()), "i8_gemv")
-    return out
 
 def rel(x, ref):
-    x = x.double(); return ((x - ref).norm() / ref.norm()).item()
+    x = x.double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
+
+# ---- check ----
 fails = []
-def correctness():
+
+
+def check():
     torch.manual_seed(0)
-    shapes = [(64, 16), (64, 128), (128, 64), (192, 144), (4096, 4096), (14336, 4096), (64, 4096), (4096, 128), (3072, 12288), (256, 1040), (192, 96), (128, 32)]
+    # Odd shapes: single tile, N not a multiple of 256 (idle warps), tiny and long K, N % 64 != 0 for int8.
+    shapes = [(64, 16), (64, 128), (128, 64), (192, 144), (320, 96), (4096, 4096), (14336, 4096), (4096, 14336),
+              (64, 4096), (4096, 128), (12288, 3072), (256, 1040), (192, 96), (128, 32)]
     ms = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 48, 63, 64]
-    n_ok = 0
+    if args.quick:
+        shapes, ms = shapes[::2], [1, 4, 16, 17, 64]
+    counts = {}
+    t0 = time.time()
     for dt in (torch.bfloat16, torch.float16):
         for (n, k) in shapes:
             w = rand_fp8_words(n, k)
             s = (torch.rand(n, device=dev) * 0.02 + 0.001).to(dt)
             wd = deq_fp8(w, s, n, k, dt).double()
+            int8_ns = (n, n + 5 if n > 64 else 1) if k % 32 == 0 else ()
+            i8 = []
+            for n8 in int8_ns:
+                w8 = torch.randint(-128, 128, (n8, k), dtype=torch.int8, device=dev)
+                s8 = (torch.rand(n8, 1, device=dev) * 0.02 + 0.001).to(dt)
+                i8.append((n8, w8, s8, w8.double() * s8.double()))
             for m in ms:
                 a = torch.randn(m, k, device=dev).to(dt)
                 ref = a.double() @ wd.T
-                out = run_fp8(a, w, s, n, k)
-                torch.cuda.synchronize()
-                e = rel(out, ref)
-                bad = torch.isnan(out).any().item() or e > 1e-2
-                if bad: fails.append(("fp8", str(dt), m, n, k, e))
-                n_ok += not bad
-                # determinism
-                out2 = run_fp8(a, w, s, n, k)
-                if not torch.equal(out, out2): fails.append(("fp8-nondet", str(dt), m, n, k))
-            # int8, including N not a multiple of 64
-            for n8 in ((n, n + 5 if n > 64 else 1) if k % 32 == 0 else ()):
-                w8 = torch.randint(-128, 128, (n8, k), dtype=torch.int8, device=dev)
-                s8 = (torch.rand(n8, 1, device=dev) * 0.02 + 0.001).to(dt)
-                ref_w = w8.double() * s8.double()
-                for m in ms:
-                    a = torch.randn(m, k, device=dev).to(dt)
-                    ref = a.double() @ ref_w.T
-                    out = run_i8(a, w8, s8)
+                for path in fp8_paths():
+                    out = run(path, a, w, s, n, k)
+                    out2 = run(path, a, w, s, n, k)
                     torch.cuda.synchronize()
                     e = rel(out, ref)
-                    bad = torch.isnan(out).any().item() or e > 1e-2
-                    if bad: fails.append(("int8", str(dt), m, n8, k, e))
-                    n_ok += not bad
-                d = torch.full((n8, k), float("nan"), dtype=dt, device=dev)
-                chk(i8_deq(w8.data_ptr(), s8.data_ptr(), d.data_ptr(), n8, k, DT[dt], 0, stream()), "i8deq")
-                if not torch.equal(d, (w8.to(torch.float32) * s8.float()).to(dt)): fails.append(("int8-deq", str(dt), n8, k))
-    # NaN codes in fp8
-    n, k = 128, 64
-    w = rand_fp8_words(n, k, nan=True); s = torch.ones(n, dtype=torch.bfloat16, device=dev)
-    a = torch.randn(1, k, device=dev).to(torch.bfloat16)
-    out = run_fp8(a, w, s, n, k); ref = a.double() @ deq_fp8(w, s, n, k, torch.bfloat16).double().T
-    torch.cuda.synchronize()
-    if not torch.equal(torch.isnan(out), torch.isnan(ref)): fails.append(("fp8-nan",))
-    print(f"correctness: {n_ok} cases ok, {len(fails)} failures", fails[:10])
+                    bad = bool(torch.isnan(out).any().item()) or e > 1e-2
+                    if bad:
+                        fails.append((path, str(dt), m, n, k, e))
+                    if not torch.equal(out, out2):
+                        fails.append((path + " nondeterministic", str(dt), m, n, k))
+                    counts[path] = counts.get(path, 0) + 1
+                for (n8, w8, s8, ref_w) in i8:
+                    ref8 = a.double() @ ref_w.T
+                    for path in int8_paths():
+                        out = run(path, a, w8, s8, n8, k)
+                        out2 = run(path, a, w8, s8, n8, k)
+                        torch.cuda.synchronize()
+                        e = rel(out, ref8)
+                        bad = bool(torch.isnan(out).any().item()) or e > 1e-2
+                        if bad:
+                            fails.append((path, str(dt), m, n8, k, e))
+                        if not torch.equal(out, out2):
+                            fails.append((path + " nondeterministic", str(dt), m, n8, k))
+                        counts[path] = counts.get(path, 0) + 1
+    # NaN codes: the engine keeps the split-K kernel's semantics (a NaN code gives NaN).
+    n, k = 256, 64
+    w = rand_fp8_words(n, k, nan=True)
+    s = torch.ones(n, dtype=torch.bfloat16, device=dev)
+    a = torch.randn(3, k, device=dev).to(torch.bfloat16)
+    ref = a.double() @ deq_fp8(w, s, n, k, torch.bfloat16).double().T
+    for path in fp8_paths():
+        out = run(path, a, w, s, n, k)
+        torch.cuda.synchronize()
+        if not torch.equal(torch.isnan(out), torch.isnan(ref)):
+            fails.append((path + " nan-codes",))
+    set_env({})
+    total = sum(counts.values())
+    print(f"check: {total} cases in {time.time() - t0:.0f} s, {len(fails)} failures {fails[:10]}")
+    print("  per path: " + ", ".join(f"{p} {c}" for p, c in counts.items()))
+    json.dump({"cases": counts, "failures": fails}, open(os.path.join(OUT, "probe_check.json"), "w"), indent=1)
 
-def bench_graph(fn, n_layers, reps=50):
+
+# ---- perf ----
+def bench_graph(fn, n_layers, reps=40):
+    """Median per-layer time (ms) of a graph calling fn(0..n_layers-1): the weights rotate past L2."""
     g = torch.cuda.CUDAGraph()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for _ in range(2):
-            for i in range(n_layers): fn(i)
+            for i in range(n_layers):
+                fn(i)
     torch.cuda.current_stream().wait_stream(s)
     with torch.cuda.graph(g):
-        for i in range(n_layers): fn(i)
-    g.replay(); torch.cuda.synchronize()
+        for i in range(n_layers):
+            fn(i)
+    g.replay()
+    torch.cuda.synchronize()
     ts = []
     for _ in range(reps):
-        e0 = torch.cuda.Event(enable_timing=True); e1 = torch.cuda.Event(enable_timing=True)
-        e0.record(); g.replay(); e1.record(); e1.synchronize()
+        e0 = torch.cuda.Event(enable_timing=True)
+        e1 = torch.cuda.Event(enable_timing=True)
+        e0.record()
+        g.replay()
+        e1.record()
+        e1.synchronize()
         ts.append(e0.elapsed_time(e1) / n_layers)
-    ts.sort(); return ts[len(ts) // 2]
+    return statistics.median(ts)
+
+
+PERF_SHAPES = [(4096, 14336), (14336, 4096), (3072, 12288), (12288, 3072)]  # (K, N)
+PERF_MS = [1, 4, 16, 32, 64]
+
 
 def perf():
     rows = []
-    for (m, k, n) in [(1, 4096, 14336), (16, 4096, 14336), (32, 4096, 14336), (64, 4096, 14336), (1, 3072, 18432), (1, 4096, 4096), (16, 4096, 4096), (8, 14336, 4096)]:
-        dt = torch.bfloat16
-        L = max(2, int(400e6 // (n * k * 2)) + 1)
-        ws8 = [rand_fp8_words(n, k) for _ in range(L)]
-        ss = [(torch.rand(n, device=dev) * 0.01).to(dt) for _ in range(L)]
+    dt = torch.bfloat16
+    for (k, n) in PERF_SHAPES:
+        L = max(3, int(400e6 // (n * k)) + 1)  # > 400 MB of 8-bit weights per rotation (L2 is 50 MB)
+        w8s = [rand_fp8_words(n, k) for _ in range(L)]
+        s8s = [(torch.rand(n, device=dev) * 0.01).to(dt) for _ in range(L)]
         wi8 = [torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev) for _ in range(L)]
         si8 = [(torch.rand(n, 1, device=dev) * 0.01).to(dt) for _ in range(L)]
-        wd = [torch.randn(n, k, device=dev).to(dt) for _ in range(L)]
-        a = torch.randn(m, k, device=dev).to(dt)
-        outs = torch.empty(m, n, dtype=dt, device=dev)
-        nb = ws_for(fp8_ws, m, n, k); ws = torch.empty(max(nb, 16) // 4 + 4, dtype=torch.float32, device=dev)
-        nb8 = ws_for(i8_ws, m, n, k); ws8b = torch.empty(max(nb8, 16) // 4 + 4, dtype=torch.float32, device=dev)
-        t_fp8 = bench_graph(lambda i: fp8_gemv(a.data_ptr(), ws8[i].data_ptr(), ss[i].data_ptr(), outs.data_ptr(), ws.data_ptr(), nb, m, n, k, 2, 0, stream()), L)
-        t_i8 = bench_graph(lambda i: i8_gemv(a.data_ptr(), wi8[i].data_ptr(), si8[i].data_ptr(), outs.data_ptr(), ws8b.data_ptr(), nb8, m, n, k, 2, 0, stream()), L)
-        t_d = bench_graph(lambda i: F.linear(a, wd[i]), L)
-        r = dict(M=m, K=k, N=n, fp8_ms=t_fp8, int8_ms=t_i8, dense_ms=t_d, fp8_tbs=n * k / t_fp8 / 1e9, int8_tbs=n * k / t_i8 / 1e9, dense_tbs=2 * n * k / t_d / 1e9, ws_bytes=nb)
-        rows.append(r)
-        print(f"{m}x{k}x{n}: fp8 {t_fp8:.4f} ms ({r['fp8_tbs']:.2f} TB/s)  int8 {t_i8:.4f} ({r['int8_tbs']:.2f})  dense {t_d:.4f} ({r['dense_tbs']:.2f})  fp8/dense {t_fp8/t_d:.2f}")
-        del ws8, wi8, wd
+        Ld = max(3, int(400e6 // (2 * n * k)) + 1)
+        wd = [torch.randn(n, k, device=dev).to(dt) for _ in range(Ld)]
+        for m in PERF_MS:
+            a = torch.randn(m, k, device=dev).to(dt)
+            outs = torch.empty(m, n, dtype=dt, device=dev)
+            r = dict(M=m, K=k, N=n, weight_mb=n * k / 1e6)
+            set_env({})
+            r["dense_ms"] = bench_graph(lambda i: F.linear(a, wd[i % Ld]), Ld)
+            for path in fp8_paths() + int8_paths():
+                fp8 = path.startswith("fp8")
+                set_env(path_env(path))
+                nb = ws_bytes(fp8_ws if fp8 else i8_ws, m, n, k)
+                ws = torch.zeros(max(nb, 16) // 4 + 4, dtype=torch.int32, device=dev)
+                fn, W, S = (fp8_gemv, w8s, s8s) if fp8 else (i8_gemv, wi8, si8)
+                r[path + "_ms"] = bench_graph(
+                    lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), outs.data_ptr(), ws.data_ptr(), nb, m,
+                                 n, k, DT[dt], 0, stream()), L)
+                r[path + "_ws"] = nb
+            set_env({})
+            rows.append(r)
+            best8 = min(r[p + "_ms"] for p in fp8_paths()[1:]) if len(fp8_paths()) > 1 else float("nan")
+            print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  fp8-v4 best {best8:.4f}  "
+                  f"int8-v3 {r['int8-v3_ms']:.4f}", flush=True)
+        del w8s, wi8, wd
+        torch.cuda.empty_cache()
     json.dump(rows, open(os.path.join(OUT, "probe_perf.json"), "w"), indent=1)
+    table(rows)
+
+
+def best(r, paths):
+    """(ms, variant) of the fastest of `paths` in row r."""
+    p = min(paths, key=lambda q: r[q + "_ms"])
+    return r[p + "_ms"], p.partition(":")[2]
+
+
+def table(rows):
+    """Every path (ms, [time / bf16 cuBLAS]), then the short table: the target is <= 0.55 at M <= 16."""
+    paths = fp8_paths() + int8_paths()
+    print("\nall paths: kernel ms (graph replay, weights rotated past L2, median) [time / bf16 cuBLAS]")
+    print(f"{'M x K x N':>16} {'cuBLAS':>7} " + " ".join(f"{p:>16}" for p in paths))
+    for r in rows:
+        cells = " ".join(f"{r[p + '_ms']:.4f} [{r[p + '_ms'] / r['dense_ms']:.2f}]".rjust(16) for p in paths)
+        print(f"{r['M']:>4}x{r['K']}x{r['N']:<6} {r['dense_ms']:7.4f} " + cells)
+    v4f = [p for p in fp8_paths() if p.startswith("fp8-v4")]
+    v4i = [p for p in int8_paths() if p.startswith("int8-v4")]
+    print("\nshort table: ms [time / bf16 cuBLAS] (best v4 variant); weight TB/s = 8-bit weight bytes / time")
+    print(f"{'M x K x N':>16} {'cuBLAS':>7} {'fp8-v0':>15} {'fp8-v4 best':>24} {'int8-v3':>15} {'int8-v4 best':>24}")
+    for r in rows:
+        d = r["dense_ms"]
+        f0, i3 = r["fp8-v0_ms"], r["int8-v3_ms"]
+        f4, fv = best(r, v4f) if v4f else (float("nan"), "-")
+        i4, iv = best(r, v4i) if v4i else (float("nan"), "-")
+        tbs = r["weight_mb"] / min(f0, f4, i3, i4) / 1e3
+        print(f"{r['M']:>4}x{r['K']}x{r['N']:<6} {d:7.4f} {f0:8.4f} [{f0 / d:.2f}] {f4:8.4f} [{f4 / d:.2f}] {fv:>8} "
+              f"{i3:8.4f} [{i3 / d:.2f}] {i4:8.4f} [{i4 / d:.2f}] {iv:>8}  best {tbs:.2f} TB/s")
+
+
+def one():
+    m, n, k = args.shape
+    dt = torch.bfloat16
+    w = rand_fp8_words(n, k)
+    s = (torch.rand(n, device=dev) * 0.02).to(dt)
+    a = torch.randn(m, k, device=dev).to(dt)
+    for path in fp8_paths():
+        run(path, a, w, s, n, k)
+    if k % 32 == 0:
+        w8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev)
+        s8 = (torch.rand(n, 1, device=dev) * 0.02).to(dt)
+        for path in int8_paths():
+            run(path, a, w8, s8, n, k)
+    torch.cuda.synchronize()
+    set_env({})
+    print("one ok")
+
 
 if __name__ == "__main__":
-    what = sys.argv[2] if len(sys.argv) > 2 else "all"
-    print(torch.cuda.get_device_name(), torch.__version__)
-    if what in ("all", "check"): correctness()
-    if what in ("all", "perf"): perf()
-    if what == "one":  # for ncu / sanitizer
-        m, n, k = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-        for dt in (torch.bfloat16,):
-            w = rand_fp8_words(n, k); s = (torch.rand(n, device=dev) * 0.02).to(dt)
-            a = torch.randn(m, k, device=dev).to(dt)
-            run_fp8(a, w, s, n, k)
-            if k % 32 == 0:
-                w8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev); s8 = (torch.rand(n, 1, device=dev) * 0.02).to(dt)
-                run_i8(a, w8, s8)
-        torch.cuda.synchronize(); print("one ok")
+    print(torch.cuda.get_device_name(), torch.__version__, "variants:", ",".join(variants), flush=True)
+    if args.mode in ("all", "check"):
+        check()
+    if args.mode in ("all", "perf"):
+        perf()
+    if args.mode == "one":
+        one()
     sys.exit(1 if fails else 0)

@@ -65,6 +65,11 @@ int64_t splitk_bytes(int splits, int64_t m, int64_t n) { return splits > 1 ? int
     if (qk_status_ != QK_STATUS_OK) return qk_status_; \
   } while (0)
 
+// FP8 on GEMV engine v4 instead of the split-K kernel: a test / benchmark override
+// (QK_GEMV_FP8_ENGINE=1, csrc/gemv/schedule.h) until measurements decide; the workspace query and
+// the launch ask the same question, so the caller's workspace fits the path taken.
+bool fp8_on_engine(int64_t m) { return m <= qk::kMaxEngineGemvM && qk::gemv::fp8_engine_requested(); }
+
 int fp8_splits(int64_t m, int64_t n, int64_t k, int32_t device) {
   return qk::plan_fp8_gemv_splits(m, n, k, qk::sm_count(device));
 }
@@ -72,7 +77,7 @@ int fp8_splits(int64_t m, int64_t n, int64_t k, int32_t device) {
 // The GEMV engine's plan for a validated shape on a checked device; the workspace query and the
 // launch use the same function, so the caller's workspace always fits the launch.
 template <typename PlanFn>
-int32_t engine_plan(PlanFn plan_fn, int64_t m, int64_t n, int64_t k, int32_t device, qk::gemv::Plan* plan) {
+int32_t engine_plan(PlanFn plan_fn, int64_t m, int64_t n, int64_t k, int32_t device, qk::gemv::GemvPlan* plan) {
   const cudaError_t err = plan_fn(m, n, k, device, plan);
   if (err != cudaSuccess) return qk::fail_cuda(err, "planning the GEMV grid");
   return QK_STATUS_OK;
@@ -178,6 +183,12 @@ QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t 
   QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(qk::check_device(device));
+  if (fp8_on_engine(m)) {
+    qk::gemv::GemvPlan plan;
+    QK_TRY(engine_plan(qk::plan_fp8_engine_gemv, m, n, k, device, &plan));
+    *bytes = plan.workspace_bytes();
+    return qk::ok();
+  }
   *bytes = splitk_bytes(fp8_splits(m, n, k, device), m, n);
   return qk::ok();
 }
@@ -191,6 +202,15 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_TRY(qk::check_device(device));
+  if (fp8_on_engine(m)) {
+    qk::gemv::GemvPlan plan;
+    QK_TRY(engine_plan(qk::plan_fp8_engine_gemv, m, n, k, device, &plan));
+    QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
+    return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
+      return qk::launch_fp8_engine_gemv(a, static_cast<const uint32_t*>(w), scales, out, workspace, plan,
+                                        static_cast<qk::DType>(dtype), s);
+    });
+  }
   const int splits = fp8_splits(m, n, k, device);
   QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
   return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
@@ -218,7 +238,7 @@ QK_API int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int
   QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
   QK_TRY(check_int8_gemv_shape(n, k));
   QK_TRY(qk::check_device(device));
-  qk::gemv::Plan plan;
+  qk::gemv::GemvPlan plan;
   QK_TRY(engine_plan(qk::plan_int8_gemv, m, n, k, device, &plan));
   *bytes = plan.workspace_bytes();
   return qk::ok();
@@ -233,7 +253,7 @@ QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, vo
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_TRY(qk::check_device(device));
-  qk::gemv::Plan plan;
+  qk::gemv::GemvPlan plan;
   QK_TRY(engine_plan(qk::plan_int8_gemv, m, n, k, device, &plan));
   QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
   return qk::launch_on(device, stream, "int8_gemv", [&](cudaStream_t s) {

@@ -26,6 +26,17 @@ QK_DEVICE QK_FORCEINLINE void cp_async16_stream(uint32_t dst, const void* src, u
                   : "memory");
 }
 
+// 16 bytes straight into registers through the read-only path, not kept in L1 (the weight is read
+// once) and marked with an L2 policy (evict-first for the weight stream). The caller issues several
+// before the first use: the registers are the ring.
+QK_DEVICE QK_FORCEINLINE uint4 ld_stream_v4(const void* src, uint64_t policy) {
+  uint4 v;
+  QK_ASM_VOLATILE("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                  : "l"(src), "l"(policy));
+  return v;
+}
+
 // An L2 policy that evicts the lines it tags first.
 QK_DEVICE QK_FORCEINLINE uint64_t l2_evict_first_policy() {
   uint64_t policy;

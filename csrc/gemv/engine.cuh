@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kThreads, ConfigOf<F, MT>::kMinBlocks)
         const int row = piece / (2 * F::kSteps);
         const int quarter = piece % (2 * F::kSteps);
         if (row < m && row < C::kActRows)
-          cp_async16(shared_addr(st + C::kWeightWords + act_word<F::kSteps>(row, quarter)), a_unit + row * k + 8 * quarter);
+          cp_async16(shared_addr(st + C::kWeightWords + F::act_word(row, quarter)), a_unit + row * k + 8 * quarter);
       }
       pks += kWarps;
       next_segment();

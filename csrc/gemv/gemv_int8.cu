@@ -1,17 +1,37 @@
-// The GEMV engine instantiated for int8 weights in quanto's own (N, K) layout, one scale per channel.
+// The GEMV engine instantiated for int8 weights in quanto's own (N, K) layout, one scale per channel:
+// v3 by default, v4 behind QK_GEMV_INT8_ENGINE=v4 (csrc/gemv/schedule.h).
 #include "gemv/gemv.h"
 #include "gemv/launch.cuh"
+#include "gemv/launch_v4.cuh"
 
 namespace qk {
 
-cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::Plan* plan) {
-  return gemv::make_plan_for<gemv::Int8Rows>(m, n, k, device, plan);
+cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::GemvPlan* plan) {
+  if (!gemv::int8_v4_requested()) {
+    plan->version = 3;
+    return gemv::make_plan_for<gemv::Int8Rows>(m, n, k, device, &plan->v3);
+  }
+  const gemv::V4Options opt = gemv::read_v4_options();
+  plan->version = 4;
+  // 64 k units double the activation stage too: past 32 rows they no longer fit the registers.
+  plan->int8_unit_k = (opt.int8_unit_k == 64 && k % 64 == 0 && m <= 32) ? 64 : 32;
+  return plan->int8_unit_k == 64 ? gemv::make_plan4_for<gemv::Int8RowsT<4>>(m, n, k, device, opt, &plan->v4)
+                                 : gemv::make_plan4_for<gemv::Int8RowsT<2>>(m, n, k, device, opt, &plan->v4);
 }
 
 cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, void* out, void* ws,
-                             const gemv::Plan& plan, DType dt, cudaStream_t stream) {
-  const gemv::Int8Rows::Args args{w, static_cast<const uint16_t*>(scales), plan.n, plan.k};
-  return gemv::launch<gemv::Int8Rows>(args, a, out, ws, plan, dt, stream);
+                             const gemv::GemvPlan& plan, DType dt, cudaStream_t stream) {
+  const auto* s = static_cast<const uint16_t*>(scales);
+  if (plan.version != 4) {
+    const gemv::Int8Rows::Args args{w, s, plan.v3.n, plan.v3.k};
+    return gemv::launch<gemv::Int8Rows>(args, a, out, ws, plan.v3, dt, stream);
+  }
+  if (plan.int8_unit_k == 64) {
+    const gemv::Int8RowsT<4>::Args args{w, s, plan.v4.n, plan.v4.k};
+    return gemv::launch_v4<gemv::Int8RowsT<4>>(args, a, out, ws, plan.v4, dt, stream);
+  }
+  const gemv::Int8RowsT<2>::Args args{w, s, plan.v4.n, plan.v4.k};
+  return gemv::launch_v4<gemv::Int8RowsT<2>>(args, a, out, ws, plan.v4, dt, stream);
 }
 
 }  // namespace qk
