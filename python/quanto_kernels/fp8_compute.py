@@ -154,11 +154,13 @@ def device_has_fp8_cores(index: int) -> bool:
 
 
 @torch.compiler.assume_constant_result
-def _first_lookup(index: int) -> bool:
-    """device_has_fp8_cores for a device not asked yet, plus one warning if the mode cannot serve it.
+def _device_supported(index: int) -> bool:
+    """device_has_fp8_cores, plus one warning per device the mode cannot serve.
 
     Marked constant for torch.compile: the library query (ctypes) cannot be traced, and a device's
     hardware does not change, so the compiler runs this once while tracing and keeps the answer.
+    (Reading the cache dict in traced code instead would guard on its contents, which this very call
+    changes on a device's first lookup.)
     """
     supported = device_has_fp8_cores(index)
     if not supported and not _warned_devices.get(index):
@@ -175,16 +177,12 @@ def _first_lookup(index: int) -> bool:
 def active_on(device: torch.device) -> bool:
     """Whether qfloat8 layers on `device` take the FP8 product now: the mode is on and the GPU can.
 
-    Written for torch.compile as well as eager calls: a global flag and a dict lookup, which the
-    compiler traces and guards on; only a device's first lookup goes to the library.
+    Written for torch.compile as well as eager calls: the compiler guards on the global flag and takes
+    the device's answer as a constant; eagerly, only a device's first lookup goes to the library.
     """
     if not _enabled or device.type != "cuda":
         return False
-    index = 0 if device.index is None else device.index
-    known = _fp8_cores.get(index)
-    if known is True:
-        return True
-    return _first_lookup(index)
+    return _device_supported(0 if device.index is None else device.index)
 
 
 _load_environment()
