@@ -130,7 +130,7 @@ def test_environment_values(monkeypatch, value, enabled):
         warnings.simplefilter("error")  # a valid value warns about nothing
         mode._load_environment()
     assert mode.fp8_compute_enabled() is enabled
-    assert mode.fp8_compute_source().startswith("environment (")
+    assert mode.fp8_compute_source() == f"environment {mode.ENV_VAR}={value}"
 
 
 @pytest.mark.parametrize("value", ["2", "enable", "maybe"])
@@ -239,3 +239,22 @@ def test_benchmark_worker_finds_and_applies_the_global_switch():
     model = torch.nn.Linear(2, 2)
     assert worker.apply_fp8_compute(model) is model
     assert quanto_kernels.fp8_compute_enabled()
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_diagnostics_report_the_mode_and_each_gpus_kernel(monkeypatch, capsys, on):
+    from quanto_kernels import _diagnostics as d
+
+    _fake_gpus(monkeypatch, {0: 2, 1: 0})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    quanto_kernels.set_fp8_compute(on)
+    info = d.report_fp8_compute({"gpu": True, "library": True})
+    out = capsys.readouterr().out
+    state = "on (source: set_fp8_compute())" if on else "off (source: set_fp8_compute())"
+    assert f"fp8 compute                {state}" in out
+    assert info == {"enabled": on, "source": "set_fp8_compute()", "kernels": {"0": "wgmma", "1": "none"}}
+    assert "GPU 1" in out and "no FP8 tensor cores" in out
+    assert d.report_fp8_compute({"gpu": False, "library": True})["kernels"] == {}

@@ -58,12 +58,12 @@ def _parse_environment(value: Optional[str]):
         return False, "default", None
     text = value.strip().lower()
     if text in _TRUE:
-        return True, f"environment ({ENV_VAR}={value})", None
+        return True, f"environment {ENV_VAR}={value}", None
     if text in _FALSE:
-        return False, f"environment ({ENV_VAR}={value})", None
+        return False, f"environment {ENV_VAR}={value}", None
     message = (f"quanto-kernels: {ENV_VAR}={value!r} is not a valid value (use 1 or 0; also accepted: "
                f"{', '.join(_TRUE[1:])} / {', '.join(_FALSE[2:])}); FP8 compute stays off")
-    return False, f"environment ({ENV_VAR}={value!r} is invalid: off)", message
+    return False, f"environment {ENV_VAR}={value!r} (invalid: off)", message
 
 
 def _load_environment() -> None:
@@ -99,7 +99,8 @@ def fp8_compute_enabled() -> bool:
 
 
 def fp8_compute_source() -> str:
-    """Where the current state came from: "default", "environment (...)", "set_fp8_compute()", "fp8_compute()"."""
+    """Where the current state came from: "default", "environment QUANTO_KERNELS_FP8_COMPUTE=...",
+    "set_fp8_compute()" or "fp8_compute()"."""
     return _source
 
 
