@@ -258,3 +258,50 @@ def test_diagnostics_report_the_mode_and_each_gpus_kernel(monkeypatch, capsys, o
     assert info == {"enabled": on, "source": "set_fp8_compute()", "kernels": {"0": "wgmma", "1": "none"}}
     assert "GPU 1" in out and "no FP8 tensor cores" in out
     assert d.report_fp8_compute({"gpu": False, "library": True})["kernels"] == {}
+
+
+# ------------------------------------------------------------------ routing decision (quanto side)
+
+
+class _Obj:
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+
+def _marlin_like(k, n, dtype=torch.bfloat16):
+    """What fp8_compute_route reads from a MarlinF8QBytesTensor: _data._data (K/16, 4N) int32, _scale (1, N)."""
+    data = torch.empty(k // 16, 4 * n, dtype=torch.int32, device="meta")
+    return _Obj(_data=_Obj(_data=data), _scale=torch.empty(1, n, dtype=dtype, device="meta"))
+
+
+@pytest.mark.parametrize("case, routed", [
+    ("plain", True), ("3-d input", True), ("no bias", True), ("mode off", False), ("k=48", False),
+    ("n=96", False), ("fp32 input", False), ("input dtype vs scales", False), ("bias dtype", False),
+    ("bias shape", False), ("wrong k", False), ("other device", False),
+])
+def test_route_decision(monkeypatch, case, routed):
+    """Only shapes, dtypes, devices and the mode decide; anything the op would refuse keeps quanto's path."""
+    from quanto_kernels.quanto import fast_linear
+
+    monkeypatch.setattr(fast_linear, "active_on", lambda device: case != "mode off")
+    k, n = {"k=48": (48, 128), "n=96": (64, 96)}.get(case, (64, 128))
+    w = _marlin_like(k, n)
+    x = torch.empty(5, k, dtype=torch.bfloat16, device="meta")
+    bias = torch.empty(n, dtype=torch.bfloat16, device="meta")
+    if case == "3-d input":
+        x = x.reshape(1, 5, k)
+    elif case == "no bias":
+        bias = None
+    elif case == "fp32 input":
+        x, w._scale = x.float(), w._scale.float()
+    elif case == "input dtype vs scales":
+        x = x.half()
+    elif case == "bias dtype":
+        bias = bias.half()
+    elif case == "bias shape":
+        bias = bias[:64]
+    elif case == "wrong k":
+        x = torch.empty(5, k + 16, dtype=torch.bfloat16, device="meta")
+    elif case == "other device":
+        x = torch.empty(5, k, dtype=torch.bfloat16)
+    assert fast_linear.fp8_compute_route(x, w, bias) is routed
