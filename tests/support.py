@@ -586,8 +586,11 @@ def act_quant_reference(x: torch.Tensor):
     """
     xf = x.reshape(-1, x.shape[-1]).float()
     amax = xf.abs().amax(dim=1).clamp_min(E4M3_MIN_AMAX)
-    multiplier = torch.full_like(amax, E4M3_MAX) / amax
-    scale = amax / E4M3_MAX
+    # Tensor by tensor on purpose: torch's CUDA division by a Python scalar multiplies by the scalar's
+    # reciprocal, which can differ from the kernel's IEEE division in the last bit.
+    e4m3_max = torch.full_like(amax, E4M3_MAX)
+    multiplier = e4m3_max / amax
+    scale = amax / e4m3_max
     codes = (xf * multiplier[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return codes, scale
 

@@ -246,8 +246,9 @@ def _w8a8_reference(x, weight_dequantized, bias):
 
     xf = x.float()
     amax = xf.abs().amax(dim=1).clamp_min(1e-12)
-    codes = (xf * (torch.full_like(amax, 448.0) / amax)[:, None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
-    xs = (amax / 448.0).double()
+    e4m3_max = torch.full_like(amax, 448.0)  # divide tensor by tensor: IEEE division, as the kernel does
+    codes = (xf * (e4m3_max / amax)[:, None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    xs = (amax / e4m3_max).double()
     return (codes.double() * xs[:, None]) @ weight_dequantized.double().t() + bias.double()
 
 
