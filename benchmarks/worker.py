@@ -40,8 +40,10 @@ import time
 FAKE = os.environ.get("QK_BENCH_FAKE", "") not in ("", "0")
 FATAL_MARKERS = ("illegal memory access", "illegal address", "unspecified launch failure", "misaligned address",
                  "device-side assert", "CUDA error: an illegal", "cudaErrorLaunchFailure", "context is destroyed")
-# quanto_kernels' fp8 compute mode, if the package has one: the first of these names it exposes.
-FP8_COMPUTE_APIS = ("fp8_compute", "set_fp8_compute", "enable_fp8_compute")
+# quanto_kernels' fp8 compute mode, if the package has one: the first of these names it exposes. The
+# global switch comes first: quanto_kernels also exports fp8_compute, but as a context manager
+# (fp8_compute(enabled=True)), not as a per-model function.
+FP8_COMPUTE_APIS = ("set_fp8_compute", "enable_fp8_compute", "fp8_compute")
 L2_MULTIPLE = 4  # rotated layers hold at least this many times the L2 size in weights
 TARGET_S = 0.10  # timed seconds per measurement (adaptive number of repeats)
 SEED = 1234

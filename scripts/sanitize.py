@@ -14,7 +14,11 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
   Marlin int4 dequantize + GEMM, K in {128, 256}, N in {64, 192}, scale_perm none/block32/block64,
   M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit);
   int8 rows (when the library has them) dequantize + GEMM, fp16 and bf16, K in {32, 96, 40}, N in {64, 192},
-  M on both sides of the int8 fused limit.
+  M on both sides of the int8 fused limit;
+  FP8 compute (GPUs with FP8 tensor cores: compute capability 8.9+): fp8_compute_linear forced onto its
+  FP8 path (activation quantization + FP8 tensor-core GEMM) for M in {1, 3, 17, L, L + 1, 130, 257},
+  K in {32, 96, 544}, N in {64, 192}, fp16 and bf16, with and without bias, plus the op's own M rule at
+  L and L + 1; on Hopper twice, for the wgmma kernel and for mma.sync (QK_FP8_COMPUTE_KERNEL=mma).
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ def dense_call(what):
         return False
     m = int(what.split(" M=")[1].split()[0])
     fmt = what.split()[0]
+    if fmt == "fp8c":
+        return False  # FP8 compute never goes through cuBLAS
     if fmt == "int8" and int(what.split(" K=")[1].split()[0]) % 32:
         return True  # the int8 fused kernel reads K in slices of 32: other K always take the dense path
     return m > FUSED_LIMITS[fmt if fmt in ("fp8", "int8") else "int4"]
@@ -234,6 +240,67 @@ def sweep_int8():
                 run(what, lambda: ops.int8_gemm(ag, wg, sg), gemm_close(gu.matmul_reference(a, ref_w), dtype, what))
 
 
+def w8a8_close(a, codes, s, bias, dtype, what):
+    """A check of an fp8_compute_linear result against the fp64 W8A8 reference (tests/support.py)."""
+    ref, sum_abs = gu.w8a8_reference(a, codes, s, bias)
+    return lambda out: gu.assert_w8a8_close(out, ref, sum_abs, dtype, what)
+
+
+def fp8_compute_kernels():
+    """[(label, QK_FP8_COMPUTE_KERNEL value or None)] to run on this GPU: none without FP8 tensor cores,
+    both kernels where the default is the Hopper (wgmma) one."""
+    from quanto_kernels.fp8_compute import kernel_name
+
+    os.environ.pop("QK_FP8_COMPUTE_KERNEL", None)
+    default = kernel_name(torch.cuda.current_device())
+    if default == "none":
+        return []
+    return [(default, None)] + ([("mma.sync", "mma")] if default == "wgmma" else [])
+
+
+def sweep_fp8_compute():
+    """qfloat8 weights times e4m3 activations on FP8 tensor cores, against the fp64 W8A8 reference."""
+    if not hasattr(ops, "fp8_compute_linear"):
+        return
+    limit = FUSED_LIMITS["fp8"]
+    for label, env in fp8_compute_kernels():
+        if env is None:
+            os.environ.pop("QK_FP8_COMPUTE_KERNEL", None)
+        else:
+            os.environ["QK_FP8_COMPUTE_KERNEL"] = env  # the library reads it at every call
+        for dtype in (f16, bf16):
+            for k, n in [(32, 64), (96, 192), (544, 64)]:
+                g = gen("fp8c", str(dtype), k, n)
+                codes = gu.random_fp8_codes(n, k, g, device=CPU)
+                s = gu.random_fp8_scales(n, dtype, g, device=CPU)
+                bias = (0.5 * torch.randn(n, generator=g)).to(dtype)
+                packed, s_perm = cuda(gu.fp8_marlin_layout(codes)), cuda(gu.permute_block32(s.reshape(1, n)))
+                bias_g = cuda(bias)
+                for m in sorted({1, 3, 17, limit, limit + 1, 130, 257}):
+                    for with_bias in (True, False):
+                        a = torch.randn(m, k, generator=g).to(dtype)
+                        ag, bg = cuda(a), bias_g if with_bias else None
+                        what = f"fp8c gemm M={m} K={k} N={n} {dtype} bias={with_bias} kernel={label}"
+
+                        def forced(ag=ag, bg=bg):
+                            with ops.force_fp8_compute_path("fp8"):
+                                return ops.fp8_compute_linear(ag, packed, s_perm, bg)
+
+                        run(what, forced, w8a8_close(a, codes, s, bias if with_bias else None, dtype, what))
+                # the op's own rule at the fused limit: weight-only GEMV at L, FP8 above
+                for m in (limit, limit + 1):
+                    a = torch.randn(m, k, generator=g).to(dtype)
+                    ag = cuda(a)
+                    what = f"fp8c rule M={m} K={k} N={n} {dtype} kernel={label}"
+                    if m <= limit:
+                        check = gemm_close(gu.matmul_reference(a, gu.fp8_dequant_reference(codes, s), bias), dtype,
+                                           what)
+                    else:
+                        check = w8a8_close(a, codes, s, bias, dtype, what)
+                    run(what, lambda ag=ag: ops.fp8_compute_linear(ag, packed, s_perm, bias_g), check)
+    os.environ.pop("QK_FP8_COMPUTE_KERNEL", None)
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("SANITIZE_SKIPPED no CUDA GPU")
@@ -242,7 +309,7 @@ def main() -> int:
     print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} int8={FUSED_LIMITS.get('int8', '-')}"
           " (largest M of the fused kernels)", flush=True)
     t0 = time.time()
-    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin, sweep_int8):
+    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin, sweep_int8, sweep_fp8_compute):
         sweep()
     seconds = time.time() - t0
     if FAILURES:

@@ -521,10 +521,10 @@ class NativeCalls:
     """Records every call of the C ABI's functions (``quanto_kernels._native.abi``) while installed.
 
     ``calls`` lists (function, keyword arguments) in call order; queries (``*_workspace_bytes``,
-    ``*max_gemv_m``, ``last_error``) are left out of ``names``.
+    ``*max_gemv_m``, ``last_error``, ``fp8_compute_kernel``) are left out of ``names``.
     """
 
-    QUERIES = ("_workspace_bytes", "max_gemv_m", "last_error", "build_info", "abi_version")
+    QUERIES = ("_workspace_bytes", "max_gemv_m", "last_error", "build_info", "abi_version", "fp8_compute_kernel")
 
     def __init__(self, monkeypatch):
         import threading
@@ -549,3 +549,102 @@ class NativeCalls:
 
     def clear(self):
         self.calls.clear()
+
+
+# ------------------------------------------------------------- FP8 compute (W8A8) references
+
+E4M3_MAX = 448.0
+# Rows whose largest magnitude is below this quantize as if it were this (the kernel's floor).
+E4M3_MIN_AMAX = 1e-12
+# Compute capability where FP8 tensor cores (and so fp8_compute_linear) start.
+FP8_COMPUTE_CAPABILITY = (8, 9)
+
+
+def fp8_compute_skip_reason() -> Optional[str]:
+    """Why the FP8 compute tests cannot run here, or None."""
+    if _SKIP_REASON is not None:
+        return _SKIP_REASON
+    cap = torch.cuda.get_device_capability()
+    if tuple(cap) < FP8_COMPUTE_CAPABILITY:
+        return (f"{torch.cuda.get_device_name()} has compute capability {cap[0]}.{cap[1]}; FP8 tensor cores "
+                "need 8.9 or newer")
+    return None
+
+
+requires_fp8_compute = pytest.mark.skipif(fp8_compute_skip_reason() is not None,
+                                          reason=f"FP8 compute test: {fp8_compute_skip_reason()}")
+
+
+def act_quant_reference(x: torch.Tensor):
+    """The per-row activation quantization, written from its definition (docs/numerics.md, "FP8 compute").
+
+    x (..., K) fp16/bf16 -> (codes (M, K) torch.float8_e4m3fn in natural k order, row scales (M,) fp32):
+    amax = max_k |x| in fp32 (exact), floored at 1e-12; scale = amax / 448 and the multiplier 448 / amax,
+    each one fp32 division; code = e4m3(x * multiplier), the product rounded to fp32, then to e4m3 by
+    round-to-nearest-even, saturating at +-448 (torch's conversion rounds to nearest even; the clamp
+    gives the saturation, a no-op in practice since |x * multiplier| <= 448 up to one fp32 rounding).
+    """
+    xf = x.reshape(-1, x.shape[-1]).float()
+    amax = xf.abs().amax(dim=1).clamp_min(E4M3_MIN_AMAX)
+    # Tensor by tensor on purpose: torch's CUDA division by a Python scalar multiplies by the scalar's
+    # reciprocal, which can differ from the kernel's IEEE division in the last bit.
+    e4m3_max = torch.full_like(amax, E4M3_MAX)
+    multiplier = e4m3_max / amax
+    scale = amax / e4m3_max
+    codes = (xf * multiplier[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return codes, scale
+
+
+def fragment_order(k: int, device="cpu") -> torch.Tensor:
+    """k(slot) for the activation codes' byte order (csrc/fp8_compute/fp8_compute.h): in every run of 16,
+    slot 4q + b holds k = 2q + (0, 8, 1, 9)[b]."""
+    slot = torch.arange(k, device=device, dtype=torch.int64)
+    q, b = (slot % 16) // 4, slot % 4
+    return slot - slot % 16 + 2 * q + 8 * (b % 2) + b // 2
+
+
+def w8a8_reference(x: torch.Tensor, codes: torch.Tensor, s: torch.Tensor, bias: Optional[torch.Tensor] = None):
+    """fp64 result of the W8A8 math for x (..., K), weight codes (N, K), natural scales (N,):
+
+        out[m, n] = xs[m] * s[n] * sum_k e4m3(xq[m, k]) * e4m3(W[n, k]) + bias[n]
+
+    Returns (out (M, N), sum_abs (M, N) = xs[m] * s[n] * sum_k |xq * W|, the scale of accumulation error).
+    """
+    xq, xs = act_quant_reference(x)
+    xv, wv = xq.double(), fp8_values(codes)
+    outer = xs.double()[:, None] * s.double().reshape(1, -1)
+    out = (xv @ wv.t()) * outer
+    sum_abs = (xv.abs() @ wv.abs().t()) * outer
+    if bias is not None:
+        out = out + bias.double()
+    return out, sum_abs
+
+
+# Accumulation slack of the FP8 product, relative to sum_k |terms|. The products of e4m3 codes are exact
+# and summed in fp32 (2^-24 per add), but FP8 tensor cores may keep fewer bits inside one instruction's
+# k-block before the sum reaches fp32 registers (Hopper's FP8 MMA is reported to keep about 13-14). 2^-11
+# covers 8 such roundings at full size, which random signs never reach; a code read from the wrong place,
+# a lost k-block or a wrong scale gives errors of order |ref| itself, and the Frobenius check below
+# (2x the output rounding) catches what would hide in this slack at large K.
+FP8_COMPUTE_ACCUM_SLACK = 2.0**-11
+FP8_COMPUTE_FRO = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2}
+
+
+def assert_w8a8_close(out: torch.Tensor, ref: torch.Tensor, sum_abs: torch.Tensor, dtype: torch.dtype,
+                      what: str) -> None:
+    """out against the fp64 W8A8 reference: every element within its rounding bound (the single rounding
+    to `dtype`, half an ulp, plus FP8_COMPUTE_ACCUM_SLACK * sum_abs), and the relative Frobenius error
+    within FP8_COMPUTE_FRO[dtype] (about 5x the output rounding's own contribution)."""
+    out2 = out.reshape(ref.shape)
+    assert_all_finite(out2, what)
+    u = UNIT_ROUNDOFF[dtype]
+    bound = u * (1 + 2.0**-6) * ref.abs() + FP8_COMPUTE_ACCUM_SLACK * sum_abs + SUBNORMAL_HALF_ULP[dtype]
+    over = (out2.double() - ref).abs() - bound
+    worst = int(over.reshape(-1).argmax())
+    rel = rel_fro(out2, ref)
+    assert float(over.reshape(-1)[worst]) <= 0 and rel <= FP8_COMPUTE_FRO[dtype], (
+        f"{what}: relative Frobenius error {rel:.3e} (limit {FP8_COMPUTE_FRO[dtype]:.1e}); "
+        f"{int((over > 0).sum())} elements over their bound; worst flat index {worst}: "
+        f"out={float(out2.reshape(-1)[worst]):.6g} ref={float(ref.reshape(-1)[worst]):.6g} "
+        f"bound={float(bound.reshape(-1)[worst]):.3g}"
+    )

@@ -89,7 +89,33 @@ def report() -> dict:
         facts["served"] = served
     report_formats()
     facts["formats"] = [f.name for f in served_formats()]
+    facts["fp8_compute"] = report_fp8_compute(facts)
     return facts
+
+
+def _fp8_compute_module():
+    import importlib
+
+    return importlib.import_module("quanto_kernels.fp8_compute")  # the package attribute is the context manager
+
+
+def report_fp8_compute(facts) -> dict:
+    """The FP8 compute mode: on/off, where that came from, and which kernel each GPU would run."""
+    mode = _fp8_compute_module()
+    info = {"enabled": mode.fp8_compute_enabled(), "source": mode.fp8_compute_source(), "kernels": {}}
+    _line("fp8 compute", f"{'on' if info['enabled'] else 'off'} (source: {info['source']})")
+    if facts.get("gpu") and facts.get("library"):
+        import torch
+
+        for i in range(torch.cuda.device_count()):
+            try:
+                name = mode.kernel_name(i)
+            except Exception as exc:  # noqa: BLE001 - a library without the entry point: say so, go on
+                name = f"unknown ({type(exc).__name__}: {exc})"
+            info["kernels"][str(i)] = name
+            note = " (no FP8 tensor cores: the mode does nothing here)" if name == "none" else ""
+            _line(f"  fp8 compute kernel GPU {i}", name + note)
+    return info
 
 
 class Format:
@@ -148,13 +174,31 @@ def _recording_calls():
 
 def self_check() -> bool:
     """Quantizes small layers in every served format and compares them with quanto's dequantize() + matmul;
-    each layer must be quanto's expected weight class and must have run our kernels (C entry points counted)."""
+    each layer must be quanto's expected weight class and must have run our kernels (C entry points counted).
+    With the FP8 compute mode on and a GPU that has FP8 tensor cores, qfloat8 layers are checked in that
+    mode too (fp8_compute_self_check)."""
     import torch
-    from optimum.quanto import freeze, qtypes, quantize
 
     torch.manual_seed(0)
     ok = True
     k, n = 512, 384
+    mode = _fp8_compute_module()
+    with mode.fp8_compute(False):  # these compare with the weight-only product; FP8 compute is checked below
+        ok &= _self_check_formats(k, n)
+    if mode.fp8_compute_enabled():
+        device = torch.cuda.current_device()
+        if mode.kernel_name(device) == "none":
+            print(f"  fp8 compute self-check NOT RUN: GPU {device} has no FP8 tensor cores (the mode does nothing there)")
+        else:
+            ok &= fp8_compute_self_check(k, n)
+    return ok
+
+
+def _self_check_formats(k, n) -> bool:
+    import torch
+    from optimum.quanto import freeze, qtypes, quantize
+
+    ok = True
     for fmt in served_formats():
         fmt_ok = True
         for dtype in fmt.dtypes:
@@ -184,6 +228,76 @@ def self_check() -> bool:
                       f"rel.err {err:.2e} {'ok' if good else 'FAIL'}")
         print(f"  format {fmt.name:>8}: {'ok' if fmt_ok else 'FAIL'} ({fmt.how})")
         ok &= fmt_ok
+    return ok
+
+
+# FP8 compute quantizes each activation row to e4m3 (3 mantissa bits): against the weight-only product it
+# is off by about 3 % (that is its cost, printed). Against the W8A8 math itself only the output rounding
+# and the fp32 accumulation remain, plus here the rounding of dequantize()'s weight to the activation
+# dtype (the reference uses it instead of the exact codes): well below 1 %.
+FP8_COMPUTE_TOLERANCE = 1e-2
+FP8_COMPUTE_ENTRY_POINTS = ("fp8_act_quant", "fp8_compute_gemm")
+
+
+def _w8a8_reference(x, weight_dequantized, bias):
+    """fp64 W8A8 product: x quantized per row (scale max|x| / 448, e4m3 round-to-nearest-even, saturated),
+    times the dequantized weight, plus the bias."""
+    import torch
+
+    xf = x.float()
+    amax = xf.abs().amax(dim=1).clamp_min(1e-12)
+    e4m3_max = torch.full_like(amax, 448.0)  # divide tensor by tensor: IEEE division, as the kernel does
+    codes = (xf * (e4m3_max / amax)[:, None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    xs = (amax / e4m3_max).double()
+    return (codes.double() * xs[:, None]) @ weight_dequantized.double().t() + bias.double()
+
+
+def fp8_compute_self_check(k, n) -> bool:
+    """qfloat8 layers with the FP8 compute mode on: M up to the fused GEMV limit must run the weight-only
+    GEMV, larger M our two FP8 entry points; each result against its fp64 reference."""
+    import torch
+    from optimum.quanto import freeze, qfloat8, quantize
+
+    from quanto_kernels.ops import GEMM_FAMILIES
+
+    mode = _fp8_compute_module()
+    limit = GEMM_FAMILIES["fp8_marlin"].max_gemv_m
+    kernel = mode.kernel_name(torch.cuda.current_device())
+    ok = True
+    for dtype in (torch.bfloat16, torch.float16):
+        model = torch.nn.Sequential(torch.nn.Linear(k, n, bias=True).to("cuda", dtype))
+        quantize(model, weights=qfloat8)
+        freeze(model)
+        weight, bias = model[0].weight, model[0].bias
+        kind = type(weight).__name__
+        for m in (1, 77, 300):
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            counts, undo = _recording_calls()
+            try:
+                with torch.no_grad(), mode.fp8_compute(True):
+                    y = model(x)
+                    torch.cuda.synchronize()
+            finally:
+                undo()
+            want = ("fp8_marlin_gemv",) if m <= limit else FP8_COMPUTE_ENTRY_POINTS
+            ran = tuple(name for name in want if counts.get(name))
+            stray = sorted(name for name in ("fp8_marlin_gemv", "fp8_marlin_dequantize") + FP8_COMPUTE_ENTRY_POINTS
+                           if counts.get(name) and name not in want)
+            with torch.no_grad():
+                deq = weight.dequantize()
+                weight_only = x.double() @ deq.double().t() + bias.double()
+                ref = weight_only if m <= limit else _w8a8_reference(x, deq, bias)
+                y64 = y.double()
+                err = ((y64 - ref).norm() / ref.norm()).item()
+                cost = ((y64 - weight_only).norm() / weight_only.norm()).item()
+            good = (kind == "MarlinF8QBytesTensor" and ran == want and not stray and err < FP8_COMPUTE_TOLERANCE
+                    and torch.isfinite(y).all().item())
+            ok &= good
+            print(f"  self-check fp8-compute {str(dtype):<15} M={m:<3} kernel {kernel if m > limit else 'gemv':<8} "
+                  f"ran {','.join(ran + tuple(stray)) or 'NONE':<30} rel.err {err:.2e} "
+                  f"(vs weight-only {cost:.2e}) {'ok' if good else 'FAIL'}")
+    print(f"  fp8 compute: {'ok' if ok else 'FAIL'} (qfloat8 layers, activations quantized per row to e4m3, "
+          f"{kernel} kernel; M <= {limit} stays on the weight-only GEMV)")
     return ok
 
 

@@ -9,6 +9,8 @@ One module per kernel family, each holding its argument checks, its launches thr
   _awq_int4       quanto_kernels::awq_int4_dequantize, quanto_kernels::awq_int4_gemm
   _marlin_int4    quanto_kernels::marlin_int4_dequantize, quanto_kernels::marlin_int4_gemm
   _int8           quanto_kernels::int8_dequantize, quanto_kernels::int8_gemm
+  _fp8_compute    quanto_kernels::fp8_compute_linear (qfloat8 weights times e4m3 activations on FP8
+                  tensor cores; the opt-in mode that routes quanto to it is quanto_kernels.fp8_compute)
 
 Shared: ``_validate`` (the Python argument checks: TypeError/ValueError naming the argument) and
 ``_common`` (stream handle, workspaces, and the GEMM dispatch rule: fused kernel while M <= the
@@ -21,6 +23,8 @@ of the tensors' device. ``direct`` holds the same functions without the torch.li
 Test-only override of the dispatch rule: ``with quanto_kernels.ops.force_path("gemv"):`` (or
 ``"dequant"``) makes every GEMM family take that path at any M; under "gemv" an M above the family's
 fused-kernel limit raises ValueError naming the limit. ``force_path(None)`` restores the rule.
+``fp8_compute_linear`` has its own two paths (weight-only GEMV, FP8 GEMM) and its own test override,
+``force_fp8_compute_path("gemv" | "fp8")``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from .._native.abi import SCALE_PERM_BLOCK32, SCALE_PERM_BLOCK64, SCALE_PERM_NONE
-from . import _awq_int4, _fp8_marlin, _int8, _marlin_int4, _marlin_repack, _unpack
+from . import _awq_int4, _fp8_compute, _fp8_marlin, _int8, _marlin_int4, _marlin_repack, _unpack
 from ._common import force_path
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "marlin_int4_gemm",
     "int8_dequantize",
     "int8_gemm",
+    "fp8_compute_linear",
+    "force_fp8_compute_path",
     "SCALE_PERM_NONE",
     "SCALE_PERM_BLOCK32",
     "SCALE_PERM_BLOCK64",
@@ -62,6 +68,8 @@ marlin_int4_gemm = _marlin_int4.gemm_op
 marlin_int4_scale_perm = _marlin_int4.scale_perm_for
 int8_dequantize = _int8.dequantize_op
 int8_gemm = _int8.gemm_op
+fp8_compute_linear = _fp8_compute.op
+force_fp8_compute_path = _fp8_compute.force_path
 
 # family name -> GemmFamily (fused-kernel limit, cached workspace query)
 GEMM_FAMILIES = {f.FAMILY.name: f.FAMILY for f in (_fp8_marlin, _awq_int4, _marlin_int4, _int8)}
@@ -78,4 +86,5 @@ direct = SimpleNamespace(
     marlin_int4_gemm=_marlin_int4.direct_gemm,
     int8_dequantize=_int8.direct_dequantize,
     int8_gemm=_int8.direct_gemm,
+    fp8_compute_linear=_fp8_compute.direct,
 )

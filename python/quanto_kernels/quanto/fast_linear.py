@@ -7,13 +7,19 @@ no tracing, no torch-function mode, plain tensors on the weight's device), QLine
 the kernel directly: the weight's checks run once and are cached on the weight, the activation's
 are a handful of comparisons. Anything unusual returns None and takes quanto's full, validated
 path, which also raises the clear errors.
+
+FP8 compute mode (quanto_kernels.fp8_compute): while it is on for the weight's GPU, qfloat8 weights
+whose shape the FP8 product takes run ``fp8_compute_linear`` (here directly, and through
+``fp8_compute_route`` from the shim's Marlin FP8 linear on quanto's full path); other shapes and GPUs
+keep the weight-only path.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..ops import _awq_int4, _fp8_marlin, _int8
+from ..fp8_compute import active_on
+from ..ops import _awq_int4, _fp8_compute, _fp8_marlin, _int8
 
 _CACHE_ATTR = "_quanto_kernels_cache"
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; subclasses go the full way
@@ -22,7 +28,7 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; s
 class _Weight:
     """What the kernels need from a quantized weight, validated once."""
 
-    __slots__ = ("tensors", "ptrs", "n", "k", "dtype", "device", "group_size")
+    __slots__ = ("tensors", "ptrs", "n", "k", "dtype", "device", "group_size", "fp8_compute")
 
     def matches(self, tensors) -> bool:
         return all(a is b for a, b in zip(self.tensors, tensors)) and self.ptrs == tuple(t.data_ptr() for t in tensors)
@@ -48,9 +54,34 @@ def _fp8_info(w) -> _Weight:
         _fp8_marlin.device_checks(data, scale)
         info = _Weight()
         info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, 0
+        info.fp8_compute = fp8_compute_takes(n, k)
         return info
 
     return _cached(w, (data, scale), build)
+
+
+def fp8_compute_takes(n: int, k: int) -> bool:
+    """Whether the FP8 tensor-core product takes an (N, K) qfloat8 weight (ops/_fp8_compute.py)."""
+    return k % _fp8_compute.K_MULTIPLE == 0 and n % _fp8_compute.N_MULTIPLE == 0
+
+
+def fp8_compute_route(input, w, bias) -> bool:
+    """Whether quanto's Marlin FP8 linear should call fp8_compute_linear for F.linear(input, w, bias).
+
+    Only shapes, dtypes and devices are looked at (no data), so torch.compile traces it and guards on
+    the mode's flag. Anything the op would refuse keeps the weight-only path instead.
+    """
+    data, scale = w._data._data, w._scale
+    if type(input) not in _PLAIN or not active_on(data.device) or input.device != data.device:
+        return False
+    if input.dtype is not scale.dtype or input.dtype not in _fp8_compute.ACT_DTYPES:
+        return False
+    n, k = scale.shape[-1], data.shape[0] * 16
+    if data.dim() != 2 or data.shape[1] != 4 * n or input.dim() == 0 or input.shape[-1] != k:
+        return False
+    if bias is not None and (bias.dtype is not input.dtype or tuple(bias.shape) != (n,) or bias.device != data.device):
+        return False
+    return fp8_compute_takes(n, k)
 
 
 def _awq_info(w) -> _Weight:
@@ -120,7 +151,12 @@ def fp8_linear(input, w, bias):
     if x is None:
         return None
     data, scale = info.tensors
-    out = _fp8_marlin.matmul(x, data, scale, info.n, info.k, bias)
+    if info.fp8_compute and active_on(info.device):
+        if bias is not None:
+            bias = _fp8_compute.dense_rows(bias)
+        out = _fp8_compute.linear_2d(x, data, scale, bias, info.n, info.k)
+    else:
+        out = _fp8_marlin.matmul(x, data, scale, info.n, info.k, bias)
     return out.view(tuple(input.shape[:-1]) + (info.n,))
 
 

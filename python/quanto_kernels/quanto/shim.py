@@ -14,7 +14,8 @@ What the patch does:
   3. points the extension's module at our bindings (``ext._lib``), so quanto's ops run our kernels
      (its CPU extension, which only unpacks, is served in plain torch);
   4. replaces the Marlin FP8 linear's forward, which drops the bias in 0.2.7 (and passes a workspace
-     torch.compile cannot trace);
+     torch.compile cannot trace); while the FP8 compute mode is on (quanto_kernels.fp8_compute), that
+     forward runs fp8_compute_linear (bias fused) for the shapes and GPUs it serves;
   5. routes quanto's qint8 weight-only linear on CUDA (``WeightQBytesLinearFunction``) to our int8
      kernels, which read quanto's int8 data as stored (quanto itself rebuilds a dense weight per call);
   6. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
@@ -87,8 +88,12 @@ def _fix_fp8_linear(fp8_qbits) -> None:
     quanto 0.2.7's drops the bias, and passes the weight's `_workspace` tensor, which is not part of
     the weight subclass's flattened state, so torch.compile cannot trace it. Ours adds the bias and
     passes an empty workspace: our kernels use none (the binding only checks its dtype).
+    With the FP8 compute mode on, the layers it serves take fp8_compute_linear instead; quanto's
+    backward (dequantize + matmul) is unchanged either way.
     """
     import torch
+
+    from .fast_linear import fp8_compute_route
 
     fn_cls = fp8_qbits.MarlinF8QBytesLinearFunction
     if getattr(fn_cls.forward, "_quanto_kernels_bias_fix", False):
@@ -96,6 +101,8 @@ def _fix_fp8_linear(fp8_qbits) -> None:
 
     def forward(ctx, input, other, bias=None):
         ctx.save_for_backward(input, other)
+        if fp8_compute_route(input, other, bias):
+            return torch.ops.quanto_kernels.fp8_compute_linear(input, other._data._data, other._scale, bias)
         n = other._scale.shape[1]
         x = input.reshape(-1, input.shape[-1])
         out = torch.ops.quanto.gemm_f16f8_marlin(
