@@ -4,8 +4,8 @@
 Paths compared side by side (benchmarks/results/gemv_notes.md):
   fp8-v0      the split-K FP8 kernel (main's dispatch: QK_GEMV_FP8_ENGINE unset)
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
-  int8-v3     int8 on the v3 engine (main's dispatch)
-  int8-v4:VAR int8 on engine v4 (QK_GEMV_INT8_ENGINE=v4), variant VAR
+  int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
+  int8-v4:VAR int8 on engine v4 (the default), variant VAR
 A variant is a set of the engine's test overrides (csrc/gemv/schedule.h), set in the environment before the
 workspace query and the launch (the library reads them at every plan):
   auto  defaults (group width chosen by the plan, split-major blocks, 64 k int8 units)
@@ -86,8 +86,8 @@ def path_env(path):
     env = {}
     if fam == "fp8-v4":
         env["QK_GEMV_FP8_ENGINE"] = "1"
-    if fam == "int8-v4":
-        env["QK_GEMV_INT8_ENGINE"] = "v4"
+    if fam == "int8-v3":
+        env["QK_GEMV_INT8_ENGINE"] = "v3"
     env.update(VARIANTS.get(var, {}))
     return env
 

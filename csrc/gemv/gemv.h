@@ -1,9 +1,10 @@
 // Launchers of the GEMV engine (csrc/gemv/engine.cuh: v3; engine_v4.cuh: v4), one pair per weight
 // format: a plan (grid and workspace, from the shape and the device) and a launch that follows that
 // plan. The C entry points size the caller's workspace with the same plan they launch with.
-// Which engine serves a call: int8 -> v3 unless QK_GEMV_INT8_ENGINE=v4; FP8 -> the split-K kernel
-// (csrc/fp8_marlin/fp8_gemv.cu) unless QK_GEMV_FP8_ENGINE=1 (test / benchmark overrides, see
-// csrc/gemv/schedule.h), until measurements decide (benchmarks/results/gemv_notes.md).
+// Which engine serves a call (measured, benchmarks/results/gemv_notes.md): int8 -> v4 (v3 behind
+// QK_GEMV_INT8_ENGINE=v3); FP8 -> the split-K kernel (csrc/fp8_marlin/fp8_gemv.cu), faster than every
+// engine version so far (v4 behind QK_GEMV_FP8_ENGINE=1). Both are test / benchmark overrides
+// (csrc/gemv/schedule.h).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,7 @@
 // The GEMV engine instantiated for int8 weights in quanto's own (N, K) layout, one scale per channel:
-// v3 by default, v4 behind QK_GEMV_INT8_ENGINE=v4 (csrc/gemv/schedule.h).
+// v4 with one column tile per block by default (measured on an H200, 2026-12-01: 15-60 % faster than v3
+// at M = 1..64 on 4096 x 14336, 14336 x 4096, 3072 x 12288 and 12288 x 3072; one tile per block beat the
+// wider groups; benchmarks/results/gemv_notes.md), v3 behind QK_GEMV_INT8_ENGINE=v3 (csrc/gemv/schedule.h).
 #include "gemv/gemv.h"
 #include "gemv/launch.cuh"
 #include "gemv/launch_v4.cuh"
@@ -7,11 +9,12 @@
 namespace qk {
 
 cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::GemvPlan* plan) {
-  if (!gemv::int8_v4_requested()) {
+  if (gemv::int8_v3_requested()) {
     plan->version = 3;
     return gemv::make_plan_for<gemv::Int8Rows>(m, n, k, device, &plan->v3);
   }
-  const gemv::V4Options opt = gemv::read_v4_options();
+  gemv::V4Options opt = gemv::read_v4_options();
+  if (opt.group_tiles == 0) opt.group_tiles = 1;  // measured best for int8 (see above)
   plan->version = 4;
   // 64 k units double the activation stage too: past 32 rows they no longer fit the registers.
   plan->int8_unit_k = (opt.int8_unit_k == 64 && k % 64 == 0 && m <= 32) ? 64 : 32;

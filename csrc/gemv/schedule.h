@@ -152,7 +152,7 @@ inline Plan4 make_plan4(int64_t m, int64_t n, int64_t k, int64_t unit_k, int64_t
 // see the same values as long as the environment does not change in between). They are not part
 // of the C ABI and change no default except where noted:
 //   QK_GEMV_FP8_ENGINE=1      FP8 Marlin GEMV on engine v4 instead of the split-K kernel (default 0)
-//   QK_GEMV_INT8_ENGINE=v4    int8 GEMV on engine v4 instead of v3 (default v3)
+//   QK_GEMV_INT8_ENGINE=v3    int8 GEMV on engine v3 instead of v4 (default v4, one tile per block)
 //   QK_GEMV_V4_TILES=1|2|4    adjacent tiles per v4 block (default: the widest group whose final
 //                             split sum stays small, kReduceBudgetFloats; 4 = one tile per warp)
 //   QK_GEMV_V4_ORDER=split|group   v4 block numbering (default split: group fastest)
@@ -201,7 +201,7 @@ inline V4Options read_v4_options() {
 }
 
 inline bool fp8_engine_requested() { return env_is("QK_GEMV_FP8_ENGINE", "1"); }
-inline bool int8_v4_requested() { return env_is("QK_GEMV_INT8_ENGINE", "v4"); }
+inline bool int8_v3_requested() { return env_is("QK_GEMV_INT8_ENGINE", "v3"); }
 
 }  // namespace gemv
 }  // namespace qk
