@@ -38,8 +38,8 @@ enum Fp8ComputeKernel : int32_t { kFp8ComputeNone = 0, kFp8ComputeMma = 1, kFp8C
 Fp8ComputeKernel fp8_compute_kernel_for(int device);
 
 // Per-row quantization of x (M x K, dtype dt, row stride ldx elements, 16-byte aligned rows):
-//   xs[m] = max_k |x[m,k]| / 448 (1 when the row is all zeros), xq[m, slot] = e4m3_satfinite(x[m, k(slot)] / xs[m]),
-// rounding to nearest even. xq is M x K bytes, row-major, fragment order; xs is M floats.
+//   amax = max(max_k |x[m,k]|, 1e-12), xs[m] = amax / 448, xq[m, slot] = e4m3_satfinite(x[m, k(slot)] * (448 / amax)),
+// each division and the product rounded to fp32, the code to nearest even (an all-zero row gives codes 0). xq is M x K bytes, row-major, fragment order; xs is M floats.
 // K must be a multiple of 16.
 cudaError_t launch_fp8_act_quant(const void* x, int64_t ldx, uint8_t* xq, float* xs, int64_t m, int64_t k, DType dt,
                                  cudaStream_t stream);
