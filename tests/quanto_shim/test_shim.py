@@ -214,7 +214,8 @@ def test_bias_fix_adds_the_bias(subprocess_env):
 def test_bf16_int4_factory_keeps_quantos_other_choices(subprocess_env):
     """The patched weight factory builds our bf16 AWQ class only for CUDA weights: on the CPU a bf16
     qint4 weight stays TinyGemm, an fp16 one the generic packing, and the rule refuses what quanto's
-    AWQ rule refuses (fp16 scales, another axis or group size, too few channels, 3-D)."""
+    AWQ packing or quanto's TinyGemm rule refuse (fp16 scales, another axis or group size, N not a multiple
+    of 4, K not of 128, 3-D); unlike quanto's fp16 AWQ rule it takes fewer than 128 channels."""
     facts, _ = run_child(
         """
         import quanto_kernels, optimum.quanto
@@ -239,8 +240,9 @@ def test_bf16_int4_factory_keeps_quantos_other_choices(subprocess_env):
         assert not serves(qint2, 0, 128, (128, 256), OnCuda, s)
         assert not serves(qint4, -1, 128, (128, 256), OnCuda, s)
         assert not serves(qint4, 0, 64, (128, 256), OnCuda, s)
-        assert not serves(qint4, 0, 128, (64, 256), OnCuda, s)
+        assert serves(qint4, 0, 128, (32, 128), OnCuda, s)
         assert not serves(qint4, 0, 128, (130, 256), OnCuda, s)
+        assert not serves(qint4, 0, 128, (128, 192), OnCuda, s)
         assert not serves(qint4, 0, 128, (128, 2, 128), OnCuda, s)
         torch.cuda.get_device_capability = lambda d=None: (7, 5)
         assert not serves(qint4, 0, 128, (128, 256), OnCuda, s)

@@ -32,11 +32,13 @@ __all__ = ["Bf16AWQWeightQBitsTensor", "Bf16AWQLinearFunction", "serves"]
 
 
 def serves(qtype, axis, group_size, size, data, scale) -> bool:
-    """Whether quanto's factory should build this class: quanto's own AWQ conditions with bf16 scales.
+    """Whether quanto's factory should build this class: every CUDA weight for which quanto would pick
+    TinyGemm (qint4, bf16 scales, axis 0, group size 128, 2-D, compute capability 8.0+) and which the
+    AWQ packing takes (N a multiple of 4, K of 128).
 
-    Same rules as quanto's fp16 AWQ choice (qint4, at least 128 output features, axis 0, group size
-    128, 2-D, a CUDA tensor on compute capability 8.0+) so that fp16 and bf16 models of one shape end
-    in the same layout; only the scale dtype differs.
+    quanto's fp16 AWQ rule also asks for N >= 128, as a workaround for a crash in its own AWQ kernel;
+    our kernels have no such limit (nor has TinyGemm, which these weights would get otherwise), so a
+    narrow bf16 layer is served too.
     """
     return (
         qtype == qint4
@@ -44,8 +46,8 @@ def serves(qtype, axis, group_size, size, data, scale) -> bool:
         and axis == 0
         and group_size == 128
         and len(size) == 2
-        and size[0] >= 128
         and size[0] % 4 == 0
+        and size[1] % 128 == 0
         and data.device.type == "cuda"
         and bool(torch.version.cuda)
         and torch.cuda.get_device_capability(data.device)[0] >= 8
