@@ -177,26 +177,35 @@ class TestQint4Bf16LinearOnOurKernels:
             assert torch.equal(generic._data.unpack(), codes.reshape(-1, 128))
             assert sp.max_abs_over(generic.dequantize(), ref, bound) <= 0
 
-    def test_moving_to_the_cpu_and_back(self, quanto_patched, ops, native_calls, k, n):
-        """.to("cpu") gives quanto's CPU choice (TinyGemm when it takes N, else the generic packing), and
-        .to("cuda") our class again, with the same dequantized weight."""
-        model, g = _qint4_bf16_model(k, n, ("q-int4-bf16-move", k, n))
-        with torch.no_grad():
-            before = model[0].weight.dequantize()
-            model.to("cpu")
-            cpu_kind = type(model[0].weight).__name__
-            assert cpu_kind in ("TinyGemmWeightQBitsTensor", "WeightQBitsTensor"), cpu_kind
-            model.to(DEV)
-            assert type(model[0].weight).__name__ == OUR_CLASS
-            after = model[0].weight.dequantize()
-            # TinyGemm keeps its shift lossily (quanto's own behaviour): allow one bf16 rounding of |S|*8.
-            scale_rows = model[0].weight._scale.double().repeat_interleave(128, dim=0).t()
-            assert float(((after.double() - before.double()).abs() - 2.0**-7 * 8 * scale_rows).max()) <= 0
-            x = torch.randn(3, k, generator=g, device=DEV, dtype=BF16)
-            native_calls.clear()
-            y = model(x)
-        _assert_bf16_calls(native_calls, "awq_int4_gemv", f"moved Linear({k}, {n})")
-        _check_against_plain_quanto(y, x, model[0], f"moved Linear({k}, {n})")
+
+# TinyGemm's lossy shift (quanto's own behaviour, quanto/tensor/weights/tinygemm): the shift is stored
+# as the bf16 mid-range offset 8*S - shift and recovered as 8*S - offset; |shift| <= 15 S for 4-bit
+# codes, so the two bf16 roundings move it by at most 2^-8 (23 + 15) S < 0.15 S. Allowed: 0.25 S.
+TINYGEMM_SHIFT_SLACK = 0.25
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("k,n", [(512, 384), (256, 64)], ids=lambda v: str(v))  # TinyGemm on the CPU needs N % 16 == 0
+def test_moving_to_the_cpu_and_back(quanto_patched, ops, native_calls, k, n):
+    """.to("cpu") gives quanto's CPU class (TinyGemm), .to("cuda") ours again, with the same weight up to
+    TinyGemm's lossy shift, and our kernels run again."""
+    model, g = _qint4_bf16_model(k, n, ("q-int4-bf16-move", k, n))
+    with torch.no_grad():
+        before = model[0].weight.dequantize()
+        model.to("cpu")
+        assert type(model[0].weight).__name__ == "TinyGemmWeightQBitsTensor"
+        model.to(DEV)
+        assert type(model[0].weight).__name__ == OUR_CLASS
+        after = model[0].weight.dequantize()
+        scale = model[0].weight._scale.double().repeat_interleave(128, dim=0).t()
+        slack = TINYGEMM_SHIFT_SLACK * scale + 2.0**-8 * (before.double().abs() + after.double().abs())
+        assert float(((after.double() - before.double()).abs() - slack).max()) <= 0
+        x = torch.randn(3, k, generator=g, device=DEV, dtype=BF16)
+        native_calls.clear()
+        y = model(x)
+    _assert_bf16_calls(native_calls, "awq_int4_gemv", f"moved Linear({k}, {n})")
+    _check_against_plain_quanto(y, x, model[0], f"moved Linear({k}, {n})")
 
 
 # =============================================================================================
@@ -366,12 +375,12 @@ def test_state_dict_saved_on_one_side_loads_and_runs_on_the_other(direction, dev
     assert loaded["same_keys"] and loaded["state_dict"] == saved["state_dict"]
     # Codes and scales come back bit for bit on every path. Shifts too where the loader holds our class
     # (the AWQ layout stores -shift exactly); TinyGemm keeps a mid-range offset in bf16 instead, which
-    # quanto documents as lossy: there a shift may move by a bf16 rounding of 8 scales.
+    # quanto documents as lossy: there a shift may move by up to TINYGEMM_SHIFT_SLACK scales.
     if loaded["types"][0] == OUR_CLASS:
         assert loaded["differs"] == [], f"{direction} {device}: re-saved tensors differ: {loaded['differs']}"
     else:
         assert all(k.endswith("._shift") for k in loaded["differs"]), loaded["differs"]
-        assert loaded["shift_change_in_scales"] <= 8 * 2.0**-7 + 2.0**-7, loaded["shift_change_in_scales"]
+        assert loaded["shift_change_in_scales"] <= TINYGEMM_SHIFT_SLACK, loaded["shift_change_in_scales"]
     # the same weights and inputs on both sides: outputs agree to GEMM rounding (two Linears, a GELU)
     limit = 2 * sp.GEMM_TOL[BF16].fro
     assert max(loaded["vs_saver"].values()) <= limit, f"{direction} {device}: outputs differ {loaded['vs_saver']}"
