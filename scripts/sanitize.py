@@ -10,9 +10,10 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
   unpack 2/4 bits (odd lengths, 1-3 dims); Marlin repack 8/4 bits with and without a permutation;
   FP8 Marlin dequantize + GEMM, fp16 and bf16, M in {1, 3, 8, 16, 17, 33, L, L + 1} with L the library's
   fused limit (K = 16: one k-tile, and K = 272: 17 k-tiles, uneven split-K), N in {64, 192};
-  AWQ int4 dequantize + GEMM, M in {1, 7, 8, 9, 16, 17}, N in {128, 132, 260}, K in {128, 384};
-  Marlin int4 dequantize + GEMM, K in {128, 256}, N in {64, 192}, scale_perm none/block32/block64,
-  M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit);
+  AWQ int4 dequantize + GEMM, fp16 and bf16, M in {1, 7, 8, 9, 16, 17}, N in {128, 132, 260},
+  K in {128, 384};
+  Marlin int4 dequantize + GEMM, fp16 and bf16, K in {128, 256}, N in {64, 192}, scale_perm
+  none/block32/block64, M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit);
   int8 rows (when the library has them) dequantize + GEMM, fp16 and bf16, K in {32, 96, 40}, N in {64, 192},
   M on both sides of the int8 fused limit;
   FP8 compute (GPUs with FP8 tensor cores: compute capability 8.9+): fp8_compute_linear forced onto its
@@ -181,21 +182,22 @@ def sweep_fp8():
 
 
 def sweep_awq():
-    for k in (128, 384):
-        for n in (128, 132, 260):
-            g = gen("awq", k, n)
-            codes = gu.random_int4_codes(n, k, g, device=CPU)
-            s, z = gu.random_group_params(k // 128, n, g, device=CPU)
-            packed, sg, zg = cuda(gu.awq_v2_layout(codes)), cuda(s), cuda(z)
-            ref_w = gu.int4_dequant_reference(codes, s, z)
-            run(f"awq dequantize K={k} N={n}", lambda: ops.awq_int4_dequantize(packed, sg, zg),
-                within(ref_w, gu.int4_dequant_bound(codes, s, ref_w)))
-            for m in (1, 7, 8, 9, 16, 17):
-                x = torch.randn(m, k, generator=g).to(f16)
-                xg = cuda(x)
-                what = f"awq gemm M={m} K={k} N={n}"
-                run(what, lambda: ops.awq_int4_gemm(xg, packed, sg, zg), gemm_close(gu.matmul_reference(x, ref_w), f16,
-                                                                                    what))
+    for dtype in (f16, bf16):
+        for k in (128, 384):
+            for n in (128, 132, 260):
+                g = gen("awq", str(dtype), k, n)
+                codes = gu.random_int4_codes(n, k, g, device=CPU)
+                s, z = gu.random_group_params(k // 128, n, g, device=CPU, dtype=dtype)
+                packed, sg, zg = cuda(gu.awq_v2_layout(codes)), cuda(s), cuda(z)
+                ref_w = gu.int4_dequant_reference(codes, s, z)
+                run(f"awq dequantize K={k} N={n} {dtype}", lambda: ops.awq_int4_dequantize(packed, sg, zg),
+                    within(ref_w, gu.int4_dequant_bound(codes, s, ref_w)))
+                for m in (1, 7, 8, 9, 16, 17):
+                    x = torch.randn(m, k, generator=g).to(dtype)
+                    xg = cuda(x)
+                    what = f"awq gemm M={m} K={k} N={n} {dtype}"
+                    run(what, lambda: ops.awq_int4_gemm(xg, packed, sg, zg),
+                        gemm_close(gu.matmul_reference(x, ref_w), dtype, what))
 
 
 def sweep_marlin():
@@ -203,20 +205,22 @@ def sweep_marlin():
              ops.SCALE_PERM_BLOCK64: gu.permute_block64}
     shapes = [(k, n, 128, p, (1, 9, 16, 17)) for k in (128, 256) for n in (64, 192) for p in perms]
     shapes.append((256, 64, 32, ops.SCALE_PERM_BLOCK64, (1, 17)))  # group 32: one-k-tile units
-    for k, n, group, perm, ms in shapes:
-        g = gen("marlin", k, n, group, perm)
-        codes = gu.random_int4_codes(n, k, g, device=CPU)
-        s, z = gu.random_group_params(k // group, n, g, device=CPU)
-        packed, sg, zg = cuda(gu.marlin_int4_layout(codes)), cuda(perms[perm](s)), cuda(perms[perm](z))
-        ref_w = gu.int4_dequant_reference(codes, s, z)
-        run(f"marlin dequantize K={k} N={n} group={group} perm={perm}",
-            lambda: ops.marlin_int4_dequantize(packed, sg, zg, perm), within(ref_w, gu.int4_dequant_bound(codes, s, ref_w)))
-        for m in ms:
-            x = torch.randn(m, k, generator=g).to(f16)
-            xg = cuda(x)
-            what = f"marlin gemm M={m} K={k} N={n} group={group} perm={perm}"
-            run(what, lambda: ops.marlin_int4_gemm(xg, packed, sg, zg, perm),
-                gemm_close(gu.matmul_reference(x, ref_w), f16, what))
+    for dtype in (f16, bf16):
+        for k, n, group, perm, ms in shapes:
+            g = gen("marlin", str(dtype), k, n, group, perm)
+            codes = gu.random_int4_codes(n, k, g, device=CPU)
+            s, z = gu.random_group_params(k // group, n, g, device=CPU, dtype=dtype)
+            packed, sg, zg = cuda(gu.marlin_int4_layout(codes)), cuda(perms[perm](s)), cuda(perms[perm](z))
+            ref_w = gu.int4_dequant_reference(codes, s, z)
+            run(f"marlin dequantize K={k} N={n} group={group} perm={perm} {dtype}",
+                lambda: ops.marlin_int4_dequantize(packed, sg, zg, perm),
+                within(ref_w, gu.int4_dequant_bound(codes, s, ref_w)))
+            for m in ms:
+                x = torch.randn(m, k, generator=g).to(dtype)
+                xg = cuda(x)
+                what = f"marlin gemm M={m} K={k} N={n} group={group} perm={perm} {dtype}"
+                run(what, lambda: ops.marlin_int4_gemm(xg, packed, sg, zg, perm),
+                    gemm_close(gu.matmul_reference(x, ref_w), dtype, what))
 
 
 def sweep_int8():

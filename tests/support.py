@@ -159,12 +159,12 @@ def random_int4_codes(n: int, k: int, g: torch.Generator, device="cuda") -> torc
     return torch.randint(0, 16, (n, k), generator=g, device=device, dtype=torch.uint8)
 
 
-def random_group_params(groups: int, n: int, g: torch.Generator, device="cuda"):
-    """fp16 (groups, N) scales S > 0 and zeros Z (already scaled and negated): Wd = S*q + Z is
-    roughly centred, |Wd| <~ 0.15, so fp16 GEMMs up to K = 4096 stay far from overflow."""
-    s = (0.005 + 0.01 * torch.rand((groups, n), generator=g, device=device)).to(torch.float16)
+def random_group_params(groups: int, n: int, g: torch.Generator, device="cuda", dtype=torch.float16):
+    """(groups, N) scales S > 0 and zeros Z (already scaled and negated) of `dtype` (fp16 or bf16):
+    Wd = S*q + Z is roughly centred, |Wd| <~ 0.15, so GEMMs up to K = 4096 stay far from overflow."""
+    s = (0.005 + 0.01 * torch.rand((groups, n), generator=g, device=device)).to(dtype)
     zp = 4.0 + 7.0 * torch.rand((groups, n), generator=g, device=device)
-    z = (-(s.double() * zp)).to(torch.float16)
+    z = (-(s.double() * zp)).to(dtype)
     return s, z
 
 
@@ -361,11 +361,14 @@ def int4_dequant_reference(codes: torch.Tensor, s: torch.Tensor, z: torch.Tensor
 
 
 def int4_dequant_bound(codes: torch.Tensor, s: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Allowed |fp16 dequant - exact|: one rounding of the result (FMA) or two (multiply, then add),
-    i.e. 2^-11 (|S*q| + |Wd|) each, doubled for margin, plus fp16's subnormal spacing."""
+    """Allowed |dequant - exact| in the scales' dtype (fp16 or bf16, unit roundoff u = 2^-11 or
+    2^-8): one rounding of the result (FMA) or two (multiply, then add), i.e. u (|S*q| + |Wd|) each,
+    doubled for margin, plus the dtype's smallest subnormal spacing."""
     n, k = codes.shape
     gs = k // s.shape[0]
     sq = (s.double().repeat_interleave(gs, dim=0).t() * codes.double()).abs()
+    if s.dtype == torch.bfloat16:
+        return 2.0**-7 * (sq + ref.abs()) + 2.0**-133
     return 2.0**-10 * (sq + ref.abs()) + 2.0**-24
 
 
@@ -466,15 +469,15 @@ def fp8_dequant_bound(ref: torch.Tensor, dtype) -> torch.Tensor:
     return 2.0**-7 * ref.abs() + 2.0**-133
 
 
-def awq_weight(k, n, g, group_size=128):
+def awq_weight(k, n, g, group_size=128, dtype=torch.float16):
     codes = random_int4_codes(n, k, g)
-    s, z = random_group_params(k // group_size, n, g)
+    s, z = random_group_params(k // group_size, n, g, dtype=dtype)
     return codes, s, z, awq_v2_layout(codes)
 
 
-def mi4_weight(k, n, g, group_size=128):
+def mi4_weight(k, n, g, group_size=128, dtype=torch.float16):
     codes = random_int4_codes(n, k, g)
-    s, z = random_group_params(k // group_size, n, g)
+    s, z = random_group_params(k // group_size, n, g, dtype=dtype)
     return codes, s, z, marlin_int4_layout(codes)
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import support as sp
 from quanto_kernels import _diagnostics as d
@@ -17,7 +18,11 @@ def test_served_formats_name_real_entry_points():
     public = {abi.public_name(f) for f in abi.FUNCTIONS.values()}
     for f in formats:
         assert f.entry_points and set(f.entry_points) <= public, (f.name, f.entry_points)
-        assert f.dtypes and f.weight_class and f.how
+        assert f.dtypes and f.how and all(f.class_for(dt) for dt in f.dtypes)
+    qint4 = formats[1]
+    assert set(qint4.dtypes) == {torch.float16, torch.bfloat16}, "qint4 must be served for fp16 and bf16"
+    assert qint4.class_for(torch.bfloat16) == "Bf16AWQWeightQBitsTensor"
+    assert qint4.class_for(torch.float16) == "AWQWeightQBitsTensor"
 
 
 def test_report_lists_the_formats(subprocess_env):
@@ -28,6 +33,7 @@ def test_report_lists_the_formats(subprocess_env):
     served = [ln for ln in lines if ln.startswith("formats served")]
     assert served and served[0].split()[-3:] == ["qfloat8,", "qint4,", "qint8"], served
     assert any(ln.strip().startswith("qint8") and "weight-only" in ln for ln in lines), proc.stdout
+    assert any(ln.strip().startswith("qint4") and "fp16/bf16" in ln for ln in lines), proc.stdout
 
 
 @pytest.mark.gpu
@@ -41,6 +47,9 @@ def test_self_check_passes_per_format_on_our_kernels(subprocess_env):
     for name in ("qfloat8", "qint4", "qint8"):
         assert f"format {name:>8}: ok" in out, out[-6000:]
     checks = [ln for ln in out.splitlines() if ln.strip().startswith("self-check ") and " M=" in ln]
-    assert len(checks) == 3 * (2 + 1 + 2) and all(ln.rstrip().endswith(" ok") for ln in checks), "\n".join(checks)
+    assert len(checks) == 3 * (2 + 2 + 2) and all(ln.rstrip().endswith(" ok") for ln in checks), "\n".join(checks)
+    bf16_int4 = [ln for ln in checks if " qint4 " in ln and "torch.bfloat16" in ln]
+    assert len(bf16_int4) == 3 and all("Bf16AWQWeightQBitsTensor" in ln and "awq_int4" in ln for ln in bf16_int4), (
+        "\n".join(checks))
     assert "kernels NONE" not in out
     assert out.strip().splitlines()[-1] == "RESULT: ok"

@@ -265,13 +265,15 @@ QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, vo
 // ---- AWQ int4 ----
 
 QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
-                                      int64_t k, int64_t group_size, int32_t device, void* stream) {
+                                      int64_t k, int64_t group_size, int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
   QK_TRY(check_awq_shape(n, k, group_size));
   QK_TRY(check_ptrs16(w, "w", out, "out", w, "w"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_TRY(check_ptr2(zeros, "zeros"));
   return qk::launch_on(device, stream, "awq_int4_dequantize", [&](cudaStream_t s) {
-    return qk::launch_awq_dequant(static_cast<const uint16_t*>(w), scales, zeros, out, n, k, group_size, s);
+    return qk::launch_awq_dequant(static_cast<const uint16_t*>(w), scales, zeros, out, n, k, group_size,
+                                  static_cast<qk::DType>(dtype), s);
   });
 }
 
@@ -287,7 +289,8 @@ QK_API int32_t qk_awq_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k,
 
 QK_API int32_t qk_awq_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
                                 void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
-                                int64_t group_size, int32_t device, void* stream) {
+                                int64_t group_size, int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
   QK_TRY(check_gemv_m(m));
   QK_TRY(check_awq_shape(n, k, group_size));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
@@ -298,7 +301,7 @@ QK_API int32_t qk_awq_int4_gemv(const void* a, const void* w, const void* scales
   QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
   return qk::launch_on(device, stream, "awq_int4_gemv", [&](cudaStream_t s) {
     return qk::launch_awq_gemv(a, static_cast<const uint16_t*>(w), scales, zeros, out, static_cast<float*>(workspace),
-                               m, n, k, group_size, splits, s);
+                               m, n, k, group_size, splits, static_cast<qk::DType>(dtype), s);
   });
 }
 
@@ -306,14 +309,15 @@ QK_API int32_t qk_awq_int4_gemv(const void* a, const void* w, const void* scales
 
 QK_API int32_t qk_marlin_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out,
                                          int64_t n, int64_t k, int64_t group_size, int32_t scale_perm,
-                                         int32_t device, void* stream) {
+                                         int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
   QK_TRY(check_marlin_i4_shape(n, k, group_size, scale_perm));
   QK_TRY(check_ptrs16(w, "w", out, "out", w, "w"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_TRY(check_ptr2(zeros, "zeros"));
   return qk::launch_on(device, stream, "marlin_int4_dequantize", [&](cudaStream_t s) {
     return qk::launch_marlin_i4_dequant(static_cast<const uint32_t*>(w), scales, zeros, out, n, k, group_size,
-                                        static_cast<qk::ScalePerm>(scale_perm), s);
+                                        static_cast<qk::ScalePerm>(scale_perm), static_cast<qk::DType>(dtype), s);
   });
 }
 
@@ -329,7 +333,9 @@ QK_API int32_t qk_marlin_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t
 
 QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
                                    void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
-                                   int64_t group_size, int32_t scale_perm, int32_t device, void* stream) {
+                                   int64_t group_size, int32_t scale_perm, int32_t dtype, int32_t device,
+                                   void* stream) {
+  QK_TRY(check_dtype(dtype));
   QK_TRY(check_gemv_m(m));
   QK_TRY(check_marlin_i4_shape(n, k, group_size, scale_perm));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
@@ -341,7 +347,7 @@ QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* sca
   return qk::launch_on(device, stream, "marlin_int4_gemv", [&](cudaStream_t s) {
     return qk::launch_marlin_i4_gemv(a, static_cast<const uint32_t*>(w), scales, zeros, out,
                                      static_cast<float*>(workspace), m, n, k, group_size,
-                                     static_cast<qk::ScalePerm>(scale_perm), splits, s);
+                                     static_cast<qk::ScalePerm>(scale_perm), splits, static_cast<qk::DType>(dtype), s);
   });
 }
 

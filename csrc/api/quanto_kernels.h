@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define QK_ABI_VERSION 1
+#define QK_ABI_VERSION 2
 
 enum {
   QK_STATUS_OK = 0,
@@ -64,24 +64,26 @@ QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, vo
                             int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
                             void* stream);
 
-/* ---- AWQ v2 int4: w (N/4, K) int16; scales, zeros (K/group, N) fp16 ---- */
+/* ---- AWQ v2 int4: w (N/4, K) int16; scales, zeros (K/group, N); a, scales, zeros, out of dtype ---- */
 QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
-                                      int64_t k, int64_t group_size, int32_t device, void* stream);
+                                      int64_t k, int64_t group_size, int32_t dtype, int32_t device, void* stream);
 QK_API int32_t qk_awq_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                                 int32_t device, int64_t* bytes);
 QK_API int32_t qk_awq_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
                                 void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
-                                int64_t group_size, int32_t device, void* stream);
+                                int64_t group_size, int32_t dtype, int32_t device, void* stream);
 
-/* ---- Marlin int4 with zero points: w (K/16, 2N) int32; scales, zeros (K/group, N) fp16 ---- */
+/* ---- Marlin int4 with zero points: w (K/16, 2N) int32; scales, zeros (K/group, N); a, scales, zeros, out
+ * of dtype ---- */
 QK_API int32_t qk_marlin_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out,
                                          int64_t n, int64_t k, int64_t group_size, int32_t scale_perm,
-                                         int32_t device, void* stream);
+                                         int32_t dtype, int32_t device, void* stream);
 QK_API int32_t qk_marlin_int4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                                    int32_t device, int64_t* bytes);
 QK_API int32_t qk_marlin_int4_gemv(const void* a, const void* w, const void* scales, const void* zeros, void* out,
                                    void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
-                                   int64_t group_size, int32_t scale_perm, int32_t device, void* stream);
+                                   int64_t group_size, int32_t scale_perm, int32_t dtype, int32_t device,
+                                   void* stream);
 
 /* Largest M served by the int4 *_gemv entry points; larger M: dequantize, then a dense GEMM. */
 QK_API int64_t qk_max_gemv_m(void);

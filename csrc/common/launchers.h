@@ -42,23 +42,24 @@ cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales
 // K-splits the fused kernel wants for this shape (1 <= result <= kMaxSplits); the caller sizes ws from it.
 int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count);
 
-// ---- AWQ v2 int4 (csrc/gemm/awq_int4.cu) --------------------------------------------------
-// w: (N/4, K) int16 AWQ-v2 layout; scales, zeros: (K/G, N) fp16, natural channel order.
-// Wd[n,k] = S[k/G, n] * W[n,k] + Z[k/G, n].
+// ---- int4 weights (csrc/int4/: layout policies over shared kernel templates) ---------------
+// Wd[n,k] = S[k/G, n] * W[n,k] + Z[k/G, n]; activations, scales, zeros and outputs are all of
+// dtype `dt` (fp16 or bf16); products accumulate in fp32.
+// AWQ v2: w (N/4, K) int16; scales, zeros (K/G, N), natural channel order.
 cudaError_t launch_awq_dequant(const uint16_t* w, const void* scales, const void* zeros, void* out, int64_t n,
-                               int64_t k, int64_t group_size, cudaStream_t stream);
+                               int64_t k, int64_t group_size, DType dt, cudaStream_t stream);
 cudaError_t launch_awq_gemv(const void* a, const uint16_t* w, const void* scales, const void* zeros, void* out,
-                            float* ws, int64_t m, int64_t n, int64_t k, int64_t group_size, int splits,
+                            float* ws, int64_t m, int64_t n, int64_t k, int64_t group_size, int splits, DType dt,
                             cudaStream_t stream);
 int plan_awq_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 
-// ---- Marlin int4 with zero points (csrc/gemm/marlin_int4.cu) -------------------------------
-// w: (K/16, 2N) int32 Marlin layout; scales, zeros: (K/G, N) fp16 stored with `perm`.
+// Marlin int4 with zero points: w (K/16, 2N) int32; scales, zeros (K/G, N) stored with `perm`.
 cudaError_t launch_marlin_i4_dequant(const uint32_t* w, const void* scales, const void* zeros, void* out,
-                                     int64_t n, int64_t k, int64_t group_size, ScalePerm perm, cudaStream_t stream);
+                                     int64_t n, int64_t k, int64_t group_size, ScalePerm perm, DType dt,
+                                     cudaStream_t stream);
 cudaError_t launch_marlin_i4_gemv(const void* a, const uint32_t* w, const void* scales, const void* zeros,
                                   void* out, float* ws, int64_t m, int64_t n, int64_t k, int64_t group_size,
-                                  ScalePerm perm, int splits, cudaStream_t stream);
+                                  ScalePerm perm, int splits, DType dt, cudaStream_t stream);
 int plan_marlin_i4_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 
 // Largest M the int4 fused kernels accept; larger M goes to dequantize + dense GEMM. The FP8 kernel

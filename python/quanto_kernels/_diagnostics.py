@@ -119,11 +119,19 @@ def report_fp8_compute(facts) -> dict:
 
 
 class Format:
-    """One quanto weight format served by our kernels, as the self-check exercises it."""
+    """One quanto weight format served by our kernels, as the self-check exercises it.
+
+    ``weight_class`` is the class name quanto's frozen weight must have: one name for every dtype, or
+    a dict dtype -> name where the dtype picks the class (qint4: quanto's AWQ class for fp16, ours for
+    bf16).
+    """
 
     def __init__(self, name, qtype, dtypes, weight_class, entry_points, how):
         self.name, self.qtype, self.dtypes = name, qtype, dtypes
         self.weight_class, self.entry_points, self.how = weight_class, entry_points, how
+
+    def class_for(self, dtype) -> str:
+        return self.weight_class[dtype] if isinstance(self.weight_class, dict) else self.weight_class
 
 
 def served_formats():
@@ -133,8 +141,9 @@ def served_formats():
     return [
         Format("qfloat8", "qfloat8", (torch.bfloat16, torch.float16), "MarlinF8QBytesTensor",
                ("fp8_marlin_gemv", "fp8_marlin_dequantize"), "weight-only, fp16/bf16 activations, via Marlin FP8"),
-        Format("qint4", "qint4", (torch.float16,), "AWQWeightQBitsTensor", ("awq_int4_gemv", "awq_int4_dequantize"),
-               "weight-only, fp16 activations, group 128, via AWQ"),
+        Format("qint4", "qint4", (torch.bfloat16, torch.float16),
+               {torch.float16: "AWQWeightQBitsTensor", torch.bfloat16: "Bf16AWQWeightQBitsTensor"},
+               ("awq_int4_gemv", "awq_int4_dequantize"), "weight-only, fp16/bf16 activations, group 128, via AWQ"),
         Format("qint8", "qint8", (torch.bfloat16, torch.float16), "WeightQBytesTensor",
                ("int8_gemv", "int8_dequantize"), "weight-only, fp16/bf16 activations, quanto's own int8 layout"),
     ]
@@ -222,9 +231,9 @@ def _self_check_formats(k, n) -> bool:
                     y = y.double()
                     ref = x.double() @ weight.dequantize().double().t() + model[0].bias.double()
                 err = ((y - ref).norm() / ref.norm()).item()
-                good = kind == fmt.weight_class and bool(ran) and err < 1e-2 and torch.isfinite(y).all().item()
+                good = kind == fmt.class_for(dtype) and bool(ran) and err < 1e-2 and torch.isfinite(y).all().item()
                 fmt_ok &= good
-                print(f"  self-check {fmt.name:>8} {str(dtype):<15} M={m:<3} {kind:<22} kernels {','.join(ran) or 'NONE':<22} "
+                print(f"  self-check {fmt.name:>8} {str(dtype):<15} M={m:<3} {kind:<24} kernels {','.join(ran) or 'NONE':<22} "
                       f"rel.err {err:.2e} {'ok' if good else 'FAIL'}")
         print(f"  format {fmt.name:>8}: {'ok' if fmt_ok else 'FAIL'} ({fmt.how})")
         ok &= fmt_ok

@@ -303,7 +303,9 @@ CASES["fp8_marlin_gemm"] = list(_FP8_WEIGHT_CASES) + tensor_cases("a", f32) + [
 def _int4_weight_cases(layout):
     cases = tensor_cases("packed", i32 if layout == "awq" else i16) + tensor_cases("scales", f32) \
         + tensor_cases("zeros", bf16) + [
-            Bad("scales-bf16", "scales", _with("scales", lambda t, d: t.to(bf16)), TypeError, "expected dtype"),
+            # bf16 scales are valid, but the zeros must then be bf16 too: the error names the zeros.
+            Bad("scales-bf16-zeros-f16", "zeros", _with("scales", lambda t, d: t.to(bf16)), TypeError,
+                "expected dtype torch.bfloat16"),
             Bad("scales-1-d", "scales", _with("scales", lambda t, d: t.reshape(-1)), ValueError, "expected a 2-D"),
             Bad("scales-wrong-n", "scales", _with("scales", lambda t, d: t[:, :64].contiguous()), ValueError,
                 "expected shape"),
@@ -353,6 +355,10 @@ def _int4_weight_cases(layout):
 def _activation_cases():
     return tensor_cases("input", bf16) + [
         Bad("input-float32", "input", _with("input", lambda t, d: t.float()), TypeError, "expected dtype"),
+        # A bf16 weight takes bf16 activations only: fp16 input is refused naming the input.
+        Bad("input-f16-for-bf16-weight", "input",
+            lambda a, d: {"scales": a["scales"].to(bf16), "zeros": a["zeros"].to(bf16)}, TypeError,
+            "expected dtype torch.bfloat16"),
         Bad("input-0-dim", "input", _with("input", lambda t, d: t.reshape(-1)[0]), ValueError,
             "expected last dimension"),
         Bad("input-wrong-k", "input", _with("input", lambda t, d: t[:, :128].contiguous()), ValueError,
@@ -615,12 +621,12 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
         w = torch.zeros(n // 4, k, dtype=i16, device="cuda")
         call = lambda: lib.abi.awq_int4_gemv(  # noqa: E731
             a=a.data_ptr(), w=w.data_ptr(), scales=s.data_ptr(), zeros=s.data_ptr(), out=out.data_ptr(),
-            workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, device=dev, stream=stream)
+            workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, dtype=1, device=dev, stream=stream)
     else:
         w = torch.zeros(k // 16, 2 * n, dtype=i32, device="cuda")
         call = lambda: lib.abi.marlin_int4_gemv(  # noqa: E731
             a=a.data_ptr(), w=w.data_ptr(), scales=s.data_ptr(), zeros=s.data_ptr(), out=out.data_ptr(),
-            workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, scale_perm=2, device=dev,
+            workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, scale_perm=2, dtype=1, device=dev,
             stream=stream)
     with pytest.raises(ValueError, match=r"gemv: workspace: "):
         call()

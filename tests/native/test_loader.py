@@ -137,7 +137,7 @@ class _FakeCDLL:
     def __getattr__(self, name):
         if not name.startswith("qk_"):
             raise AttributeError(name)
-        fn = _FakeFn(1 if name == "qk_abi_version" else 0)
+        fn = _FakeFn(abi.ABI_VERSION if name == "qk_abi_version" else 0)
         setattr(self, name, fn)
         return fn
 

@@ -43,6 +43,24 @@ def test_fake_shapes(m):
     assert out.shape == (m, 128)
 
 
+@pytest.mark.parametrize("dtype", [f16, bf16], ids=["fp16", "bf16"])
+def test_int4_fakes_follow_the_scales_dtype(dtype):
+    """The int4 ops take fp16 or bf16 (scales, zeros, input and result share it); the fakes say so."""
+    a, w, s, z = _meta([t.to(dtype) if t.is_floating_point() else t for t in awq_args(m=5)])
+    assert torch.ops.quanto_kernels.awq_int4_gemm(a, w, s, z).dtype == dtype
+    out = torch.ops.quanto_kernels.awq_int4_dequantize(w, s, z)
+    assert out.shape == (128, 256) and out.dtype == dtype
+    a, w, s, z, perm = _meta([t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                              for t in marlin_args(m=5)])
+    assert torch.ops.quanto_kernels.marlin_int4_gemm(a, w, s, z, perm).dtype == dtype
+    out = torch.ops.quanto_kernels.marlin_int4_dequantize(w, s, z, perm)
+    assert out.shape == (128, 256) and out.dtype == dtype
+    other = f16 if dtype == bf16 else bf16
+    a, w, s, z = _meta([t.to(dtype) if t.is_floating_point() else t for t in awq_args(m=5)])
+    with pytest.raises(TypeError, match=f"input: expected dtype {dtype}"):
+        torch.ops.quanto_kernels.awq_int4_gemm(a.to(other), w, s, z)
+
+
 def test_fake_shapes_of_layout_ops():
     out = torch.ops.quanto_kernels.unpack(torch.empty(5, 3, dtype=u8, device="meta"), 2)
     assert out.shape == (20, 3)

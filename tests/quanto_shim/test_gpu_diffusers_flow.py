@@ -9,9 +9,11 @@ Checked per format:
     model holding the quantized model's own dequantized weights (kernel error, tight);
   * which kernels ran, from a recorder on the C ABI (``quanto_kernels._native.abi``): for int8 every
     quantized Linear is a ``WeightQBytesTensor`` and one forward calls our int8 entry points once per
-    Linear. For int4 with bf16 activations quanto picks TinyGemm (torch's ``_weight_int4pack_mm``),
-    which quanto_kernels does not serve yet: that assertion alone is an expected failure (xfail), after
-    the run and accuracy checks have passed.
+    Linear. For int4 with bf16 activations, every layer plain quanto would hand to torch's TinyGemm
+    kernel (group 128: K a multiple of 128) is our ``Bf16AWQWeightQBitsTensor`` instead, none is left
+    to TinyGemm, and one forward calls our AWQ int4 entry points once per such layer (80 tokens: above
+    the fused limit, so the bf16 dequantize, then torch's matmul); the layers quanto keeps in its
+    generic packing (K not a multiple of 128 in this tiny model) stay quanto's.
 """
 
 from __future__ import annotations
@@ -118,9 +120,10 @@ emit()
 
 # Measured on the CPU (quanto's own paths, this config, seeds 1 and 2): int8 err_vs_bf16 0.013-0.022,
 # err_vs_dequantized_twin 0.008-0.012 (bf16 arithmetic noise through two blocks with attention and
-# modulation); int4 (group 128; here 27 generic WeightQBitsTensor + 1 TinyGemm) err_vs_bf16 0.13-0.18,
-# twin 0.007-0.011. The limits leave 2-4x room for other seeds and GPU reduction orders; garbage, zeros
-# or a dropped bias give errors of order 1.
+# modulation); int4 (group 128; here 27 generic WeightQBitsTensor + 1 TinyGemm, the layer the shim
+# turns into our bf16 AWQ weight on CUDA) err_vs_bf16 0.13-0.18, twin 0.007-0.011. The limits leave
+# 2-4x room for other seeds and GPU reduction orders; garbage, zeros or a dropped bias give errors of
+# order 1.
 TOL = {
     "int8": {"twin": 0.04, "bf16": 0.05},
     "int4": {"twin": 0.04, "bf16": 0.35},
@@ -156,8 +159,11 @@ def test_diffusers_flux_quanto(weights, tmp_path):
         assert ran == n_q, f"int8: {ran} int8 GEMMs for {n_q} quantized Linear layers in one forward ({calls})"
         assert set(calls) <= {"int8_gemv", "int8_dequantize"}, calls
     else:
-        int4_ours = sum(v for k, v in calls.items() if "int4" in k)
-        if int4_ours == 0:
-            pytest.xfail(f"qint4 with bf16 activations is not served yet (quanto picks {res['weight_types']}; "
-                         f"our entry points ran: {calls})")
-        assert int4_ours >= n_q, f"int4: {int4_ours} int4 GEMMs for {n_q} quantized Linear layers ({calls})"
+        types = res["weight_types"]
+        assert "TinyGemmWeightQBitsTensor" not in types, f"int4: TinyGemm still picked: {types}"
+        n_awq = types.get("Bf16AWQWeightQBitsTensor", 0)
+        assert n_awq >= 1, f"int4: no layer became our bf16 AWQ weight: {types}"
+        assert set(types) <= {"Bf16AWQWeightQBitsTensor", "WeightQBitsTensor"}, types
+        int4_ours = calls.get("awq_int4_gemv", 0) + calls.get("awq_int4_dequantize", 0)
+        assert int4_ours == n_awq, f"int4: {int4_ours} AWQ int4 GEMMs for {n_awq} bf16 AWQ layers ({calls})"
+        assert not any(k.startswith("marlin_int4") for k in calls), calls

@@ -1,7 +1,7 @@
 """GPU tests of the short inference path (python/quanto_kernels/quanto/fast_linear.py).
 
 The shim makes quanto's QLinear.forward call our kernels directly for frozen FP8 Marlin and AWQ int4
-weights when nothing needs quanto's dispatch. These tests check, in a fresh interpreter each:
+weights (quanto's fp16 class and the shim's bf16 one) when nothing needs quanto's dispatch. These tests check, in a fresh interpreter each:
   * it is taken (quanto's autograd Function never runs) and gives what quanto's full path gives:
     bit-identical for the fused small-M kernel, within GEMM rounding for large M (the bias is fused
     into cuBLAS there), and close to the fp64 product of the layer's own dequantize() plus the bias;
@@ -30,9 +30,11 @@ from optimum.quanto import freeze, qtypes, quantize
 from optimum.quanto.nn.qlinear import QLinear
 from optimum.quanto.tensor.weights.marlin.fp8 import qbits as fp8_qbits
 from optimum.quanto.tensor.weights.awq import qbits as awq_qbits
+from quanto_kernels.quanto.awq_bf16 import Bf16AWQLinearFunction
 
 calls = {"function": 0}
-for fn_cls in (fp8_qbits.MarlinF8QBytesLinearFunction, awq_qbits.AWQWeightQBitsLinearFunction):
+for fn_cls in (fp8_qbits.MarlinF8QBytesLinearFunction, awq_qbits.AWQWeightQBitsLinearFunction,
+               Bf16AWQLinearFunction):
     original_apply = fn_cls.apply
     def counted(*a, _orig=original_apply, **kw):
         calls["function"] += 1
@@ -138,6 +140,8 @@ CASES = [
     ("fp8-bf16-bias", "qfloat8_e4m3fn", "bfloat16", 512, 384, True, [[1], [3, 5], [16], [2, 40], [300]]),
     ("fp8-fp16-nobias", "qfloat8_e4m3fn", "float16", 256, 128, False, [[1], [7], [130]]),
     ("awq-fp16-bias", "qint4", "float16", 384, 256, True, [[1], [2, 3], [64]]),
+    ("awq-bf16-bias", "qint4", "bfloat16", 384, 256, True, [[1], [2, 3], [16], [64], [3, 100]]),
+    ("awq-bf16-nobias", "qint4", "bfloat16", 256, 132, False, [[1], [7], [130]]),
 ]
 
 
@@ -150,7 +154,10 @@ def test_fast_path_matches_quantos_path_and_declines_when_it_must():
     for case in res["cases"]:
         what = f"{case['name']} input {case['lead']}+[K]"
         tol = sp.GEMM_TOL[getattr(torch, case["dtype"])].fro
-        assert case["type"] in ("MarlinF8QBytesTensor", "AWQWeightQBitsTensor"), f"{what}: {case['type']}"
+        want_type = {"qfloat8_e4m3fn": "MarlinF8QBytesTensor", "float16": "AWQWeightQBitsTensor",
+                     "bfloat16": "Bf16AWQWeightQBitsTensor"}
+        assert case["type"] == want_type["qfloat8_e4m3fn" if case["name"].startswith("fp8") else case["dtype"]], (
+            f"{what}: {case['type']}")
         assert case["fast_taken"], f"{what}: quanto's autograd Function ran; the fast path was not taken"
         assert case["full_ran"], f"{what}: the comparison did not run quanto's full path"
         assert case["shape_ok"] and case["dtype_ok"] and case["finite"], f"{what}: {case}"

@@ -10,7 +10,8 @@ never call quanto ops on CPU tensors.
 
 Covered:
   * both import orders (quanto_kernels first, optimum.quanto first): nn.Linear quantized with
-    qfloat8 (fp16, bf16: MarlinF8QBytesTensor), qint4 (fp16: AWQWeightQBitsTensor), and qint4/qint2
+    qfloat8 (fp16, bf16: MarlinF8QBytesTensor), qint4 (fp16: AWQWeightQBitsTensor; bf16: the shim's
+    Bf16AWQWeightQBitsTensor), and qint4/qint2
     weights that stay generic (WeightQBitsTensor, decoded through quanto::unpack); outputs against
     x @ W.dequantize().T + bias (the bias must be applied) and against the float layer;
   * QUANTO_KERNELS_DISABLE=1: quanto is left alone and nothing is compiled;
@@ -205,6 +206,9 @@ LINEAR_CASES = [
     ("fp8-bf16", "qfloat8_e4m3fn", "bfloat16", 256, 384, "MarlinF8QBytesTensor", [[1], [3, 5], [64]]),
     ("fp8-fp16", "qfloat8_e4m3fn", "float16", 512, 128, "MarlinF8QBytesTensor", [[1], [2, 9], [300]]),
     ("int4-awq", "qint4", "float16", 384, 256, "AWQWeightQBitsTensor", [[1], [7], [3, 5], [64]]),
+    # bf16 scales: the shim's AWQ class (plain quanto: TinyGemm); N = 64 too, below quanto's fp16 AWQ minimum
+    ("int4-awq-bf16", "qint4", "bfloat16", 384, 256, "Bf16AWQWeightQBitsTensor", [[1], [7], [3, 5], [64]]),
+    ("int4-awq-bf16-narrow", "qint4", "bfloat16", 256, 64, "Bf16AWQWeightQBitsTensor", [[3], [2, 9]]),
     ("int4-generic", "qint4", "float16", 256, 64, "WeightQBitsTensor", [[3], [2, 9]]),  # N < 128: no AWQ
     ("int2-generic", "qint2", "float16", 256, 256, "WeightQBitsTensor", [[5], [40]]),
 ]

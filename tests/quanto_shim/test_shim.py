@@ -45,6 +45,8 @@ facts = dict(status=quanto_kernels.quanto_status(),
              load_forbidden=e.load is _shim._jit_forbidden,
              ops_defined=hasattr(torch.ops.quanto, "gemm_f16f8_marlin"),
              bias_fixed=getattr(F8.forward, "_quanto_kernels_bias_fix", False))
+from optimum.quanto.tensor.weights.qbits import WeightQBitsTensor as _WQB
+facts["bf16_int4_factory"] = getattr(_WQB.create, "_quanto_kernels_bf16", False)
 if facts["registered"]:
     ext = e.get_extension("quanto_cuda")
     facts["lib"] = type(ext._lib).__name__
@@ -95,6 +97,7 @@ def assert_served(facts):
     assert facts["bindings"] == ALL_BINDINGS
     assert facts["load_forbidden"] and facts["jit"] == "refused"
     assert facts["bias_fixed"] is True
+    assert facts["bf16_int4_factory"] is True
     # quanto's CPU extension is served too (in torch), so no compiler is ever needed (the example of docs/layouts.md, "Packed sub-byte tensors").
     assert facts["cpp_lib"] == "QuantoCppBindings" and facts["cpu_unpack"] == [3, 7, 1, 15, 9, 0]
 
@@ -206,3 +209,44 @@ def test_bias_fix_adds_the_bias(subprocess_env):
         subprocess_env,
     )
     assert facts["bias_fixed"] is True
+
+
+def test_bf16_int4_factory_keeps_quantos_other_choices(subprocess_env):
+    """The patched weight factory builds our bf16 AWQ class only for CUDA weights: on the CPU a bf16
+    qint4 weight stays TinyGemm, an fp16 one the generic packing, and the rule refuses what quanto's
+    AWQ packing or quanto's TinyGemm rule refuse (fp16 scales, another axis or group size, N not a multiple
+    of 4, K not of 128, 3-D); unlike quanto's fp16 AWQ rule it takes fewer than 128 channels."""
+    facts, _ = run_child(
+        """
+        import quanto_kernels, optimum.quanto
+        from optimum.quanto import freeze, qint2, qint4, quantize
+        from optimum.quanto.tensor.weights.qbits import WeightQBitsTensor
+        from quanto_kernels.quanto.awq_bf16 import serves
+        kinds = {}
+        for dtype in (torch.bfloat16, torch.float16):
+            model = torch.nn.Sequential(torch.nn.Linear(256, 128)).to(dtype)
+            quantize(model, weights=qint4)
+            freeze(model)
+            kinds[str(dtype)] = type(model[0].weight).__name__
+        assert kinds == {"torch.bfloat16": "TinyGemmWeightQBitsTensor", "torch.float16": "WeightQBitsTensor"}, kinds
+        cpu = torch.zeros(128, 2, dtype=torch.uint8)
+        s = torch.ones(256, 1, dtype=torch.bfloat16)
+        assert not serves(qint4, 0, 128, (128, 256), cpu, s)       # a CPU weight
+        class OnCuda:                                              # only .device is read before the capability
+            device = torch.device("cuda", 0)
+        torch.cuda.get_device_capability = lambda d=None: (8, 0)
+        assert serves(qint4, 0, 128, (128, 256), OnCuda, s)
+        assert not serves(qint4, 0, 128, (128, 256), OnCuda, s.half())
+        assert not serves(qint2, 0, 128, (128, 256), OnCuda, s)
+        assert not serves(qint4, -1, 128, (128, 256), OnCuda, s)
+        assert not serves(qint4, 0, 64, (128, 256), OnCuda, s)
+        assert serves(qint4, 0, 128, (32, 128), OnCuda, s)
+        assert not serves(qint4, 0, 128, (130, 256), OnCuda, s)
+        assert not serves(qint4, 0, 128, (128, 192), OnCuda, s)
+        assert not serves(qint4, 0, 128, (128, 2, 128), OnCuda, s)
+        torch.cuda.get_device_capability = lambda d=None: (7, 5)
+        assert not serves(qint4, 0, 128, (128, 256), OnCuda, s)
+        """,
+        subprocess_env,
+    )
+    assert_served(facts)

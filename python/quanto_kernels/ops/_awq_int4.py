@@ -2,8 +2,8 @@
 ``quanto_kernels::awq_int4_gemm`` (docs/layouts.md, "AWQ v2 layout"; math, contract and dispatch in
 docs/ops.md).
 
-The weight is (N/4, K) int16 with fp16 (K/group_size, N) scales S and zeros Z (W = S*q + Z);
-activations (..., K) fp16.
+The weight is (N/4, K) int16 with (K/group_size, N) scales S and zeros Z (W = S*q + Z); S, Z, the
+activations (..., K) and the result share one dtype, fp16 or bf16.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def check_weight(packed, scales, zeros):
 
 def check_gemm(input, packed, scales, zeros):
     n, k, g = check_weight(packed, scales, zeros)
-    v.activation(input, k)
+    v.activation(input, k, dtype=scales.dtype)
     return n, k, g
 
 
@@ -41,10 +41,10 @@ def device_checks(packed, scales, zeros, input=None) -> None:
 
 
 def run_dequantize(packed, scales, zeros, n: int, k: int, group_size: int) -> torch.Tensor:
-    out = torch.empty((n, k), dtype=torch.float16, device=packed.device)
+    out = torch.empty((n, k), dtype=scales.dtype, device=packed.device)
     abi.awq_int4_dequantize(w=packed.data_ptr(), scales=scales.data_ptr(), zeros=zeros.data_ptr(),
-                            out=out.data_ptr(), n=n, k=k, group_size=group_size, device=packed.device.index,
-                            stream=c.stream(packed))
+                            out=out.data_ptr(), n=n, k=k, group_size=group_size,
+                            dtype=c.DTYPE_CODES[scales.dtype], device=packed.device.index, stream=c.stream(packed))
     return out
 
 
@@ -52,10 +52,10 @@ def run_gemv(a, packed, scales, zeros, n: int, k: int, group_size: int) -> torch
     m, dev = a.shape[0], a.device.index
     nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, group_size=group_size, device=dev)
     ws = c.workspace(a, nbytes)
-    out = torch.empty((m, n), dtype=torch.float16, device=a.device)
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
     abi.awq_int4_gemv(a=a.data_ptr(), w=packed.data_ptr(), scales=scales.data_ptr(), zeros=zeros.data_ptr(),
                       out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
-                      group_size=group_size, device=dev, stream=c.stream(a))
+                      group_size=group_size, dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
     return out
 
 
@@ -67,14 +67,14 @@ def matmul(a, packed, scales, zeros, n: int, k: int, group_size: int,
 
 
 def direct_dequantize(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    """Dense (N, K) fp16 weight S*q + Z from the AWQ v2 layout."""
+    """Dense (N, K) weight S*q + Z from the AWQ v2 layout, in the scales' dtype."""
     n, k, g = check_weight(packed, scales, zeros)
     device_checks(packed, scales, zeros)
     return run_dequantize(packed, scales, zeros, n, k, g)
 
 
 def direct_gemm(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    """input (..., K) fp16 times the AWQ v2 int4 weight: (..., N) fp16."""
+    """input (..., K) times the AWQ v2 int4 weight: (..., N), all in the scales' dtype (fp16 or bf16)."""
     n, k, g = check_gemm(input, packed, scales, zeros)
     device_checks(packed, scales, zeros, input)
     lead = tuple(input.shape[:-1])
@@ -91,7 +91,7 @@ gemm_op = torch.library.custom_op("quanto_kernels::awq_int4_gemm", direct_gemm, 
 @dequantize_op.register_fake
 def _dequantize_fake(packed, scales, zeros):
     n, k, _ = check_weight(packed, scales, zeros)
-    return packed.new_empty((n, k), dtype=torch.float16)
+    return packed.new_empty((n, k), dtype=scales.dtype)
 
 
 @gemm_op.register_fake

@@ -2,9 +2,9 @@
 ``quanto_kernels::marlin_int4_gemm`` (docs/layouts.md, "Int4 Marlin layout" and "Scale permutations";
 math, contract and dispatch in docs/ops.md).
 
-The weight is (K/16, 2N) int32 with fp16 (K/group_size, N) scales S and zeros Z (W = S*q + Z),
-stored in the order `scale_perm` names (ABI codes SCALE_PERM_*);
-activations (..., K) fp16.
+The weight is (K/16, 2N) int32 with (K/group_size, N) scales S and zeros Z (W = S*q + Z), stored in
+the order `scale_perm` names (ABI codes SCALE_PERM_*); S, Z, the activations (..., K) and the result
+share one dtype, fp16 or bf16.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def check_weight(packed, scales, zeros, scale_perm):
 
 def check_gemm(input, packed, scales, zeros, scale_perm):
     n, k, g = check_weight(packed, scales, zeros, scale_perm)
-    v.activation(input, k)
+    v.activation(input, k, dtype=scales.dtype)
     return n, k, g
 
 
@@ -50,10 +50,11 @@ def device_checks(packed, scales, zeros, input=None) -> None:
 
 
 def run_dequantize(packed, scales, zeros, scale_perm: int, n: int, k: int, group_size: int) -> torch.Tensor:
-    out = torch.empty((n, k), dtype=torch.float16, device=packed.device)
+    out = torch.empty((n, k), dtype=scales.dtype, device=packed.device)
     abi.marlin_int4_dequantize(w=packed.data_ptr(), scales=scales.data_ptr(), zeros=zeros.data_ptr(),
                                out=out.data_ptr(), n=n, k=k, group_size=group_size, scale_perm=scale_perm,
-                               device=packed.device.index, stream=c.stream(packed))
+                               dtype=c.DTYPE_CODES[scales.dtype], device=packed.device.index,
+                               stream=c.stream(packed))
     return out
 
 
@@ -61,10 +62,11 @@ def run_gemv(a, packed, scales, zeros, scale_perm: int, n: int, k: int, group_si
     m, dev = a.shape[0], a.device.index
     nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, group_size=group_size, device=dev)
     ws = c.workspace(a, nbytes)
-    out = torch.empty((m, n), dtype=torch.float16, device=a.device)
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
     abi.marlin_int4_gemv(a=a.data_ptr(), w=packed.data_ptr(), scales=scales.data_ptr(), zeros=zeros.data_ptr(),
                          out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
-                         group_size=group_size, scale_perm=scale_perm, device=dev, stream=c.stream(a))
+                         group_size=group_size, scale_perm=scale_perm, dtype=c.DTYPE_CODES[a.dtype], device=dev,
+                         stream=c.stream(a))
     return out
 
 
@@ -85,7 +87,7 @@ def gemm_checked(input, packed, scales, zeros, scale_perm: int, n: int, k: int, 
 
 
 def direct_dequantize(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, scale_perm: int) -> torch.Tensor:
-    """Dense (N, K) fp16 weight S*q + Z from the Marlin int4 layout (scales/zeros stored with scale_perm)."""
+    """Dense (N, K) weight S*q + Z from the Marlin int4 layout (scales/zeros stored with scale_perm), in their dtype."""
     n, k, g = check_weight(packed, scales, zeros, scale_perm)
     device_checks(packed, scales, zeros)
     return run_dequantize(packed, scales, zeros, scale_perm, n, k, g)
@@ -93,7 +95,7 @@ def direct_dequantize(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.T
 
 def direct_gemm(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                 scale_perm: int) -> torch.Tensor:
-    """input (..., K) fp16 times the Marlin int4 weight with zero points: (..., N) fp16."""
+    """input (..., K) times the Marlin int4 weight with zero points: (..., N), in the scales' dtype (fp16 or bf16)."""
     n, k, g = check_gemm(input, packed, scales, zeros, scale_perm)
     device_checks(packed, scales, zeros, input)
     return gemm_checked(input, packed, scales, zeros, scale_perm, n, k, g)
@@ -107,7 +109,7 @@ gemm_op = torch.library.custom_op("quanto_kernels::marlin_int4_gemm", direct_gem
 @dequantize_op.register_fake
 def _dequantize_fake(packed, scales, zeros, scale_perm):
     n, k, _ = check_weight(packed, scales, zeros, scale_perm)
-    return packed.new_empty((n, k), dtype=torch.float16)
+    return packed.new_empty((n, k), dtype=scales.dtype)
 
 
 @gemm_op.register_fake

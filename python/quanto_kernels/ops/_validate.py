@@ -76,22 +76,26 @@ def int4_size(n: int, k: int) -> None:
     condition(n * k < MAX_ELEMENTS, "packed", f"N * K = {n} * {k} elements is too many (limit 2^40)")
 
 
+# Activation dtypes of the int4 ops: scales, zeros, activations and results all share one of them.
+INT4_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def group_tensors(scales, zeros, n: int, k: int, group_multiple: int) -> int:
-    """fp16 (K/group_size, N) scales and zeros; returns the group size."""
-    tensor(scales, "scales", dtypes=(torch.float16,), ndim=2)
+    """fp16 or bf16 (K/group_size, N) scales and zeros of one dtype; returns the group size."""
+    tensor(scales, "scales", dtypes=INT4_DTYPES, ndim=2)
     groups = scales.shape[0]
     condition(scales.shape[1] == n, "scales", f"expected shape (K/group_size, N={n}), got {tuple(scales.shape)}")
     condition(groups > 0 and k % groups == 0, "scales", f"{groups} groups do not divide K={k}")
     group_size = k // groups
     condition(group_size % group_multiple == 0, "scales",
               f"group size K/{groups}={group_size} must be a multiple of {group_multiple}")
-    tensor(zeros, "zeros", dtypes=(torch.float16,), shape=tuple(scales.shape))
+    tensor(zeros, "zeros", dtypes=(scales.dtype,), shape=tuple(scales.shape))
     return group_size
 
 
-def activation(a, k: int, name: str = "input") -> None:
-    """An fp16 (..., K) activation."""
-    tensor(a, name, dtypes=(torch.float16,))
+def activation(a, k: int, name: str = "input", dtype: torch.dtype = torch.float16) -> None:
+    """A (..., K) activation of `dtype` (the weight's scales dtype)."""
+    tensor(a, name, dtypes=(dtype,))
     condition(a.dim() >= 1 and a.shape[-1] == k, name,
               f"expected last dimension K={k} to match the weight, got shape {tuple(a.shape)}")
 

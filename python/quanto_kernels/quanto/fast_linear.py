@@ -91,7 +91,7 @@ def _awq_info(w) -> _Weight:
         n, k, g = _awq_int4.check_weight(data, scale, shift)
         _awq_int4.device_checks(data, scale, shift)
         info = _Weight()
-        info.n, info.k, info.dtype, info.device, info.group_size = n, k, torch.float16, data.device, g
+        info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, g
         return info
 
     return _cached(w, (data, scale, shift), build)
@@ -161,7 +161,8 @@ def fp8_linear(input, w, bias):
 
 
 def awq_linear(input, w, bias):
-    """F.linear(input, w, bias) for an AWQWeightQBitsTensor weight, or None if quanto's path must run."""
+    """F.linear(input, w, bias) for an AWQ int4 weight (quanto's fp16 class or our bf16 one), or None if
+    quanto's path must run."""
     if not _plain_inference(input, w, bias):
         return None
     info = _awq_info(w)

@@ -20,7 +20,9 @@ What the patch does:
      kernels, which read quanto's int8 data as stored (quanto itself rebuilds a dense weight per call);
   6. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
   7. gives QLinear a short inference path for FP8 Marlin, AWQ int4 and qint8 weights (fast_linear):
-     at small M quanto's Python dispatch costs more than our kernel.
+     at small M quanto's Python dispatch costs more than our kernel;
+  8. makes quanto's weight factory build CUDA qint4 weights with bf16 scales in the AWQ layout, served
+     by our bf16 int4 kernels (awq_bf16), where quanto would pick torch's TinyGemm kernel.
 """
 
 from __future__ import annotations
@@ -156,6 +158,36 @@ def _route_int8_linear() -> None:
     WeightQBytesLinearFunction.forward = staticmethod(forward)
 
 
+def _serve_bf16_int4() -> None:
+    """quanto's weight factory (``WeightQBitsTensor.create``) builds our bf16 AWQ class where it would
+    build TinyGemm on CUDA; every other choice stays quanto's.
+
+    The factory runs whenever a weight is quantized, frozen, moved between CUDA devices or re-optimized
+    after loading, and is looked up on the class each time, so replacing the attribute covers every caller.
+    """
+    try:
+        from optimum.quanto.tensor.packed import PackedTensor
+        from optimum.quanto.tensor.weights.qbits import WeightQBitsTensor
+
+        from .awq_bf16 import Bf16AWQWeightQBitsTensor, serves
+    except ImportError:  # a quanto without these: TinyGemm stays
+        return
+    original = WeightQBitsTensor.create
+    if getattr(original, "_quanto_kernels_bf16", False):
+        return
+
+    def create(qtype, axis, group_size, size, stride, data, scale, shift, requires_grad=False):
+        if serves(qtype, axis, group_size, size, data, scale):
+            if type(data) is PackedTensor:
+                data = data.unpack()
+            return Bf16AWQWeightQBitsTensor(qtype, axis, group_size, size, stride, data, scale, shift, requires_grad)
+        return original(qtype, axis, group_size, size, stride, data, scale, shift, requires_grad)
+
+    create._quanto_kernels_bf16 = True
+    create.__wrapped__ = original
+    WeightQBitsTensor.create = staticmethod(create)
+
+
 def _add_fast_linear() -> None:
     """QLinear.forward tries _fast_linear first; quanto's own forward runs whenever it declines."""
     try:
@@ -167,12 +199,14 @@ def _add_fast_linear() -> None:
 
     from optimum.quanto.tensor.weights.qbytes import WeightQBytesTensor
 
+    from .awq_bf16 import Bf16AWQWeightQBitsTensor
     from .fast_linear import awq_linear, fp8_linear, int8_linear
 
     original = QLinear.forward
     if getattr(original, "_quanto_kernels_fast", False):
         return
-    fast = {MarlinF8QBytesTensor: fp8_linear, AWQWeightQBitsTensor: awq_linear, WeightQBytesTensor: int8_linear}
+    fast = {MarlinF8QBytesTensor: fp8_linear, AWQWeightQBitsTensor: awq_linear, Bf16AWQWeightQBitsTensor: awq_linear,
+            WeightQBytesTensor: int8_linear}
 
     def forward(self, input):
         path = fast.get(type(self.weight))
@@ -209,6 +243,7 @@ def patch_quanto() -> bool:
             ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
         _fix_fp8_linear(fp8_qbits)
         _route_int8_linear()
+        _serve_bf16_int4()
         _add_fast_linear()
         # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.
         from .fakes import register_quanto_fakes
