@@ -52,21 +52,7 @@ for _name in ("int8_gemv", "int8_dequantize", "awq_int4_gemv", "awq_int4_dequant
         return _real(**kw)
     setattr(abi, _name, _record)
 
-cfg = dict(ARGS["config"])
-cfg["axes_dims_rope"] = tuple(cfg["axes_dims_rope"])
-torch.manual_seed(ARGS["seed"])
-model = FluxTransformer2DModel(**cfg)
-with torch.no_grad():
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear):
-            mod.weight.normal_(std=mod.in_features ** -0.5)
-            if mod.bias is not None:
-                mod.bias.normal_(std=0.1)
-model = model.to(torch.bfloat16)
-RESULT["n_linear"] = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-model.save_pretrained(ARGS["dir"])
-del model
-
+''' + tq.SAVE_TINY_FLUX + r'''
 qcfg = QuantoConfig(weights_dtype=ARGS["weights"])
 q = FluxTransformer2DModel.from_pretrained(ARGS["dir"], quantization_config=qcfg, torch_dtype=torch.bfloat16).to(dev)
 ref = FluxTransformer2DModel.from_pretrained(ARGS["dir"], torch_dtype=torch.bfloat16).to(dev)

@@ -291,15 +291,9 @@ FLUX_CONFIG = dict(
     axes_dims_rope=[16, 24, 24],
 )
 
-FLUX_SCRIPT = r'''
-import torch
-import quanto_kernels
-from diffusers import FluxTransformer2DModel, QuantoConfig
-import optimum.quanto
-from optimum.quanto import QLinear
-
-RESULT["shim"] = shim_facts()
-cfg = dict(ARGS["config"])
+# Child-script lines shared by the FLUX tests: build a tiny Flux transformer from ARGS["config"] with
+# seeded random bf16 weights and save it with save_pretrained to ARGS["dir"].
+SAVE_TINY_FLUX = r'''cfg = dict(ARGS["config"])
 cfg["axes_dims_rope"] = tuple(cfg["axes_dims_rope"])
 torch.manual_seed(ARGS["seed"])
 model = FluxTransformer2DModel(**cfg)
@@ -313,7 +307,17 @@ model = model.to(torch.bfloat16)
 RESULT["n_linear"] = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
 model.save_pretrained(ARGS["dir"])
 del model
+'''
 
+FLUX_SCRIPT = r'''
+import torch
+import quanto_kernels
+from diffusers import FluxTransformer2DModel, QuantoConfig
+import optimum.quanto
+from optimum.quanto import QLinear
+
+RESULT["shim"] = shim_facts()
+''' + SAVE_TINY_FLUX + r'''
 qcfg = QuantoConfig(weights_dtype="float8")
 if ARGS["load"] == "device_map":
     q = FluxTransformer2DModel.from_pretrained(ARGS["dir"], quantization_config=qcfg, torch_dtype=torch.bfloat16,
