@@ -45,19 +45,26 @@ def _cached(w, tensors, build):
     return info
 
 
-def _fp8_info(w) -> _Weight:
-    data, scale = w._data._data, w._scale
+def _info(w, tensors, family, fp8_compute: bool = False) -> _Weight:
+    """The weight's facts, from its family's own checks (``family.check_weight`` gives (N, K) or
+    (N, K, group size); ``family.device_checks``), run once per weight and cached on it. The scale is
+    the second tensor: its dtype is the activation dtype the kernels take."""
 
     def build():
-        # the op's own checks, run once per weight
-        n, k = _fp8_marlin.check_weight(data, scale)
-        _fp8_marlin.device_checks(data, scale)
+        shape = family.check_weight(*tensors)
+        family.device_checks(*tensors)
         info = _Weight()
-        info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, 0
-        info.fp8_compute = fp8_compute_takes(n, k)
+        info.n, info.k = shape[0], shape[1]
+        info.group_size = shape[2] if len(shape) > 2 else 0
+        info.dtype, info.device = tensors[1].dtype, tensors[0].device
+        info.fp8_compute = fp8_compute and fp8_compute_takes(info.n, info.k)
         return info
 
-    return _cached(w, (data, scale), build)
+    return _cached(w, tensors, build)
+
+
+def _fp8_info(w) -> _Weight:
+    return _info(w, (w._data._data, w._scale), _fp8_marlin, fp8_compute=True)
 
 
 def fp8_compute_takes(n: int, k: int) -> bool:
@@ -85,16 +92,7 @@ def fp8_compute_route(input, w, bias) -> bool:
 
 
 def _awq_info(w) -> _Weight:
-    data, scale, shift = w._data._data, w._scale, w._shift
-
-    def build():
-        n, k, g = _awq_int4.check_weight(data, scale, shift)
-        _awq_int4.device_checks(data, scale, shift)
-        info = _Weight()
-        info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, g
-        return info
-
-    return _cached(w, (data, scale, shift), build)
+    return _info(w, (w._data._data, w._scale, w._shift), _awq_int4)
 
 
 def is_int8_weight(w) -> bool:
@@ -106,16 +104,7 @@ def is_int8_weight(w) -> bool:
 
 
 def _int8_info(w) -> _Weight:
-    data, scale = w._data, w._scale
-
-    def build():
-        n, k = _int8.check_weight(data, scale)
-        _int8.device_checks(data, scale)
-        info = _Weight()
-        info.n, info.k, info.dtype, info.device, info.group_size = n, k, scale.dtype, data.device, 0
-        return info
-
-    return _cached(w, (data, scale), build)
+    return _info(w, (w._data, w._scale), _int8)
 
 
 def _plain_inference(input, w, bias) -> bool:
