@@ -38,6 +38,32 @@ def isolated_caches(tmp_path_factory):
     mp.undo()
 
 
+def _quanto_build_dirs():
+    """The installed optimum.quanto's JIT build directories (it builds into its own package): path ->
+    (mtime, entries), or None without quanto."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("optimum.quanto")
+    except ModuleNotFoundError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    ext = Path(spec.submodule_search_locations[0]) / "library" / "extensions"
+    dirs = sorted(ext.glob("*/build"))
+    return {str(d): (d.stat().st_mtime, sorted(os.listdir(d))) for d in dirs}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def installed_quanto_untouched():
+    """Fails the run (at its end) if a test let quanto compile into the installed package; tests that need
+    plain quanto's own compiled paths give the child a private copy (quanto_shim/test_gpu_quanto.py)."""
+    before = _quanto_build_dirs()
+    yield
+    after = _quanto_build_dirs()
+    assert after == before, f"the installed optimum.quanto's build directories changed during the run: {before} -> {after}"
+
+
 @pytest.fixture
 def subprocess_env(isolated_caches):
     """Environment for child interpreters: same Python path and isolated caches, no opt-out unless a test sets it."""

@@ -26,7 +26,9 @@ Plain quanto always loads on the CPU: rebuilding a qint4 weight from a state dic
 generic packing with its own ``quanto::unpack``, which on CUDA means JIT-compiling quanto's CUDA
 extension (minutes, nvcc, build files written into quanto's package) -- the very thing quanto_kernels
 exists to avoid. Its C++ CPU extension is compiled by quanto itself the first time (plain quanto's own
-behaviour, so the no-JIT check applies to the served side only). Plain quanto still saves on CUDA.
+behaviour, so the no-JIT check applies to the served side only); the plain side runs on a private copy of
+the package in the test's temporary directory, so that build never touches the installed quanto. Plain
+quanto still saves on CUDA.
 """
 
 from __future__ import annotations
@@ -313,10 +315,12 @@ FUSED_LIMIT = 16  # the int4 fused-kernel limit (qk_max_gemv_m; asserted by test
 
 
 def _run_side(side, mode, device, tmp_path, seed_device):
-    extra = {"QUANTO_KERNELS_DISABLE": "1"} if side == "plain" else {}
+    # Each side imports its own copy of quanto: where quanto_kernels does not serve it (the plain side, or
+    # any side on the CPU) quanto compiles its C++ extension, and that must land in the temporary directory.
+    env = tq.private_quanto_env(tmp_path, plain=side == "plain")
     args = {"mode": mode, "device": device, "k": K_, "h": H_, "n": N_, "dir": str(tmp_path),
             "seed": sp.case_seed("int4-bf16-save-load", seed_device) % 2**31, "leads": LEADS}
-    res = tq.run_child(SAVE_LOAD_SCRIPT, args, tq._child_env(**extra))
+    res = tq.run_child(SAVE_LOAD_SCRIPT, args, env)
     if res["shim"]["patched"]:  # where quanto_kernels serves quanto, nothing may be compiled
         tq._assert_no_jit(res)
     return res

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,24 @@ def _child_env(**extra) -> dict:
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([_package_parent()] + [p for p in [env.get("PYTHONPATH")] if p])
     env.update(extra)
+    return env
+
+
+def private_quanto_env(tmp_dir: Path, plain: bool = False, **extra) -> dict:
+    """Environment of a child that imports its own copy of optimum.quanto, made under `tmp_dir`; with
+    `plain`, quanto_kernels is disabled there (QUANTO_KERNELS_DISABLE=1). Wherever quanto_kernels does not
+    serve quanto (plain quanto, or quanto on the CPU), quanto compiles its C++ (CPU unpack) and CUDA
+    extensions into its package directory on first use; with the copy first on the path that build lands
+    in the test's temporary directory and the installed package stays untouched. (`optimum` is a
+    namespace package, so the copy's `optimum/quanto` is found before the installed one.)"""
+    spec = importlib.util.find_spec("optimum.quanto")
+    root = Path(tmp_dir) / "private-quanto"
+    dst = root / "optimum" / "quanto"
+    if not dst.exists():
+        shutil.copytree(Path(spec.submodule_search_locations[0]), dst,
+                        ignore=shutil.ignore_patterns("build", "__pycache__"))
+    env = _child_env(**({"QUANTO_KERNELS_DISABLE": "1"} if plain else {}), **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env["PYTHONPATH"]])
     return env
 
 
@@ -268,9 +287,9 @@ emit()
 
 
 @pytest.mark.parametrize("order", ["kernels_first", "quanto_first"])
-def test_disable_env_leaves_quanto_alone(order):
+def test_disable_env_leaves_quanto_alone(order, tmp_path):
     pytest.importorskip("optimum.quanto")
-    res = run_child(DISABLED_SCRIPT, {"order": order}, _child_env(QUANTO_KERNELS_DISABLE="1"))
+    res = run_child(DISABLED_SCRIPT, {"order": order}, private_quanto_env(tmp_path, plain=True))
     facts = res["shim"]
     assert facts["patched"] is False
     assert "QUANTO_KERNELS_DISABLE" in facts["reason"], facts["reason"]
