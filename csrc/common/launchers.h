@@ -1,5 +1,5 @@
 // Internal launcher interface between csrc/api (argument checks, device guard) and the kernel
-// families in csrc/gemm. Launchers assume validated arguments, enqueue on `stream` on the
+// families (csrc/pack, csrc/fp8_marlin, csrc/int4, csrc/int8). Launchers assume validated arguments, enqueue on `stream` on the
 // current device, and return the launch's cudaError_t (cudaGetLastError after the launch).
 #pragma once
 
@@ -11,25 +11,25 @@ namespace qk {
 // Activation / output element type. Values match the C ABI's QK_DTYPE_* codes.
 enum class DType : int32_t { F16 = 1, BF16 = 2 };
 
-// How per-channel scale (and zero) vectors are stored (see csrc/gemm/scale_perm.cuh).
+// How per-channel scale (and zero) vectors are stored (see csrc/common/scale_perm.cuh).
 enum class ScalePerm : int32_t {
   None = 0,      // natural channel order
   Block32 = 1,   // quanto's 32-channel pattern (fp8 scales; int4 Marlin when K/group == 1)
   Block64 = 2,   // quanto's 8x8 transpose inside 64-channel blocks (int4 Marlin, K/group >= 2)
 };
 
-// ---- unpack (csrc/gemm/unpack.cu) -------------------------------------------------------
+// ---- unpack (csrc/pack/unpack.cu) -------------------------------------------------------
 // out has v*numel bytes, v = 8/bits: out[i*numel + f] = (in[f] >> (bits*i)) & mask.
 cudaError_t launch_unpack(const uint8_t* in, uint8_t* out, int64_t numel, int bits, cudaStream_t stream);
 
-// ---- Marlin repack (csrc/gemm/marlin_repack.cu) -----------------------------------------
+// ---- Marlin repack (csrc/pack/marlin_repack.cu) -----------------------------------------
 // bits == 8: in is (K/4, N) int32 (4 fp8 codes per word along K), out is (K/16, 4N).
 // bits == 4: in is (K/8, N) int32 (8 nibbles per word along K), out is (K/16, 2N).
 // perm: nullptr, or K int32 source-row indices (already range-checked by the caller).
 cudaError_t launch_marlin_repack(const uint32_t* in, const int32_t* perm, uint32_t* out, int64_t k, int64_t n,
                                  int bits, cudaStream_t stream);
 
-// ---- FP8 Marlin weight (csrc/gemm/fp8_marlin.cu) ------------------------------------------
+// ---- FP8 Marlin weight (csrc/fp8_marlin/) -------------------------------------------------
 // w: (K/16, 4N) repacked fp8 codes; scales: N values of `dt`, Block32-permuted.
 // Dequantize into a natural (N, K) row-major matrix of `dt`: out[n,k] = dt(fp8(W[n,k]) * s[n]).
 cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
@@ -68,13 +68,13 @@ int plan_marlin_i4_gemv_splits(int64_t m, int64_t n, int64_t k, int64_t group_si
 constexpr int64_t kMaxGemvM = 16;
 constexpr int64_t kMaxFp8GemvM = 64;
 
-// ---- shared split-K finish (csrc/gemm/splitk_reduce.cu) -----------------------------------
+// ---- shared split-K finish (csrc/common/splitk_reduce.cu) ---------------------------------
 // out[m,n] = dt( (sum_s ws[(s*M + m)*N + n]) * (scales ? scale_of(n) : 1) ), where scale_of reads
 // `scales` (N values of dt) through `perm`.
 cudaError_t launch_splitk_reduce(const float* ws, int splits, int64_t m, int64_t n, const void* scales,
                                  ScalePerm perm, DType dt, void* out, cudaStream_t stream);
 
-// ---- planning (csrc/gemm/plan.cpp) -------------------------------------------------------
+// ---- planning (csrc/common/plan.cpp) -----------------------------------------------------
 // Shared rule behind the plan_*_splits functions: enough blocks (col_tiles * splits) to give every
 // SM a few, never more than `k_tiles` (the smallest unit of K one split may own) nor kMaxSplits.
 constexpr int kMaxSplits = 16;
