@@ -165,7 +165,7 @@ def test_sdist_check(tmp_path):
                 t.addfile(info, io.BytesIO(data))
         return path
 
-    complete = list(cw.SDIST_REQUIRED) + ["csrc/pack/unpack.cu", "tests/native/test_loader.py"]
+    complete = list(cw.SDIST_REQUIRED) + ["csrc/pack/unpack.cu", "tests/test_packaging.py"]
     assert cw.check_sdist(sdist(complete)) == []
     problems = cw.check_sdist(sdist([m for m in complete if m != "CMakeLists.txt"] + ["python/quanto_kernels/x.so"]))
     assert any("CMakeLists.txt" in p for p in problems) and any("x.so" in p for p in problems)
