@@ -1,6 +1,7 @@
 // Internal launcher interface between csrc/api (argument checks, device guard) and the kernel
-// families (csrc/pack, csrc/fp8_marlin, csrc/int4, csrc/int8). Launchers assume validated arguments, enqueue on `stream` on the
-// current device, and return the launch's cudaError_t (cudaGetLastError after the launch).
+// families (csrc/pack, csrc/fp8_marlin, csrc/int4, csrc/int8). Launchers assume validated arguments,
+// enqueue on `stream` on the current device, and return the launch's cudaError_t (cudaGetLastError
+// after the launch).
 #pragma once
 
 #include <cstdint>
