@@ -17,7 +17,13 @@ workspace query and the launch (the library reads them at every plan):
 
 Usage: python benchmarks/gemv_probe.py LIB [check|perf|all|one M N K] [--variant auto,t4,t2,t1,group,b2,direct] [--quick]
 Writes $OUT/probe_check.json and $OUT/probe_perf.json ($OUT defaults to /tmp)."""
-import argparse, ctypes, json, os, statistics, sys, time
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import time
 import torch
 import torch.nn.functional as F
 
@@ -285,7 +291,7 @@ def perf():
             best8 = min(r[p + "_ms"] for p in fp8_paths()[1:]) if len(fp8_paths()) > 1 else float("nan")
             print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  fp8-v4 best {best8:.4f}  "
                   f"int8-v3 {r['int8-v3_ms']:.4f}", flush=True)
-        del w8s, wi8, wd
+        w8s = wi8 = wd = None  # free the rotation sets before the next shape
         torch.cuda.empty_cache()
     json.dump(rows, open(os.path.join(OUT, "probe_perf.json"), "w"), indent=1)
     table(rows)
