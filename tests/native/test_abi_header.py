@@ -123,7 +123,9 @@ def test_reader_handles_the_header_syntax():
 
 def test_every_declared_c_type_has_a_ctypes_mapping():
     for fn in abi.FUNCTIONS.values():
-        abi.ctypes_signature(fn)  # KeyError names the unmapped type
+        restype, argtypes = abi.ctypes_signature(fn)  # KeyError names the unmapped type
+        assert len(argtypes) == len(fn.params), fn.name
+        assert fn.restype == "void" or restype is not None, fn.name
 
 
 def test_a_function_the_library_lacks_fails_when_called_not_at_load():

@@ -172,29 +172,8 @@ dev, dtype = ARGS["device"], getattr(torch, ARGS["dtype"])
 K, H, N = ARGS["k"], ARGS["h"], ARGS["n"]
 d = Path(ARGS["dir"])
 
-def build():
-    return torch.nn.Sequential(torch.nn.Linear(K, H), torch.nn.GELU(), torch.nn.Linear(H, N))
-
-if ARGS["mode"] == "save":
-    torch.manual_seed(ARGS["seed"])
-    model = build()
-    with torch.no_grad():
-        for lin in (model[0], model[2]):
-            lin.bias.normal_(std=0.5)
-    model = model.to(dev, dtype)
-    quantize(model, weights=qint8)
-    freeze(model)
-    g = torch.Generator().manual_seed(ARGS["seed"] + 1)
-    inputs = {f"x{i}": torch.randn(*lead, K, generator=g).to(dev, dtype) for i, lead in enumerate(ARGS["leads"])}
-else:
-    with torch.device("meta"):
-        model = build().to(dtype)
-    state = load_file(str(d / "model.safetensors"))
-    requantize(model, state, json.loads((d / "qmap.json").read_text()), device=torch.device(dev))
-    # clone(): tensors from load_file sit at arbitrary offsets of the file's buffer, and torch's CPU
-    # _weight_int8pack_mm (quanto's CPU path for bf16 qint8) crashes on activations not 64-byte aligned.
-    inputs = {k: v.to(dev).clone() for k, v in load_file(str(d / "inputs.safetensors")).items()}
-
+WEIGHTS = qint8
+''' + tq.SAVE_OR_LOAD_TWO_LAYERS + r'''
 layers = [model[0], model[2]]
 RESULT["types"] = [type(l.weight).__name__ for l in layers]
 RESULT["qtypes"] = [l.weight.qtype.name for l in layers]

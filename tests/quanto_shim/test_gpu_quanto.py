@@ -328,6 +328,33 @@ model.save_pretrained(ARGS["dir"])
 del model
 '''
 
+# Child-script lines shared by the save/load tests (int8, int4 + bf16): with K, H, N, dev, dtype, d (the
+# directory) and WEIGHTS (the quanto qtype) set, either build, quantize and freeze a two-layer model and
+# draw its inputs ("save"), or rebuild it from d's state dict and read the saved inputs ("load").
+SAVE_OR_LOAD_TWO_LAYERS = r'''def build():
+    return torch.nn.Sequential(torch.nn.Linear(K, H), torch.nn.GELU(), torch.nn.Linear(H, N))
+
+if ARGS["mode"] == "save":
+    torch.manual_seed(ARGS["seed"])
+    model = build()
+    with torch.no_grad():
+        for lin in (model[0], model[2]):
+            lin.bias.normal_(std=0.5)
+    model = model.to(dev, dtype)
+    quantize(model, weights=WEIGHTS)
+    freeze(model)
+    g = torch.Generator().manual_seed(ARGS["seed"] + 1)
+    inputs = {f"x{i}": torch.randn(*lead, K, generator=g).to(dev, dtype) for i, lead in enumerate(ARGS["leads"])}
+else:
+    with torch.device("meta"):
+        model = build().to(dtype)
+    state = load_file(str(d / "model.safetensors"))
+    requantize(model, state, json.loads((d / "qmap.json").read_text()), device=torch.device(dev))
+    # clone(): tensors from load_file sit at arbitrary offsets of the file's buffer, and torch's CPU
+    # _weight_int8pack_mm (quanto's CPU path for bf16 qint8) crashes on activations not 64-byte aligned.
+    inputs = {k: v.to(dev).clone() for k, v in load_file(str(d / "inputs.safetensors")).items()}
+'''
+
 FLUX_SCRIPT = r'''
 import torch
 import quanto_kernels
