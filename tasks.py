@@ -127,13 +127,26 @@ def task_test(args) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def task_gpu_test(args) -> None:
-    out = out_dir(args.out, "gpu-test")
+def gpu_task(args, name: str):
+    """The shared start of the GPU tasks: output folder, build environment, install (unless
+    --no-install), a GPU check, and caches quietened into the output folder. Returns (out, env)."""
+    out = out_dir(args.out, name)
     env = build_env(args)
     if not args.no_install:
         install_project(args, env)
     require_gpu()
     env = quiet_caches(env, out / "caches")
+    env["PYTHON"] = PY
+    return out, env
+
+
+def finish_gpu_task(out: Path, rc: int) -> None:
+    shutil.rmtree(out / "caches", ignore_errors=True)
+    sys.exit(rc)
+
+
+def task_gpu_test(args) -> None:
+    out, env = gpu_task(args, "gpu-test")
     with open(out / "diagnostics.txt", "w") as f:
         rc = subprocess.call([PY, "-m", "quanto_kernels"], env=env, cwd=str(out), stdout=f, stderr=subprocess.STDOUT)
     print((out / "diagnostics.txt").read_text())
@@ -142,39 +155,24 @@ def task_gpu_test(args) -> None:
            f"--junitxml={out / 'junit.xml'}", *args.pytest_args]
     print("[tasks] $", " ".join(cmd), flush=True)
     rc = subprocess.call(cmd, env=env, cwd=str(out)) or rc
-    shutil.rmtree(out / "caches", ignore_errors=True)
-    sys.exit(rc)
+    finish_gpu_task(out, rc)
 
 
 def task_sanitize(args) -> None:
-    out = out_dir(args.out, "sanitize")
-    env = build_env(args)
-    if not args.no_install:
-        install_project(args, env)
-    require_gpu()
-    env = quiet_caches(env, out / "caches")
-    env["PYTHON"] = PY
+    out, env = gpu_task(args, "sanitize")
     if args.tools:
         env["SANITIZE_TOOLS"] = " ".join(args.tools.replace(",", " ").split())
     if args.timeout:
         env["SANITIZE_TIMEOUT"] = str(args.timeout)
     rc = subprocess.call(["bash", str(ROOT / "scripts" / "sanitize.sh"), str(out)], env=env, cwd=str(out))
-    shutil.rmtree(out / "caches", ignore_errors=True)
-    sys.exit(rc)
+    finish_gpu_task(out, rc)
 
 
 def task_hardening(args) -> None:
-    out = out_dir(args.out, "hardening")
-    env = build_env(args)
-    if not args.no_install:
-        install_project(args, env)
-    require_gpu()
-    env = quiet_caches(env, out / "caches")
-    env["PYTHON"] = PY
+    out, env = gpu_task(args, "hardening")
     rc = subprocess.call(["bash", str(ROOT / "scripts" / "hardening_run.sh"), str(out),
                           "multi" if args.multi else "single"], env=env, cwd=str(out))
-    shutil.rmtree(out / "caches", ignore_errors=True)
-    sys.exit(rc)
+    finish_gpu_task(out, rc)
 
 
 def task_bench(args) -> None:
