@@ -10,6 +10,8 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
   unpack 2/4 bits (odd lengths, 1-3 dims); Marlin repack 8/4 bits with and without a permutation;
   FP8 Marlin dequantize + GEMM, fp16 and bf16, M in {1, 3, 8, 16, 17, 33, L, L + 1} with L the library's
   fused limit (K = 16: one k-tile, and K = 272: 17 k-tiles, uneven split-K), N in {64, 192};
+  the FP8 tensor-core kernel (sm_90 with an sm_90a build), every tile forced, M in {1, 17, 64, 65, 129,
+  300}, the same K and N, with bias;
   AWQ int4 dequantize + GEMM, fp16 and bf16, M in {1, 7, 8, 9, 16, 17}, N in {128, 132, 260},
   K in {128, 384};
   Marlin int4 dequantize + GEMM, fp16 and bf16, K in {128, 256}, N in {64, 192}, scale_perm
@@ -89,8 +91,8 @@ def dense_call(what):
         return False
     m = int(what.split(" M=")[1].split()[0])
     fmt = what.split()[0]
-    if fmt == "fp8c":
-        return False  # FP8 compute never goes through cuBLAS
+    if fmt in ("fp8c", "fp8mm"):
+        return False  # FP8 compute and the FP8 tensor-core kernel never go through cuBLAS
     if fmt == "int8" and int(what.split(" K=")[1].split()[0]) % 32:
         return True  # the int8 fused kernel reads K in slices of 32: other K always take the dense path
     return m > FUSED_LIMITS[fmt if fmt in ("fp8", "int8") else "int4"]
@@ -179,6 +181,38 @@ def sweep_fp8():
                 what = f"fp8 gemm M={m} K={k} N={n} {dtype}"
                 run(what, lambda: ops.fp8_marlin_gemm(ag, packed, s_perm),
                     gemm_close(gu.matmul_reference(a, ref_w), dtype, what))
+
+
+def sweep_fp8_mm():
+    """The weight-only FP8 tensor-core kernel (sm_90 with an sm_90a build), every tile forced."""
+    fam = ops.GEMM_FAMILIES["fp8_marlin"]
+    if fam.tc is None or not fam.tc.available(torch.cuda.current_device()):
+        print("fp8mm: skipped (the tensor-core kernel needs an sm_90 GPU and an sm_90a build)")
+        return
+    from quanto_kernels.ops import _fp8_marlin
+
+    for dtype in (f16, bf16):
+        for k, n in [(16, 64), (272, 192)]:
+            g = gen("fp8mm", str(dtype), k, n)
+            codes = gu.random_fp8_codes(n, k, g, device=CPU)
+            s = gu.random_fp8_scales(n, dtype, g, device=CPU)
+            bias = torch.randn(n, generator=g).to(dtype)
+            packed, s_perm, bias_g = (cuda(gu.fp8_marlin_layout(codes)), cuda(gu.permute_block32(s.reshape(1, n))),
+                                      cuda(bias))
+            ref_w = gu.fp8_dequant_reference(codes, s)
+            for tile in ("32", "64", "128"):
+                os.environ["QK_FP8_MM_TILE"] = tile
+                for m in (1, 17, 64, 65, 129, 300):
+                    a = torch.randn(m, k, generator=g).to(dtype)
+                    ag = cuda(a)
+                    what = f"fp8mm gemm M={m} K={k} N={n} tile={tile} {dtype}"
+
+                    def forced(ag=ag):
+                        with ops.force_path("tc"):
+                            return _fp8_marlin.matmul(ag, packed, s_perm, n, k, bias_g)
+
+                    run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
+            os.environ.pop("QK_FP8_MM_TILE", None)
 
 
 def sweep_awq():
@@ -313,7 +347,7 @@ def main() -> int:
     print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} int8={FUSED_LIMITS.get('int8', '-')}"
           " (largest M of the fused kernels)", flush=True)
     t0 = time.time()
-    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_awq, sweep_marlin, sweep_int8, sweep_fp8_compute):
+    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_fp8_mm, sweep_awq, sweep_marlin, sweep_int8, sweep_fp8_compute):
         sweep()
     seconds = time.time() - t0
     if FAILURES:

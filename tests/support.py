@@ -520,6 +520,25 @@ def check_qlinear(model, x, dtype, what):
     assert_gemm_close(y.double() - bias.double(), matmul_reference(x, deq), dtype, what)
 
 
+def fp8_weight_only_entries(ops, rows: int, device_index: int = 0):
+    """The C entry points a weight-only qfloat8 product of `rows` rows calls under the dispatch rule."""
+    fam = ops.GEMM_FAMILIES["fp8_marlin"]
+    if fam.use_tc(rows, device_index):
+        return ["fp8_marlin_mm"]
+    return ["fp8_marlin_gemv"] if rows <= fam.max_gemv_m else ["fp8_marlin_dequantize"]
+
+
+def fp8_tc_skip_reason(ops, device_index: int = 0) -> Optional[str]:
+    """Why the weight-only FP8 tensor-core kernel cannot run here (None when it can)."""
+    if not HAS_GPU:
+        return _SKIP_REASON
+    tc = ops.GEMM_FAMILIES["fp8_marlin"].tc
+    if not tc.available(device_index):
+        return ("the FP8 tensor-core kernel needs an sm_90 GPU and a library built with sm_90a "
+                f"(this GPU: sm_{''.join(map(str, torch.cuda.get_device_capability(device_index)))})")
+    return None
+
+
 class NativeCalls:
     """Records every call of the C ABI's functions (``quanto_kernels._native.abi``) while installed.
 
@@ -527,7 +546,8 @@ class NativeCalls:
     ``*max_gemv_m``, ``last_error``, ``fp8_compute_kernel``) are left out of ``names``.
     """
 
-    QUERIES = ("_workspace_bytes", "max_gemv_m", "last_error", "build_info", "abi_version", "fp8_compute_kernel")
+    QUERIES = ("_workspace_bytes", "max_gemv_m", "last_error", "build_info", "abi_version", "fp8_compute_kernel",
+               "_mm_available", "_mm_max_m")
 
     def __init__(self, monkeypatch):
         import threading

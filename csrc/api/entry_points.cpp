@@ -3,6 +3,7 @@
 // device and stream.
 #include "common/launchers.h"
 #include "fp8_compute/fp8_compute.h"
+#include "fp8_marlin/fp8_mm.h"
 #include "gemv/gemv.h"
 #include "int8/int8.h"
 #include "launch.h"
@@ -216,6 +217,49 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
   return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
     return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, out, static_cast<float*>(workspace), m,
                                n, k, splits, static_cast<qk::DType>(dtype), s);
+  });
+}
+
+namespace {
+bool fp8_mm_runs_on(int32_t device) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0 && qk::fp8_mm_has_sm90_kernel();
+}
+}  // namespace
+
+QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available) {
+  QK_REQUIRE(available != nullptr, "available: must not be null");
+  QK_TRY(qk::check_device(device));
+  *available = fp8_mm_runs_on(device) ? 1 : 0;
+  return qk::ok();
+}
+
+QK_API int64_t qk_fp8_marlin_mm_max_m(void) { return qk::kFp8MmMaxM; }
+
+QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                                int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_REQUIRE(m >= 1 && m <= qk::kFp8MmMaxM, "m: must be in [1, %lld], got %lld",
+             static_cast<long long>(qk::kFp8MmMaxM), static_cast<long long>(m));
+  QK_TRY(check_fp8_shape(n, k));
+  QK_REQUIRE(m <= kMaxDim / k && m <= kMaxDim / n, "m: %lld rows is too large for n=%lld, k=%lld",
+             static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
+  QK_TRY(qk::check_device(device));
+  if (!fp8_mm_runs_on(device)) {
+    return qk::fail(QK_STATUS_UNSUPPORTED,
+                    "fp8_marlin_mm: device %d cannot run the tensor-core kernel (needs sm_90 and a library built "
+                    "with sm_90a; see qk_fp8_marlin_mm_available)", device);
+  }
+  return qk::launch_on(device, stream, "fp8_marlin_mm", [&](cudaStream_t s) {
+    return qk::launch_fp8_mm_sm90(a, static_cast<const uint32_t*>(w), scales, bias, out, m, n, k,
+                                  static_cast<qk::DType>(dtype), s);
   });
 }
 

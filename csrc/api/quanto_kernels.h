@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define QK_ABI_VERSION 2
+#define QK_ABI_VERSION 3
 
 enum {
   QK_STATUS_OK = 0,
@@ -55,6 +55,14 @@ QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t 
 QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
                                   int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                                   int32_t device, void* stream);
+/* Tensor-core product for medium and large M (weight decoded in registers, no dense copy): *available = 1
+ * when `device` can run it (an sm_90 GPU and a library built with sm_90a), else 0. */
+QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available);
+/* out (M, N) dtype = scales[n] * (a . W) + bias[n]; a (M, K) dtype, dense rows, 16-byte aligned; bias N values
+ * (dtype) or NULL; 1 <= M <= qk_fp8_marlin_mm_max_m(). */
+QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                                int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device, void* stream);
+QK_API int64_t qk_fp8_marlin_mm_max_m(void);
 
 /* ---- int8 weight in quanto's own layout: w (N, K) int8 row-major, scales N values (dtype) in channel order ---- */
 QK_API int32_t qk_int8_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,

@@ -140,7 +140,8 @@ def served_formats():
 
     return [
         Format("qfloat8", "qfloat8", (torch.bfloat16, torch.float16), "MarlinF8QBytesTensor",
-               ("fp8_marlin_gemv", "fp8_marlin_dequantize"), "weight-only, fp16/bf16 activations, via Marlin FP8"),
+               ("fp8_marlin_gemv", "fp8_marlin_mm", "fp8_marlin_dequantize"),
+               "weight-only, fp16/bf16 activations, via Marlin FP8"),
         Format("qint4", "qint4", (torch.bfloat16, torch.float16),
                {torch.float16: "AWQWeightQBitsTensor", torch.bfloat16: "Bf16AWQWeightQBitsTensor"},
                ("awq_int4_gemv", "awq_int4_dequantize"), "weight-only, fp16/bf16 activations, group 128, via AWQ"),
@@ -290,7 +291,7 @@ def fp8_compute_self_check(k, n) -> bool:
                 undo()
             want = ("fp8_marlin_gemv",) if m <= limit else FP8_COMPUTE_ENTRY_POINTS
             ran = tuple(name for name in want if counts.get(name))
-            stray = sorted(name for name in ("fp8_marlin_gemv", "fp8_marlin_dequantize") + FP8_COMPUTE_ENTRY_POINTS
+            stray = sorted(name for name in ("fp8_marlin_gemv", "fp8_marlin_mm", "fp8_marlin_dequantize") + FP8_COMPUTE_ENTRY_POINTS
                            if counts.get(name) and name not in want)
             with torch.no_grad():
                 deq = weight.dequantize()

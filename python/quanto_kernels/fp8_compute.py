@@ -17,8 +17,9 @@ The state is one flag for the whole process, like torch's backend flags (``torch
 matmul.allow_tf32``): every thread sees it, and a ``fp8_compute()`` block in one thread changes it for
 all of them. Set it once before running a model rather than toggling it from several threads.
 
-Under ``torch.compile`` the flag is read while tracing, and the compiled code is guarded on it: toggling
-the mode later recompiles rather than running a stale choice.
+Under ``torch.compile`` the flag is read twice: while tracing (the compiled code is guarded on it, so
+toggling the mode recompiles rather than running a stale choice) and when quanto's Marlin FP8 op runs
+(compiled graphs call that op as an opaque step, and our implementation of it follows the flag).
 
 On a GPU without FP8 tensor cores (compute capability below 8.9) the mode does nothing for that GPU:
 its layers keep the weight-only path, and one warning per device says so. Layers whose shapes the

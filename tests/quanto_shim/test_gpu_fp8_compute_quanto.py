@@ -68,10 +68,9 @@ def _exact_weight(qweight):
 
 
 def _expected(ops, rows, on):
-    limit = ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m
-    if rows <= limit:
-        return ["fp8_marlin_gemv"]
-    return FP8_ENTRIES if on else ["fp8_marlin_dequantize"]
+    if not on:
+        return sp.fp8_weight_only_entries(ops, rows)
+    return ["fp8_marlin_gemv"] if rows <= ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m else FP8_ENTRIES
 
 
 def _check_on(y, x, qlin, dtype, what):
@@ -182,7 +181,7 @@ def test_torch_compile_of_a_tiny_model_with_the_mode_on(quanto_patched, ops, nat
         native_calls.clear()
         y_off = compiled(x)  # the flag is guarded: recompiles for the weight-only path
         torch.cuda.synchronize()
-    assert native_calls.names == ["fp8_marlin_dequantize"] * 2, f"compiled, mode off: ran {native_calls.names}"
+    assert native_calls.names == sp.fp8_weight_only_entries(ops, 300) * 2, f"compiled, mode off: ran {native_calls.names}"
     # two layers, each with its own activation rounding: errors add in quadrature, sqrt(2) < 2
     assert sp.rel_fro(y_off, y) <= 2 * MAX_REL_ON_VS_OFF
     torch._dynamo.reset()

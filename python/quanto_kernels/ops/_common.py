@@ -1,7 +1,9 @@
 """What every op family shares: the stream handle, dtype codes, split-K workspaces and the M rule.
 
-The dispatch rule of a GEMM family, written once here (docs/ops.md, "Dispatch"): the fused GEMV
-kernel serves M <= the library's limit for that family (``qk_*_max_gemv_m``, asked once); larger M
+The dispatch rule of a GEMM family, written once here (docs/ops.md, "Dispatch"): a family with a
+tensor-core kernel ("tc": weight decoded in registers, no dense copy) uses it on the GPUs that can run
+it for M from the family's measured crossover up to the kernel's row limit; otherwise the fused GEMV
+kernel serves M <= the library's limit for that family (``qk_*_max_gemv_m``, asked once), and larger M
 dequantizes the weight into a dense temporary and lets torch (cuBLAS) multiply. ``force_path``
 overrides the rule for tests.
 """
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from .._native import abi
 
-PATHS = ("gemv", "dequant")
+PATHS = ("gemv", "tc", "dequant")
 _forced: Optional[str] = None
 
 DTYPE_CODES = {torch.float16: abi.DTYPE_FLOAT16, torch.bfloat16: abi.DTYPE_BFLOAT16}
@@ -46,6 +48,19 @@ def data_ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+def dense_aligned(t: torch.Tensor) -> torch.Tensor:
+    """t itself when it is contiguous with a 16-byte aligned start (what the tensor-map kernels read), else a copy.
+
+    Activations arrive as views (a slice of a fused projection, a transposed tensor); a copy made by
+    torch costs one pass over them, far less than refusing the call.
+    """
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if t.data_ptr() % 16:
+        t = t.clone()
+    return t
+
+
 @contextlib.contextmanager
 def force_path(path: Optional[str]) -> Iterator[None]:
     """Test-only: every GEMM family takes `path` ("gemv" or "dequant"; None: the normal rule) inside the block.
@@ -67,15 +82,38 @@ def forced_path() -> Optional[str]:
     return _forced
 
 
-class GemmFamily:
-    """The fused-kernel limit and the cached workspace query of one family of GEMM entry points."""
+class TensorCoreKernel:
+    """A family's tensor-core kernel: which devices run it, its row limit and the M it starts at.
 
-    def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str):
+    ``from_m`` is the crossover measured on the GPUs that run it (benchmarks/results, docs/ops.md):
+    below it the GEMV kernel is faster.
+    """
+
+    def __init__(self, available: str, max_m: str, from_m: int):
+        self._available, self._max_m, self.from_m = available, max_m, from_m
+        self._by_device = {}
+
+    def available(self, device_index: int) -> bool:
+        ok = self._by_device.get(device_index)
+        if ok is None:
+            ok = self._by_device[device_index] = bool(getattr(abi, self._available)(device=device_index))
+        return ok
+
+    @functools.cached_property
+    def max_m(self) -> int:
+        return int(getattr(abi, self._max_m)())
+
+
+class GemmFamily:
+    """The kernel limits, the cached workspace query and the M rule of one family of GEMM entry points."""
+
+    def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str, tc: Optional[TensorCoreKernel] = None):
         self.name = name
         self._max_gemv_m = max_gemv_m  # abi function names
         # Planning is done once per shape: the per-call path only looks the size up.
         self.workspace_bytes = functools.lru_cache(maxsize=4096)(self._query_workspace)
         self._workspace_fn = workspace_bytes
+        self.tc = tc
 
     def _query_workspace(self, **sizes) -> int:
         return getattr(abi, self._workspace_fn)(**sizes)
@@ -86,7 +124,8 @@ class GemmFamily:
         return int(getattr(abi, self._max_gemv_m)())
 
     def use_gemv(self, m: int) -> bool:
-        if _forced is None:
+        """The GEMV-or-dequantize part of the rule (what runs where no tensor-core kernel does)."""
+        if _forced is None or _forced == "tc":
             return m <= self.max_gemv_m
         if _forced == "dequant":
             return False
@@ -97,13 +136,33 @@ class GemmFamily:
             )
         return True
 
+    def use_tc(self, m: int, device_index: int) -> bool:
+        """True when the tensor-core kernel serves M rows on this device."""
+        if _forced == "tc":
+            if self.tc is None or not self.tc.available(device_index):
+                raise ValueError(f"force_path('tc'): the {self.name} family has no tensor-core kernel for "
+                                 f"cuda:{device_index} (needs an sm_90 GPU and a library built with sm_90a)")
+            if m > self.tc.max_m:
+                raise ValueError(f"force_path('tc'): M={m} rows exceed the {self.name} tensor-core kernel's "
+                                 f"limit of {self.tc.max_m}")
+            return True
+        if _forced is not None or self.tc is None:
+            return False
+        return self.tc.from_m <= m <= self.tc.max_m and self.tc.available(device_index)
+
     def __repr__(self) -> str:
         return f"GemmFamily({self.name!r})"
 
 
 def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Callable[[], torch.Tensor],
-                    dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """a (M, K) times the family's weight (+ bias): the fused kernel or dequantize + matmul, by M."""
+                    dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None,
+                    tc: Optional[Callable[[Optional[torch.Tensor]], torch.Tensor]] = None) -> torch.Tensor:
+    """a (M, K) times the family's weight (+ bias): tensor-core kernel, fused GEMV or dequantize + matmul.
+
+    ``tc`` takes the bias (its epilogue adds it); the other paths add it afterwards.
+    """
+    if tc is not None and family.use_tc(a.shape[0], a.device.index):
+        return tc(bias)
     if family.use_gemv(a.shape[0]):
         out = gemv()
         return out if bias is None else out.add_(bias)

@@ -108,7 +108,7 @@ def check_args(x, w_packed, scales, bias) -> Tuple[int, int]:
 
 
 def _check_devices(x, w_packed, scales, bias) -> None:
-    """The weight as stored must be usable as is; x and bias are copied when they are not (see dense_rows)."""
+    """The weight as stored must be usable as is; x and bias are copied when they are not (see _common.dense_aligned)."""
     if x.device.type != "cuda":
         raise ValueError(f"x: expected a CUDA tensor, got one on {x.device}")
     v.on_cuda(w_packed, "w_packed", x, "x")
@@ -123,17 +123,7 @@ def _check_devices(x, w_packed, scales, bias) -> None:
         )
 
 
-def dense_rows(t: torch.Tensor) -> torch.Tensor:
-    """t itself when it is contiguous with a 16-byte aligned start (what the kernels read), else a copy.
-
-    Activations arrive as views (a slice of a fused projection, a transposed tensor); a copy made by
-    torch costs one pass over x, far less than refusing the call.
-    """
-    if not t.is_contiguous():
-        t = t.contiguous()
-    if t.data_ptr() % 16:
-        t = t.clone()
-    return t
+dense_rows = c.dense_aligned
 
 
 # ------------------------------------------------------------------ launches (arguments checked)

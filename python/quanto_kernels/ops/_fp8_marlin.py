@@ -17,8 +17,13 @@ from . import _common as c
 from . import _validate as v
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
+# The tensor-core kernel takes over from the GEMV kernels at this M (measured on an H200:
+# benchmarks/results/fp8_mm_notes.md).
+TC_FROM_M = 17
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
-                      workspace_bytes="fp8_marlin_gemv_workspace_bytes")
+                      workspace_bytes="fp8_marlin_gemv_workspace_bytes",
+                      tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
+                                            from_m=TC_FROM_M))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -79,10 +84,30 @@ def run_gemv(a, b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
     return out
 
 
+def run_tc(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
+    """The tensor-core kernel; a must be dense (row stride K) and 16-byte aligned (callers ensure it)."""
+    m = a.shape[0]
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    abi.fp8_marlin_mm(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
+                      out=out.data_ptr(), m=m, n=n, k=k, dtype=c.DTYPE_CODES[a.dtype], device=a.device.index,
+                      stream=c.stream(a))
+    return out
+
+
 def matmul(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
     return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, b_q_weight, b_scales, n, k),
-                             lambda: run_dequantize(b_q_weight, b_scales, n, k), bias)
+                             lambda: run_dequantize(b_q_weight, b_scales, n, k), bias,
+                             tc=lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k))
+
+
+def tc_with_bias(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
+    """The tensor-core path: a bias of a's dtype, dense and on a's device is added in the kernel's epilogue;
+    any other bias (another dtype, a broadcast view) is added afterwards by torch, as on the other paths."""
+    fused = bias is None or (bias.dtype == a.dtype and bias.device == a.device and bias.is_contiguous()
+                             and bias.numel() == n and bias.data_ptr() % 2 == 0)
+    out = run_tc(c.dense_aligned(a), b_q_weight, b_scales, bias if fused else None, n, k)
+    return out if fused else out.add_(bias)
 
 
 # ------------------------------------------------------------------------------------------- ops

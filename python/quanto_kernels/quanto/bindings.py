@@ -21,6 +21,7 @@ import re
 
 import torch
 
+from ..fp8_compute import active_on
 from ..ops import _marlin_int4, _validate as v
 from ..ops import direct
 
@@ -32,6 +33,15 @@ def _dense(t, name: str) -> torch.Tensor:
     if t.device.type == "cuda" and t.numel() and t.data_ptr() % 16:  # an offset view: our kernels use 16-byte loads
         t = t.clone()
     return t
+
+
+def _fp8_compute_serves(a, b_scales, n, k) -> bool:
+    """The FP8 compute mode, read when quanto's Marlin FP8 op runs: this is where compiled graphs reach
+    (torch.compile traces quanto's op as an opaque call), so toggling the mode takes effect there too."""
+    from .fast_linear import fp8_compute_takes
+
+    return (active_on(a.device) and a.dim() == 2 and a.dtype is b_scales.dtype
+            and a.dtype in (torch.float16, torch.bfloat16) and fp8_compute_takes(int(n), int(k)))
 
 
 def _check_workspace(workspace) -> None:
@@ -137,6 +147,8 @@ class QuantoCudaBindings:
             raise ValueError(f"size_k: {size_k}, but a has shape {tuple(a.shape)}")
         if b_scales.dim() >= 1 and b_scales.shape[-1] != size_n:
             raise ValueError(f"size_n: {size_n}, but b_scales has shape {tuple(b_scales.shape)}")
+        if _fp8_compute_serves(a, b_scales, size_n, size_k):
+            return direct.fp8_compute_linear(a, b_q_weight, b_scales, None)
         return direct.fp8_marlin_gemm(a, b_q_weight, b_scales)
 
     @staticmethod

@@ -1,0 +1,250 @@
+// Hopper (sm_90a) GEMM over weights in quanto's Marlin tile layout, with the weight as the register
+// operand of wgmma: the mainloop, tile shapes and epilogue shared by every format that reads that layout.
+// A format is an operand policy (`Op`) that turns one pipeline stage of weight words into products.
+//
+// Roles. The weight is wgmma's "A" operand (64 channels x k, from registers): in the Marlin layout the
+// words a thread needs for a 64-channel product are one 16-byte shared-memory load per 16-deep slice (see
+// docs/layouts.md). The activations are the "B" operand (tokens x k, K-major), copied by the tensor memory
+// accelerator with the 128-byte swizzle that the wgmma descriptor reads. The product is out^T (rows are
+// channels, columns tokens); the epilogue writes it transposed.
+//
+// Block tile: 128 channels (two 64-channel column tiles of the layout) x 2 * kTpw tokens, one 128-byte
+// row of activations per token per pipeline stage (128 k of e4m3 or 64 k of 16-bit values). Two
+// warpgroups compute (kTpw tokens each, all 128 channels: two m64 x kTpw products per k-step). Thread 0
+// also issues the copies (one activation box and one weight box per stage) and refills a stage once all
+// eight warps released it; a separate producer warp would cap every thread at 168 registers, fewer than
+// the accumulators plus a stage's weight registers need.
+//
+// Weight words of one warp (w = warp in its warpgroup): column tile cb = w / 2 and channel-quarter pair
+// p = w % 2; its 16-byte load at lane t covers words 8t + 4p .. 8t + 4p + 3 of a slice, i.e. 16-channel
+// sub-tiles 2p (words 0, 1) and 2p + 1 (words 2, 3). Row r of product j at warp w is channel
+//   64 * cb + 16 * (2p + j) + r          (r in 0..15: the lane's g = t / 4 and g + 8)
+//
+// Epilogue: per-channel scale (times a per-token scale when the policy has one) and bias in fp32, the
+// tile rounded once to the output type into shared memory (free once both warpgroups finished), then
+// written with 16-byte row-contiguous stores (2-byte stores straight from the accumulators measured ~25%
+// slower on an H200). Measurements: benchmarks/results/fp8_compute_notes.md and fp8_mm_notes.md.
+//
+// Operand policy interface:
+//   kSlices        16-deep k slices per stage (the stage's k; 16 * kSlices * activation bytes == 128)
+//   kRowScale      true: the epilogue multiplies by xs[token] (fp32)
+//   kActType       element type of the activation tensor map
+//   kActBytes      bytes per activation element
+//   stage<kTpw>(acc0, acc1, w, b_tile)
+//                  loads this thread's words of the stage (w: its first word; slices kSliceBytes apart),
+//                  issues the warpgroup's products for the stage as one committed group
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include "api/device.h"
+#include "common/numeric.cuh"
+#include "common/ptx.cuh"
+#include "common/scale_perm.cuh"
+#include "common/sm90.cuh"
+#include "common/tma.h"
+
+namespace qk {
+namespace sm90_marlin {
+
+constexpr int kChannels = 128;                // per block
+constexpr int kSliceBytes = kChannels * 16;   // one 16-deep slice of the block's two column tiles: 2 KB
+constexpr int kThreads = 256;
+constexpr int kOutRowBytes = kChannels * 2 + 16;  // staged output row; +16 B keeps 4 rows in distinct banks
+constexpr int kBufferBudget = 200 * 1024;     // pipeline buffers per block (one block per multiprocessor)
+
+template <class Op, int kTpw>
+struct Tile {
+  static constexpr int kTokens = 2 * kTpw;
+  static constexpr int kActBytes = kTokens * 128;
+  static constexpr int kWeightBytes = Op::kSlices * kSliceBytes;
+  static constexpr int kStageBytes = kActBytes + kWeightBytes;
+  static constexpr int kStages = kBufferBudget / kStageBytes < 12 ? kBufferBudget / kStageBytes : 12;
+  static constexpr int kOutWgBytes = kTpw * kOutRowBytes;
+  static_assert(kStages >= 2, "at least a double-buffered pipeline");
+  static_assert(2 * kOutWgBytes <= kStages * kStageBytes, "output staging must fit in the pipeline buffers");
+  static_assert(Op::kSlices * 16 * Op::kActBytes == 128, "a stage is one 128-byte row of activations");
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8 /* barriers */;
+};
+
+struct Args {
+  const float* xs;     // per-token scales (policies with kRowScale) or nullptr
+  const void* scales;  // N per-channel scales of the output type, Block32-permuted
+  const void* bias;    // N values of the output type in channel order, or nullptr
+  void* out;           // M x N, row-major
+  int64_t m, n, k;
+};
+
+template <class Op, DType D, int kTpw>
+__global__ void __launch_bounds__(kThreads, 1)
+    marlin_rs_gemm_kernel(const __grid_constant__ CUtensorMap act_map, const __grid_constant__ CUtensorMap wgt_map,
+                          const Args args) {
+#if defined(QK_SM90A_DEVICE)
+  using TL = Tile<Op, kTpw>;
+  extern __shared__ uint8_t smem_raw[];
+  // Tensor copies with the 128-byte swizzle need 1024-byte aligned destinations.
+  const uint32_t raw = shared_addr(smem_raw);
+  const uint32_t base = (raw + 1023) & ~1023u;
+  const uint32_t act0 = base;                                     // stage s: act0 + s * kActBytes
+  const uint32_t wgt0 = base + TL::kStages * TL::kActBytes;       // stage s: wgt0 + s * kWeightBytes
+  const uint32_t full0 = wgt0 + TL::kStages * TL::kWeightBytes;   // kStages barriers
+  const uint32_t empty0 = full0 + TL::kStages * 8;                // kStages barriers
+  uint8_t* const smem = smem_raw + (base - raw);
+
+  const int64_t col_tile0 = int64_t(blockIdx.x) * (kChannels / 64);  // first 64-channel column tile
+  const int64_t tok0 = int64_t(blockIdx.y) * TL::kTokens;
+  constexpr int kStageK = Op::kSlices * 16;
+  const int64_t k_blocks = (args.k + kStageK - 1) / kStageK;
+  const int col_tiles_here = args.n / 64 - col_tile0 >= 2 ? 2 : 1;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < TL::kStages; ++s) {
+      sm90::mbar_init(full0 + 8 * s, 1);
+      sm90::mbar_init(empty0 + 8 * s, kThreads / 32);  // one arrival per warp
+    }
+    sm90::fence_barrier_init();
+  }
+  __syncthreads();
+
+  // Copies of k-block kb into its stage (thread 0). Boxes are always whole: parts past M, N or K arrive as
+  // zeros and still count as bytes, so every stage runs the same instruction stream.
+  auto issue = [&](int64_t kb) {
+    const int s = static_cast<int>(kb % TL::kStages);
+    sm90::mbar_arrive_expect_tx(full0 + 8 * s, TL::kStageBytes);
+    sm90::tma_load_2d(act0 + s * TL::kActBytes, &act_map, static_cast<int32_t>(kb * kStageK),
+                      static_cast<int32_t>(tok0), full0 + 8 * s);
+    sm90::tma_load_3d(wgt0 + s * TL::kWeightBytes, &wgt_map, 0, static_cast<int32_t>(col_tile0),
+                      static_cast<int32_t>(kb * Op::kSlices), full0 + 8 * s);
+  };
+  if (threadIdx.x == 0) {
+    for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
+  }
+
+  const int wg = threadIdx.x / 128;         // tokens wg*kTpw .. of the block
+  const int warp = (threadIdx.x / 32) % 4;  // warp within its warpgroup
+  const int lane = threadIdx.x % 32;
+  const int cb = warp >> 1, p = warp & 1;
+  const uint32_t a_offset = cb * 1024 + lane * 32 + p * 16;  // this thread's 16 bytes of a slice
+
+  float acc0[kTpw / 2], acc1[kTpw / 2];
+#pragma unroll
+  for (int i = 0; i < kTpw / 2; ++i) acc0[i] = acc1[i] = 0.0f;
+
+  for (int64_t kb = 0; kb < k_blocks; ++kb) {
+    const int s = static_cast<int>(kb % TL::kStages);
+    const uint32_t round = static_cast<uint32_t>(kb / TL::kStages);
+    sm90::mbar_wait(full0 + 8 * s, round & 1);
+    Op::template stage<kTpw>(acc0, acc1, smem + (wgt0 - base) + s * TL::kWeightBytes + a_offset,
+                             act0 + s * TL::kActBytes + wg * (kTpw * 128));
+    // Waiting for this stage's products before the next stage's weight registers are written: ptxas
+    // serialises the products anyway when registers feeding a pending group are written.
+    sm90::wgmma_wait<0>();
+    sm90::fence_registers(acc0);
+    sm90::fence_registers(acc1);
+    __syncwarp();
+    if (lane == 0) sm90::mbar_arrive(empty0 + 8 * s);
+    // Refill this stage with k-block kb + kStages once all eight warps have released it.
+    if (threadIdx.x == 0 && kb + TL::kStages < k_blocks) {
+      sm90::mbar_wait(empty0 + 8 * s, round & 1);
+      issue(kb + TL::kStages);
+    }
+  }
+
+  // ---------------- epilogue: out[token, channel] = acc * xs[token] * s[channel] + bias[channel] ----
+  using T = typename Elem<D>::T;
+  const T* scales = static_cast<const T*>(args.scales);
+  const T* bias = static_cast<const T*>(args.bias);
+  const int g = lane >> 2, q = lane & 3;
+  const bool cb_valid = cb < col_tiles_here;
+  float ws[2][2], bs[2][2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t ch = (col_tile0 + cb) * 64 + 16 * (2 * p + j) + 8 * h + g;
+      ws[j][h] = cb_valid ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
+      bs[j][h] = cb_valid && bias != nullptr ? Elem<D>::to_float(bias[ch]) : 0.0f;
+    }
+  }
+  __syncthreads();  // both warpgroups are done with the pipeline buffers, which now stage the output
+  uint8_t* const stage_out = smem + wg * TL::kOutWgBytes;
+#pragma unroll
+  for (int i = 0; i < kTpw / 8; ++i) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int t_local = 8 * i + 2 * q + e;
+      float xv = 1.0f;
+      if constexpr (Op::kRowScale) {
+        const int64_t tok = tok0 + wg * kTpw + t_local;
+        xv = tok < args.m ? args.xs[tok] : 0.0f;
+      }
+      T* row = reinterpret_cast<T*>(stage_out + t_local * kOutRowBytes);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int c0 = 64 * cb + 16 * (2 * p) + 8 * h + g;
+        row[c0] = Elem<D>::from_float(acc0[4 * i + 2 * h + e] * xv * ws[0][h] + bs[0][h]);
+        row[c0 + 16] = Elem<D>::from_float(acc1[4 * i + 2 * h + e] * xv * ws[1][h] + bs[1][h]);
+      }
+    }
+  }
+  // Warpgroup-local barrier (ids 1 and 2; 0 is __syncthreads) before reading the other warps' values.
+  if (wg == 0) {
+    QK_ASM_VOLATILE("bar.sync 1, 128;\n" ::: "memory");
+  } else {
+    QK_ASM_VOLATILE("bar.sync 2, 128;\n" ::: "memory");
+  }
+  const int t = threadIdx.x % 128;
+  const int chunk = t % 16;  // 8 channels = 16 bytes
+  const bool chunk_ok = chunk < 8 * col_tiles_here;
+  T* out = static_cast<T*>(args.out);
+#pragma unroll 4
+  for (int r = t / 16; r < kTpw; r += 8) {
+    const int64_t tok = tok0 + wg * kTpw + r;
+    if (chunk_ok && tok < args.m) {
+      const uint4 v = *reinterpret_cast<const uint4*>(stage_out + r * kOutRowBytes + chunk * 16);
+      *reinterpret_cast<uint4*>(out + tok * args.n + col_tile0 * 64 + chunk * 8) = v;
+    }
+  }
+#endif
+}
+
+// Launches one tile configuration. act: M rows of K elements, row stride lda elements (16-byte aligned
+// rows); w: the (K/16, 4N) Marlin words. Grid: channel tiles fastest, so neighbouring blocks share the
+// activation box in L2.
+template <class Op, DType D, int kTpw>
+cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* w, const Args& args,
+                                  cudaStream_t stream) {
+  using TL = Tile<Op, kTpw>;
+  CUtensorMap act_map, wgt_map;
+  // Activations: (M rows, K elements) read in boxes of kTokens rows x 128 bytes with the 128-byte swizzle.
+  const uint64_t act_dims[2] = {static_cast<uint64_t>(args.k), static_cast<uint64_t>(args.m)};
+  const uint64_t act_strides[1] = {static_cast<uint64_t>(lda) * Op::kActBytes};
+  const uint32_t act_box[2] = {static_cast<uint32_t>(128 / Op::kActBytes), TL::kTokens};
+  cudaError_t err = make_tma_map(&act_map, Op::kActType, 2, act, act_dims, act_strides, act_box,
+                                 CU_TENSOR_MAP_SWIZZLE_128B);
+  if (err != cudaSuccess) return err;
+  // Weight: words viewed as (256 words of one column tile, N/64 column tiles, K/16 slices); a box is the
+  // block's two column tiles over one stage's slices, copied as stored.
+  const uint64_t wgt_dims[3] = {256, static_cast<uint64_t>(args.n / 64), static_cast<uint64_t>(args.k / 16)};
+  const uint64_t wgt_strides[2] = {1024, static_cast<uint64_t>(args.n) * 16};
+  const uint32_t wgt_box[3] = {256, kChannels / 64, Op::kSlices};
+  err = make_tma_map(&wgt_map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, w, wgt_dims, wgt_strides, wgt_box,
+                     CU_TENSOR_MAP_SWIZZLE_NONE);
+  if (err != cudaSuccess) return err;
+  // Raising the dynamic shared-memory limit is per kernel and idempotent; done once per process.
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      marlin_rs_gemm_kernel<Op, D, kTpw>, cudaFuncAttributeMaxDynamicSharedMemorySize, TL::kSmemBytes);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(static_cast<unsigned>((args.n + kChannels - 1) / kChannels),
+                  static_cast<unsigned>((args.m + TL::kTokens - 1) / TL::kTokens));
+  marlin_rs_gemm_kernel<Op, D, kTpw><<<grid, kThreads, TL::kSmemBytes, stream>>>(act_map, wgt_map, args);
+  return cudaGetLastError();
+}
+
+// Blocks of the 256-token tile over an M x N product (the tile rules compare it with the SM count).
+inline int64_t blocks_of_256_token_tiles(int64_t m, int64_t n) {
+  return ((n + kChannels - 1) / kChannels) * ((m + 255) / 256);
+}
+
+}  // namespace sm90_marlin
+}  // namespace qk

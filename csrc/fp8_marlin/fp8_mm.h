@@ -1,0 +1,25 @@
+// Weight-only FP8 tensor-core product over quanto's FP8 Marlin layout (medium and large M): the sm_90a
+// kernel of fp8_mm_sm90.cu. Smaller M is the GEMV kernels' (fp8_gemv.cu, gemv/); GPUs without the sm_90a
+// kernel dequantize and let a dense GEMM multiply (the Python dispatch decides, docs/ops.md).
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+#include "common/launchers.h"
+
+namespace qk {
+
+// Rows per call: 65535 blocks of the smallest tile (64 tokens); callers take another path beyond.
+constexpr int64_t kFp8MmMaxM = int64_t(65535) * 64;
+
+// out[m, n] = dt( s[n] * sum_k a[m, k] * fp8(W[n, k]) + bias[n] ), fp32 accumulation.
+// a: M x K of dt, row stride K (16-byte aligned); w: (K/16, 4N) words; scales: N values of dt,
+// Block32-permuted; bias: N values of dt or nullptr; out: M x N of dt. K % 16 == 0, N % 64 == 0.
+cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                               int64_t m, int64_t n, int64_t k, DType dt, cudaStream_t stream);
+// True when this build carries the kernel (the library was compiled for sm_90a).
+bool fp8_mm_has_sm90_kernel();
+// Tokens per warpgroup of the tile launch_fp8_mm_sm90 uses for an M x N product (32, 64 or 128).
+int fp8_mm_sm90_tile(int64_t m, int64_t n);
+
+}  // namespace qk

@@ -1,0 +1,132 @@
+// Weight-only FP8 product on Hopper's warpgroup tensor cores (sm_90a): activations in fp16/bf16 times
+// e4m3 weights stored in quanto's FP8 Marlin layout, the weight decoded to the activation type in registers
+// and fed to wgmma as its register operand; no dense copy of the weight. This is the 16-bit operand policy
+// of the Marlin-layout GEMM (common/sm90_marlin_gemm.cuh describes tile, pipeline and epilogue).
+//
+// Fragment fit: a 16-bit wgmma A fragment holds, for rows g and g + 8, the k pairs (2q, 2q + 1) and
+// (2q + 8, 2q + 9) of a 16-deep slice (q = lane % 4). A Marlin word holds one channel's codes for exactly
+// those four k (bytes: 2q, 2q + 8, 2q + 1, 2q + 9), so each word decodes into two of the fragment's
+// registers (fp8_decode.cuh) with no data exchange between lanes. A stage is 64 k (four slices).
+//
+// Numerics: the decode is exact (every e4m3 value is a bf16 and an fp16 value), products are summed in
+// fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to the
+// output type. NaN codes give NaN, as in every other FP8 path of the library.
+#include <cstdlib>
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include "api/device.h"
+#include "common/sm90_marlin_gemm.cuh"
+#include "fp8_marlin/fp8_decode.cuh"
+#include "fp8_marlin/fp8_mm.h"
+
+namespace qk {
+namespace {
+
+using sm90_marlin::kSliceBytes;
+
+template <DType D>
+struct Fp8WeightOperand {
+  static constexpr int kSlices = 4;
+  static constexpr bool kRowScale = false;
+  static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
+  static constexpr int kActBytes = 2;
+
+  // One stage: per slice, words (x, y) are product 0's rows g and g + 8, (z, w) product 1's.
+  template <int kTpw>
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const uint8_t* w,
+                                             uint32_t b_tile) {
+    uint32_t words[kSlices][4];
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+      const uint4 v = *reinterpret_cast<const uint4*>(w + i * kSliceBytes);
+      words[i][0] = v.x;
+      words[i][1] = v.y;
+      words[i][2] = v.z;
+      words[i][3] = v.w;
+    }
+    uint32_t a[kSlices][4][2];  // [slice][word][low k pair, high k pair]
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        a[i][j][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][j]);
+        a[i][j][1] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][j]);
+      }
+    }
+    uint32_t any_nan = 0;
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) any_nan |= fp8::nan_bytes(words[i][j]);
+    }
+    if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
+#pragma unroll
+      for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          a[i][j][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(a[i][j][0], words[i][j]);
+          a[i][j][1] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][j][1], words[i][j]);
+        }
+      }
+    }
+    sm90::fence_registers(acc0);
+    sm90::fence_registers(acc1);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+      const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + i * 32);  // 16 k of 2 bytes per slice
+      constexpr bool kBf16 = D == DType::BF16;
+      sm90::wgmma_k16_rs<kTpw, kBf16>(acc0, a[i][0][0], a[i][1][0], a[i][0][1], a[i][1][1], desc);
+      sm90::wgmma_k16_rs<kTpw, kBf16>(acc1, a[i][2][0], a[i][3][0], a[i][2][1], a[i][3][1], desc);
+    }
+    sm90::wgmma_commit();
+  }
+};
+
+template <DType D>
+cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Args& args, cudaStream_t stream) {
+  using Op = Fp8WeightOperand<D>;
+  switch (fp8_mm_sm90_tile(args.m, args.n)) {
+    case 32:
+      return sm90_marlin::launch_marlin_rs_gemm<Op, D, 32>(a, args.k, w, args, stream);
+    case 64:
+      return sm90_marlin::launch_marlin_rs_gemm<Op, D, 64>(a, args.k, w, args, stream);
+    default:
+      return sm90_marlin::launch_marlin_rs_gemm<Op, D, 128>(a, args.k, w, args, stream);
+  }
+}
+
+}  // namespace
+
+int fp8_mm_sm90_tile(int64_t m, int64_t n) {
+  // Tokens per warpgroup. Small M: a tile that the rows fill (the weight stream dominates there). Larger
+  // M: the 256-token tile unless it would give fewer than two blocks per multiprocessor.
+  if (const char* forced = std::getenv("QK_FP8_MM_TILE")) {  // benchmark override: 32, 64 or 128
+    const int t = std::atoi(forced);
+    if (t == 32 || t == 64 || t == 128) return t;
+  }
+  if (m <= 64) return 32;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 64;
+  if (m <= 128 || sm90_marlin::blocks_of_256_token_tiles(m, n) < 2 * int64_t(sm_count(device))) return 64;
+  return 128;
+}
+
+bool fp8_mm_has_sm90_kernel() {
+#if defined(QK_HAS_SM90A)
+  return true;
+#else
+  return false;
+#endif
+}
+
+cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                               int64_t m, int64_t n, int64_t k, DType dt, cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  if (m > kFp8MmMaxM) return cudaErrorInvalidValue;
+  const sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
+  return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, stream)
+                          : launch_typed<DType::BF16>(a, w, args, stream);
+}
+
+}  // namespace qk

@@ -1,0 +1,154 @@
+"""GPU tests of the weight-only FP8 tensor-core kernel (``qk_fp8_marlin_mm``, csrc/fp8_marlin/fp8_mm_sm90.cu):
+fp16/bf16 activations times e4m3 weights in quanto's Marlin layout, decoded in registers.
+
+Every result is compared with the float64 product of the exact operands (the codes' values times the
+scales, tests/support.py) on fresh random data per case; outputs come from a poisoned allocator, so an
+element the kernel never writes reads as NaN. The kernel runs on sm_90 GPUs with a library built for
+sm_90a; elsewhere the module is skipped with the reason.
+
+  * every tile configuration (32, 64, 128 tokens per warpgroup, forced through QK_FP8_MM_TILE) over
+    ragged M, K not a multiple of a pipeline stage, N with an odd number of 64-channel tiles;
+  * bias in the epilogue, bias of another dtype (added afterwards), views and misaligned activations;
+  * NaN codes give NaN in their channel only;
+  * the dispatch rule sends M >= the crossover here, and the forced path is the one launched;
+  * CUDA graph capture and replay.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import support as sp
+
+DEV = "cuda"
+DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
+
+# (M, K, N): K = one slice (less than a stage), K % 64 = 48, odd column-tile counts (N / 64 = 3, 5, 9),
+# M around every tile size (64, 128, 256 tokens per block) and above the grid's first row.
+SHAPES = [(1, 16, 64), (17, 48, 192), (63, 112, 320), (64, 256, 128), (65, 320, 576), (128, 1040, 64),
+          (129, 64, 192), (255, 4096, 256), (300, 512, 1024), (513, 272, 320), (1000, 128, 4160),
+          (2049, 256, 384)]
+TILES = ["auto", "32", "64", "128"]
+
+
+@pytest.fixture(autouse=True)
+def _needs_kernel(ops):
+    reason = sp.fp8_tc_skip_reason(ops)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _case(m, k, n, dtype, *tag):
+    g = sp.generator("fp8-mm", m, k, n, str(dtype), *tag)
+    codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
+    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
+    bias = torch.randn(n, generator=g, device=DEV, dtype=dtype)
+    return codes, s, packed, s_perm, x, bias
+
+
+def _run(ops, x, packed, s_perm, bias=None):
+    """The family's product with the tensor-core path forced (bias through the same dispatch as layers)."""
+    from quanto_kernels.ops import _fp8_marlin
+
+    n, k = packed.shape[1] // 4, packed.shape[0] * 16
+    sp.poison_allocator()
+    with ops.force_path("tc"):
+        return _fp8_marlin.matmul(x, packed, s_perm, n, k, bias)
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("case", SHAPES, ids=lambda c: "M{}-K{}-N{}".format(*c))
+def test_matches_the_exact_product(ops, native_calls, monkeypatch, case, tile, dtype):
+    m, k, n = case
+    if tile != "auto":
+        monkeypatch.setenv("QK_FP8_MM_TILE", tile)
+    codes, s, packed, s_perm, x, bias = _case(m, k, n, dtype, tile)
+    native_calls.clear()
+    out = _run(ops, x, packed, s_perm, bias)
+    torch.cuda.synchronize()
+    assert native_calls.names == ["fp8_marlin_mm"], native_calls.names
+    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s), bias)
+    sp.assert_gemm_close(out, ref, dtype, f"fp8_marlin_mm {m}x{k}x{n} tile={tile} {dtype}")
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_public_op_on_views_misaligned_rows_and_foreign_bias(ops, native_calls, dtype):
+    """The op copies what the tensor map cannot read (a strided view, a misaligned start) and adds a bias
+    of another dtype after the kernel; every variant gives the exact product."""
+    m, k, n = 200, 384, 256
+    codes, s, packed, s_perm, x, bias = _case(m, k, n, dtype, "views")
+    wide = torch.randn(m, 2 * k, device=DEV, dtype=dtype)
+    wide[:, ::2] = x
+    variants = {"strided view": wide[:, ::2], "misaligned": sp.misaligned(x), "contiguous": x}
+    w_ref = sp.fp8_dequant_reference(codes, s)
+    for what, xv in variants.items():
+        native_calls.clear()
+        out = _run(ops, xv, packed, s_perm, bias.float())
+        assert "fp8_marlin_mm" in native_calls.names, (what, native_calls.names)
+        sp.assert_gemm_close(out, sp.matmul_reference(x, w_ref, bias.float()), dtype, f"{what} {dtype}")
+    out = ops.fp8_marlin_gemm(x, packed, s_perm)  # the public op, dispatch by M (no bias)
+    sp.assert_gemm_close(out, sp.matmul_reference(x, w_ref), dtype, f"public op {dtype}")
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_codes_poison_only_their_channel(ops, dtype):
+    m, k, n = 130, 256, 192
+    g = sp.generator("fp8-mm-nan", str(dtype))
+    codes = sp.random_fp8_codes(n, k, g)
+    codes[5, 17] = 0x7F
+    codes[130, 200] = 0xFF
+    s = sp.random_fp8_scales(n, dtype, g)
+    packed, s_perm = sp.fp8_marlin_layout(codes), sp.permute_block32(s.reshape(1, n))
+    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
+    out = _run(ops, x, packed, s_perm)
+    bad = torch.zeros(n, dtype=torch.bool, device=DEV)
+    bad[[5, 130]] = True
+    assert torch.isnan(out[:, bad]).all(), "a NaN code must make its channel NaN"
+    clean = codes.clone()
+    clean[5, 17] = clean[130, 200] = 0
+    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(clean, s))
+    sp.assert_gemm_close(out[:, ~bad], ref[:, ~bad], dtype, f"channels without NaN codes {dtype}")
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+def test_rule_uses_the_kernel_from_the_crossover(ops, native_calls):
+    fam = ops.GEMM_FAMILIES["fp8_marlin"]
+    k, n = 256, 128
+    codes, s, packed, s_perm, _, _ = _case(1, k, n, torch.bfloat16, "rule")
+    for m in (1, fam.tc.from_m - 1, fam.tc.from_m, 64, 65, 1000):
+        x = torch.randn(m, k, device=DEV, dtype=torch.bfloat16)
+        native_calls.clear()
+        out = ops.fp8_marlin_gemm(x, packed, s_perm)
+        assert native_calls.names == sp.fp8_weight_only_entries(ops, m), (m, native_calls.names)
+        assert native_calls.names == (["fp8_marlin_mm"] if m >= fam.tc.from_m else ["fp8_marlin_gemv"]), m
+        sp.assert_gemm_close(out, sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s)), torch.bfloat16,
+                             f"rule M={m}")
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+def test_cuda_graph_replay(ops):
+    m, k, n = 300, 512, 320
+    codes, s, packed, s_perm, x, bias = _case(m, k, n, torch.bfloat16, "graph")
+    static_x = x.clone()
+    with ops.force_path("tc"):
+        ops.fp8_marlin_gemm(static_x, packed, s_perm)  # warm-up outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = ops.fp8_marlin_gemm(static_x, packed, s_perm)
+    w_ref = sp.fp8_dequant_reference(codes, s)
+    for replay in range(3):
+        static_x.copy_(torch.randn(m, k, device=DEV, dtype=torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        sp.assert_gemm_close(static_y, sp.matmul_reference(static_x, w_ref), torch.bfloat16, f"replay {replay}")
