@@ -30,12 +30,9 @@
 //   kRowScale      true: the epilogue multiplies by xs[token] (fp32)
 //   kActType       element type of the activation tensor map
 //   kActBytes      bytes per activation element
-//   kOverlap       true: the next stage's registers are loaded while this stage's products run
-//   Regs           this thread's weight registers of one stage
-//   load(regs, w)  loads (and decodes) this thread's words of a stage (w: its first word; slices
-//                  kSliceBytes apart)
-//   issue<kTpw>(acc0, acc1, regs, b_tile)
-//                  issues the warpgroup's products of the stage as one committed group
+//   stage<kTpw>(acc0, acc1, w, b_tile)
+//                  loads this thread's words of the stage (w: its first word; slices kSliceBytes apart),
+//                  issues the warpgroup's products for the stage as one committed group
 #pragma once
 
 #include <cuda.h>
@@ -133,60 +130,23 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int i = 0; i < kTpw / 2; ++i) acc0[i] = acc1[i] = 0.0f;
 
-  const uint8_t* const wsm = smem + (wgt0 - base) + a_offset;  // this thread's words of stage 0
-  const uint32_t b0 = act0 + wg * (kTpw * 128);                 // this warpgroup's tokens of stage 0
-  // Releases k-block kb's stage (its products have completed) and lets thread 0 refill it with
-  // k-block kb + kStages once all eight warps have released it.
-  auto release = [&](int64_t kb) {
+  for (int64_t kb = 0; kb < k_blocks; ++kb) {
     const int s = static_cast<int>(kb % TL::kStages);
+    const uint32_t round = static_cast<uint32_t>(kb / TL::kStages);
+    sm90::mbar_wait(full0 + 8 * s, round & 1);
+    Op::template stage<kTpw>(acc0, acc1, smem + (wgt0 - base) + s * TL::kWeightBytes + a_offset,
+                             act0 + s * TL::kActBytes + wg * (kTpw * 128));
+    // Waiting for this stage's products before the next stage's weight registers are written: ptxas
+    // serialises the products anyway when registers feeding a pending group are written.
+    sm90::wgmma_wait<0>();
     sm90::fence_registers(acc0);
     sm90::fence_registers(acc1);
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(empty0 + 8 * s);
+    // Refill this stage with k-block kb + kStages once all eight warps have released it.
     if (threadIdx.x == 0 && kb + TL::kStages < k_blocks) {
-      sm90::mbar_wait(empty0 + 8 * s, static_cast<uint32_t>(kb / TL::kStages) & 1);
+      sm90::mbar_wait(empty0 + 8 * s, round & 1);
       issue(kb + TL::kStages);
-    }
-  };
-  auto wait_full = [&](int64_t kb) {
-    sm90::mbar_wait(full0 + 8 * static_cast<int>(kb % TL::kStages), static_cast<uint32_t>(kb / TL::kStages) & 1);
-  };
-  auto stage_w = [&](int64_t kb) { return wsm + static_cast<int>(kb % TL::kStages) * TL::kWeightBytes; };
-  auto stage_b = [&](int64_t kb) { return b0 + static_cast<int>(kb % TL::kStages) * TL::kActBytes; };
-
-  if constexpr (Op::kOverlap) {
-    // Two register sets: the next stage's weight is loaded (and decoded) while this stage's products
-    // run; the sets alternate by loop parity, so every access is to a statically known register.
-    typename Op::Regs ra, rb;
-    wait_full(0);
-    Op::load(ra, stage_w(0));
-    for (int64_t kb = 0; kb < k_blocks; kb += 2) {
-      Op::template issue<kTpw>(acc0, acc1, ra, stage_b(kb));
-      if (kb + 1 < k_blocks) {
-        wait_full(kb + 1);
-        Op::load(rb, stage_w(kb + 1));
-      }
-      sm90::wgmma_wait<0>();
-      release(kb);
-      if (kb + 1 >= k_blocks) break;
-      Op::template issue<kTpw>(acc0, acc1, rb, stage_b(kb + 1));
-      if (kb + 2 < k_blocks) {
-        wait_full(kb + 2);
-        Op::load(ra, stage_w(kb + 2));
-      }
-      sm90::wgmma_wait<0>();
-      release(kb + 1);
-    }
-  } else {
-    for (int64_t kb = 0; kb < k_blocks; ++kb) {
-      typename Op::Regs r;
-      wait_full(kb);
-      Op::load(r, stage_w(kb));
-      Op::template issue<kTpw>(acc0, acc1, r, stage_b(kb));
-      // Waiting for this stage's products before the next stage's weight registers are written: ptxas
-      // serialises the products when registers feeding a pending group are written.
-      sm90::wgmma_wait<0>();
-      release(kb);
     }
   }
 

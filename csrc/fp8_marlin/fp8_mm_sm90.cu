@@ -31,16 +31,10 @@ struct Fp8WeightOperand {
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
   static constexpr int kActBytes = 2;
 
-#ifndef QK_FP8MM_OVERLAP
-#define QK_FP8MM_OVERLAP 1
-#endif
-  static constexpr bool kOverlap = QK_FP8MM_OVERLAP != 0;
-  struct Regs {
-    uint32_t a[kSlices][4][2];  // [slice][word][low k pair, high k pair]
-  };
-
-  // Per slice, words (x, y) are product 0's rows g and g + 8, (z, w) product 1's.
-  static QK_DEVICE QK_FORCEINLINE void load(Regs& r, const uint8_t* w) {
+  // One stage: per slice, words (x, y) are product 0's rows g and g + 8, (z, w) product 1's.
+  template <int kTpw>
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const uint8_t* w,
+                                             uint32_t b_tile) {
     uint32_t words[kSlices][4];
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
@@ -50,40 +44,40 @@ struct Fp8WeightOperand {
       words[i][2] = v.z;
       words[i][3] = v.w;
     }
-    uint32_t any_nan = 0;
+    uint32_t a[kSlices][4][2];  // [slice][word][low k pair, high k pair]
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        r.a[i][j][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][j]);
-        r.a[i][j][1] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][j]);
-        any_nan |= fp8::nan_bytes(words[i][j]);
+        a[i][j][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][j]);
+        a[i][j][1] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][j]);
       }
+    }
+    uint32_t any_nan = 0;
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) any_nan |= fp8::nan_bytes(words[i][j]);
     }
     if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
 #pragma unroll
       for (int i = 0; i < kSlices; ++i) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          r.a[i][j][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(r.a[i][j][0], words[i][j]);
-          r.a[i][j][1] = fp8::fix_nan_pair<D, fp8::kSelHi>(r.a[i][j][1], words[i][j]);
+          a[i][j][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(a[i][j][0], words[i][j]);
+          a[i][j][1] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][j][1], words[i][j]);
         }
       }
     }
-  }
-
-  template <int kTpw>
-  static QK_DEVICE QK_FORCEINLINE void issue(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const Regs& r,
-                                             uint32_t b_tile) {
     sm90::fence_registers(acc0);
     sm90::fence_registers(acc1);
     sm90::wgmma_fence();
-    constexpr bool kBf16 = D == DType::BF16;
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
       const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + i * 32);  // 16 k of 2 bytes per slice
-      sm90::wgmma_k16_rs<kTpw, kBf16>(acc0, r.a[i][0][0], r.a[i][1][0], r.a[i][0][1], r.a[i][1][1], desc);
-      sm90::wgmma_k16_rs<kTpw, kBf16>(acc1, r.a[i][2][0], r.a[i][3][0], r.a[i][2][1], r.a[i][3][1], desc);
+      constexpr bool kBf16 = D == DType::BF16;
+      sm90::wgmma_k16_rs<kTpw, kBf16>(acc0, a[i][0][0], a[i][1][0], a[i][0][1], a[i][1][1], desc);
+      sm90::wgmma_k16_rs<kTpw, kBf16>(acc1, a[i][2][0], a[i][3][0], a[i][2][1], a[i][3][1], desc);
     }
     sm90::wgmma_commit();
   }
@@ -105,17 +99,16 @@ cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Ar
 }  // namespace
 
 int fp8_mm_sm90_tile(int64_t m, int64_t n) {
-  // Tokens per warpgroup. Small M: a tile that the rows fill (the weight stream dominates there). Larger
-  // M: the 256-token tile unless it would give fewer than two blocks per multiprocessor.
-  if (const char* forced = std::getenv("QK_FP8_MM_TILE")) {  // benchmark override: 32, 64 or 128
+  // Tokens per warpgroup: the smallest tile the rows fill. Measured on an H200 (fp8_mm_notes.md): every
+  // stage costs about the same time whatever its width, so above 128 rows the 256-token tile wins even
+  // when it leaves multiprocessors idle.
+  (void)n;
+  if (const char* forced = std::getenv("QK_FP8_MM_TILE")) {  // benchmark and test override: 32, 64 or 128
     const int t = std::atoi(forced);
     if (t == 32 || t == 64 || t == 128) return t;
   }
   if (m <= 64) return 32;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 64;
-  if (m <= 128 || sm90_marlin::blocks_of_256_token_tiles(m, n) < 2 * int64_t(sm_count(device))) return 64;
-  return 128;
+  return m <= 128 ? 64 : 128;
 }
 
 bool fp8_mm_has_sm90_kernel() {

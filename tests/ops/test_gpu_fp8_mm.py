@@ -10,7 +10,7 @@ sm_90a; elsewhere the module is skipped with the reason.
     ragged M, K not a multiple of a pipeline stage, N with an odd number of 64-channel tiles;
   * bias in the epilogue, bias of another dtype (added afterwards), views and misaligned activations;
   * NaN codes give NaN in their channel only;
-  * the dispatch rule sends M >= the crossover here, and the forced path is the one launched;
+  * the dispatch rule uses it exactly in its measured region, and the forced path is the one launched;
   * CUDA graph capture and replay.
 """
 
@@ -120,18 +120,22 @@ def test_nan_codes_poison_only_their_channel(ops, dtype):
 
 @pytest.mark.gpu
 @sp.requires_gpu
-def test_rule_uses_the_kernel_from_the_crossover(ops, native_calls):
-    fam = ops.GEMM_FAMILIES["fp8_marlin"]
-    k, n = 256, 128
-    codes, s, packed, s_perm, _, _ = _case(1, k, n, torch.bfloat16, "rule")
-    for m in (1, fam.tc.from_m - 1, fam.tc.from_m, 64, 65, 1000):
-        x = torch.randn(m, k, device=DEV, dtype=torch.bfloat16)
-        native_calls.clear()
-        out = ops.fp8_marlin_gemm(x, packed, s_perm)
-        assert native_calls.names == sp.fp8_weight_only_entries(ops, m), (m, native_calls.names)
-        assert native_calls.names == (["fp8_marlin_mm"] if m >= fam.tc.from_m else ["fp8_marlin_gemv"]), m
-        sp.assert_gemm_close(out, sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s)), torch.bfloat16,
-                             f"rule M={m}")
+def test_rule_serves_the_measured_region(ops, native_calls):
+    """Without an override the kernel runs for from_m <= M <= to_m on layers of >= min_n channels, and
+    nowhere else (the GEMV kernel below, dequantize + cuBLAS above, narrow layers never)."""
+    tc = ops.GEMM_FAMILIES["fp8_marlin"].tc
+    k = 128
+    for n in (tc.min_n, 128):
+        codes, s, packed, s_perm, _, _ = _case(1, k, n, torch.bfloat16, "rule")
+        w_ref = sp.fp8_dequant_reference(codes, s)
+        for m in (1, tc.from_m - 1, tc.from_m, tc.to_m, tc.to_m + 1):
+            x = torch.randn(m, k, device=DEV, dtype=torch.bfloat16)
+            native_calls.clear()
+            out = ops.fp8_marlin_gemm(x, packed, s_perm)
+            want = "fp8_marlin_mm" if (tc.from_m <= m <= tc.to_m and n >= tc.min_n) else None
+            assert native_calls.names == sp.fp8_weight_only_entries(ops, m, n), (m, n, native_calls.names)
+            assert (want in native_calls.names) if want else ("fp8_marlin_mm" not in native_calls.names), (m, n)
+            sp.assert_gemm_close(out, sp.matmul_reference(x, w_ref), torch.bfloat16, f"rule M={m} N={n}")
 
 
 @pytest.mark.gpu

@@ -83,15 +83,20 @@ def forced_path() -> Optional[str]:
 
 
 class TensorCoreKernel:
-    """A family's tensor-core kernel: which devices run it, its row limit and the M it starts at.
+    """A family's tensor-core kernel: which devices run it, its row limit and where it is the fastest path.
 
-    ``from_m`` is the crossover measured on the GPUs that run it (benchmarks/results, docs/ops.md):
-    below it the GEMV kernel is faster.
+    ``from_m``, ``to_m`` and ``min_n`` bound the products it serves: M in [from_m, to_m] and at least
+    min_n output channels, the region where it measured faster than the GEMV and dequantize paths on the
+    GPUs that run it (benchmarks/results, docs/ops.md).
     """
 
-    def __init__(self, available: str, max_m: str, from_m: int):
-        self._available, self._max_m, self.from_m = available, max_m, from_m
+    def __init__(self, available: str, max_m: str, from_m: int, to_m: int, min_n: int = 0):
+        self._available, self._max_m = available, max_m
+        self.from_m, self.to_m, self.min_n = from_m, to_m, min_n
         self._by_device = {}
+
+    def serves(self, m: int, n: int) -> bool:
+        return self.from_m <= m <= min(self.to_m, self.max_m) and n >= self.min_n
 
     def available(self, device_index: int) -> bool:
         ok = self._by_device.get(device_index)
@@ -136,8 +141,8 @@ class GemmFamily:
             )
         return True
 
-    def use_tc(self, m: int, device_index: int) -> bool:
-        """True when the tensor-core kernel serves M rows on this device."""
+    def use_tc(self, m: int, device_index: int, n: int) -> bool:
+        """True when the tensor-core kernel serves an M x N product on this device."""
         if _forced == "tc":
             if self.tc is None or not self.tc.available(device_index):
                 raise ValueError(f"force_path('tc'): the {self.name} family has no tensor-core kernel for "
@@ -148,7 +153,7 @@ class GemmFamily:
             return True
         if _forced is not None or self.tc is None:
             return False
-        return self.tc.from_m <= m <= self.tc.max_m and self.tc.available(device_index)
+        return self.tc.serves(m, n) and self.tc.available(device_index)
 
     def __repr__(self) -> str:
         return f"GemmFamily({self.name!r})"
@@ -156,12 +161,14 @@ class GemmFamily:
 
 def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Callable[[], torch.Tensor],
                     dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None,
-                    tc: Optional[Callable[[Optional[torch.Tensor]], torch.Tensor]] = None) -> torch.Tensor:
-    """a (M, K) times the family's weight (+ bias): tensor-core kernel, fused GEMV or dequantize + matmul.
+                    tc: Optional[Callable[[Optional[torch.Tensor]], torch.Tensor]] = None,
+                    n: int = 0) -> torch.Tensor:
+    """a (M, K) times the family's (N, K) weight (+ bias): tensor-core kernel, fused GEMV or dequantize +
+    matmul.
 
     ``tc`` takes the bias (its epilogue adds it); the other paths add it afterwards.
     """
-    if tc is not None and family.use_tc(a.shape[0], a.device.index):
+    if tc is not None and family.use_tc(a.shape[0], a.device.index, n):
         return tc(bias)
     if family.use_gemv(a.shape[0]):
         out = gemv()

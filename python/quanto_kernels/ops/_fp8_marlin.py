@@ -17,13 +17,15 @@ from . import _common as c
 from . import _validate as v
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
-# The tensor-core kernel takes over from the GEMV kernels at this M (measured on an H200:
-# benchmarks/results/fp8_mm_notes.md).
-TC_FROM_M = 17
+# Where the tensor-core kernel is the fastest weight-only path (measured on an H200 against the GEMV
+# kernel, dequantize + cuBLAS and bf16 cuBLAS: benchmarks/results/fp8_mm_notes.md): 64 <= M <= 256 on
+# layers of at least 8192 output channels (a block owns 128 channels, so narrower layers leave
+# multiprocessors idle). Elsewhere the GEMV kernel (small M) or dequantize + cuBLAS (large M) is faster.
+TC_FROM_M, TC_TO_M, TC_MIN_N = 64, 256, 8192
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
                       workspace_bytes="fp8_marlin_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
-                                            from_m=TC_FROM_M))
+                                            from_m=TC_FROM_M, to_m=TC_TO_M, min_n=TC_MIN_N))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -98,7 +100,7 @@ def matmul(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor]
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
     return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, b_q_weight, b_scales, n, k),
                              lambda: run_dequantize(b_q_weight, b_scales, n, k), bias,
-                             tc=lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k))
+                             tc=lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k), n=n)
 
 
 def tc_with_bias(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
