@@ -85,18 +85,27 @@ def forced_path() -> Optional[str]:
 class TensorCoreKernel:
     """A family's tensor-core kernel: which devices run it, its row limit and where it is the fastest path.
 
-    ``from_m``, ``to_m`` and ``min_n`` bound the products it serves: M in [from_m, to_m] and at least
-    min_n output channels, the region where it measured faster than the GEMV and dequantize paths on the
-    GPUs that run it (benchmarks/results, docs/ops.md).
+    ``from_m``, ``to_m``, ``min_n`` and ``block_n`` bound the products it serves: M in [from_m, to_m], at
+    least min_n output channels, and at most one block of block_n channels per multiprocessor (one wave
+    of blocks); the region where it measured faster than the GEMV and dequantize paths on the GPUs that
+    run it (benchmarks/results, docs/ops.md).
     """
 
-    def __init__(self, available: str, max_m: str, from_m: int, to_m: int, min_n: int = 0):
+    def __init__(self, available: str, max_m: str, from_m: int, to_m: int, min_n: int = 0, block_n: int = 0):
         self._available, self._max_m = available, max_m
-        self.from_m, self.to_m, self.min_n = from_m, to_m, min_n
+        self.from_m, self.to_m, self.min_n, self.block_n = from_m, to_m, min_n, block_n
         self._by_device = {}
+        self._sms = {}
 
-    def serves(self, m: int, n: int) -> bool:
-        return self.from_m <= m <= min(self.to_m, self.max_m) and n >= self.min_n
+    def serves(self, m: int, n: int, device_index: int) -> bool:
+        if not (self.from_m <= m <= min(self.to_m, self.max_m) and n >= self.min_n):
+            return False
+        if self.block_n:
+            sms = self._sms.get(device_index)
+            if sms is None:
+                sms = self._sms[device_index] = torch.cuda.get_device_properties(device_index).multi_processor_count
+            return n <= self.block_n * sms
+        return True
 
     def available(self, device_index: int) -> bool:
         ok = self._by_device.get(device_index)
@@ -153,7 +162,7 @@ class GemmFamily:
             return True
         if _forced is not None or self.tc is None:
             return False
-        return self.tc.serves(m, n) and self.tc.available(device_index)
+        return self.tc.available(device_index) and self.tc.serves(m, n, device_index)
 
     def __repr__(self) -> str:
         return f"GemmFamily({self.name!r})"

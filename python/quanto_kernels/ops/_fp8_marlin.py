@@ -19,13 +19,15 @@ from . import _validate as v
 ACT_DTYPES = (torch.float16, torch.bfloat16)
 # Where the tensor-core kernel is the fastest weight-only path (measured on an H200 against the GEMV
 # kernel, dequantize + cuBLAS and bf16 cuBLAS: benchmarks/results/fp8_mm_notes.md): 64 <= M <= 256 on
-# layers of at least 8192 output channels (a block owns 128 channels, so narrower layers leave
-# multiprocessors idle). Elsewhere the GEMV kernel (small M) or dequantize + cuBLAS (large M) is faster.
-TC_FROM_M, TC_TO_M, TC_MIN_N = 64, 256, 8192
+# layers of 8192 output channels or more (a block owns 128 channels: narrower layers leave
+# multiprocessors idle) and at most one block per multiprocessor (a second wave of blocks lost).
+# Elsewhere the GEMV kernel (small M) or dequantize + cuBLAS (large M) is faster.
+TC_FROM_M, TC_TO_M, TC_MIN_N, TC_BLOCK_N = 64, 256, 8192, 128
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
                       workspace_bytes="fp8_marlin_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
-                                            from_m=TC_FROM_M, to_m=TC_TO_M, min_n=TC_MIN_N))
+                                            from_m=TC_FROM_M, to_m=TC_TO_M, min_n=TC_MIN_N,
+                                            block_n=TC_BLOCK_N))
 
 
 # ------------------------------------------------------------------------------------ validation
