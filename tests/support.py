@@ -92,6 +92,8 @@ def poison_allocator(device=None, large_bytes: Optional[int] = None, small_block
     tensors that are alive (the op's inputs) are untouched.
     """
     device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.empty_cache()
     if large_bytes is None:
         free, _total = torch.cuda.mem_get_info(device)
@@ -99,11 +101,26 @@ def poison_allocator(device=None, large_bytes: Optional[int] = None, small_block
     # empty_cache() keeps segments that still hold live tensors, and their free fragments are what a
     # small request gets first (best fit): claim those fragments with 512-byte blocks and poison them too.
     blocks = [torch.empty(512, dtype=torch.uint8, device=device) for _ in range(fragments)]
+    blocks += _claim_free_cached_blocks(device)
     blocks += [torch.empty(large_bytes, dtype=torch.uint8, device=device)]
     blocks += [torch.empty(1 << 20, dtype=torch.uint8, device=device) for _ in range(small_blocks)]
     for b in blocks:
         b.fill_(POISON_BYTE)
     del blocks
+
+
+def _claim_free_cached_blocks(device, passes: int = 3):
+    """Allocations covering the free blocks the caching allocator still holds in segments that also hold
+    live tensors (empty_cache() keeps those segments): a later request of any size would be served from
+    such a block first (best fit), so they are claimed here, to be poisoned with the rest."""
+    claimed = []
+    for _ in range(passes):
+        sizes = [b["size"] for seg in torch.cuda.memory_snapshot() if seg.get("device") == device.index
+                 for b in seg.get("blocks", ()) if b.get("state") == "inactive"]
+        if not sizes:
+            break
+        claimed += [torch.empty(size, dtype=torch.uint8, device=device) for size in sizes]
+    return claimed
 
 
 def assert_all_finite(t: torch.Tensor, what: str) -> None:
