@@ -161,6 +161,7 @@ __global__ void __launch_bounds__(block_threads<kTpw>(), 1)
           issue(kb);
         }
       }
+      __syncwarp();     // the block barrier below needs the warp converged again
       __syncthreads();  // pairs with the consumers' barrier before the epilogue
       return;
     }
