@@ -161,9 +161,7 @@ __global__ void __launch_bounds__(block_threads<kTpw>(), 1)
           issue(kb);
         }
       }
-      __syncwarp();     // the block barrier below needs the warp converged again
-      __syncthreads();  // pairs with the consumers' barrier before the epilogue
-      return;
+      return;  // the consumers wait for every copy; the epilogue's barrier is theirs alone
     }
     sm90::setmaxnreg_inc<kConsumerRegs>();
   } else {
@@ -271,7 +269,13 @@ __global__ void __launch_bounds__(block_threads<kTpw>(), 1)
       bs[j][h] = cb_valid && bias != nullptr ? Elem<D>::to_float(bias[ch]) : 0.0f;
     }
   }
-  __syncthreads();  // both warpgroups are done with the pipeline buffers, which now stage the output
+  // Both consumer warpgroups are done with the pipeline buffers, which now stage the output (named
+  // barrier 3 over the 256 consumer threads: the producer warpgroup has left).
+  if constexpr (kWarpSpecialized) {
+    QK_ASM_VOLATILE("bar.sync 3, 256;\n" ::: "memory");
+  } else {
+    __syncthreads();
+  }
   uint8_t* const stage_out = smem + wg * TL::kOutWgBytes;
 #pragma unroll
   for (int i = 0; i < kTpw / 8; ++i) {
