@@ -34,48 +34,6 @@ QK_DEVICE QK_FORCEINLINE void mbar_arrive(uint32_t bar) {
   QK_ASM_VOLATILE("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 #endif
 }
-// One arrival when `pred` is non-zero, as a predicated instruction (no branch: code between a product
-// group's issue and its wait must not diverge, or ptxas serialises the products).
-QK_DEVICE QK_FORCEINLINE void mbar_arrive_if(uint32_t bar, uint32_t pred) {
-#if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.u32 p, %1, 0;\n"
-      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
-      "}\n" ::"r"(bar),
-      "r"(pred)
-      : "memory");
-#endif
-}
-// mbar_wait for a whole warp: the loop ends on a warp vote, so its branch is uniform (see mbar_arrive_if).
-QK_DEVICE QK_FORCEINLINE void mbar_wait_uniform(uint32_t bar, uint32_t parity) {
-#if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE(
-      "{\n"
-      ".reg .pred done, all;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "vote.sync.all.pred all, done, 0xffffffff;\n"
-      "@!all bra.uni WAIT_%=;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-#endif
-}
-// Register budget of a warpgroup (setmaxnreg): the producer gives registers up, the consumers take them.
-template <uint32_t kRegs>
-QK_DEVICE QK_FORCEINLINE void setmaxnreg_dec() {
-#if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-#endif
-}
-template <uint32_t kRegs>
-QK_DEVICE QK_FORCEINLINE void setmaxnreg_inc() {
-#if defined(QK_SM90A_DEVICE)
-  QK_ASM_VOLATILE("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-#endif
-}
 // Blocks until the phase with parity `parity` has completed.
 QK_DEVICE QK_FORCEINLINE void mbar_wait(uint32_t bar, uint32_t parity) {
 #if defined(QK_SM90A_DEVICE)

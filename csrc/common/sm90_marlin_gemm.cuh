@@ -25,30 +25,14 @@
 // written with 16-byte row-contiguous stores (2-byte stores straight from the accumulators measured ~25%
 // slower on an H200). Measurements: benchmarks/results/fp8_compute_notes.md and fp8_mm_notes.md.
 //
-// Mainloop (kWarpSpecialized, the default): a third warpgroup produces (one thread issues the copies;
-// the group gives its registers to the consumers with setmaxnreg), and each consumer warpgroup keeps one
-// product group in flight: it loads and decodes stage kb + 1's weight into the second of two register
-// sets and issues its products before waiting for stage kb's, then releases stage kb. Nothing between a
-// group's issue and its wait branches divergently (barrier waits end on a warp vote, arrivals are
-// predicated), so ptxas does not serialise the products. The stage count is rounded up to even (the
-// extra stage reads zeros past K) so the register sets alternate without a branch.
-// Tiles of more than QK_SM90_MARLIN_WS_MAX_TPW tokens per warpgroup (their two register sets would not
-// fit) run without it: two warpgroups, thread 0 refills, and each stage's products complete before the
-// next stage loads.
-//
 // Operand policy interface:
 //   kSlices        16-deep k slices per stage (the stage's k; 16 * kSlices * activation bytes == 128)
 //   kRowScale      true: the epilogue multiplies by xs[token] (fp32)
-//   kNanFlags      true: load() reports NaN codes in nan[4] (non-zero) and the epilogue makes those channels
-//                  NaN (for decodes that map NaN codes to finite values)
 //   kActType       element type of the activation tensor map
 //   kActBytes      bytes per activation element
-//   Regs           this thread's weight registers of one stage
-//   load(regs, w, nan)
-//                  loads (and decodes) this thread's words of a stage (w: its first word; slices
-//                  kSliceBytes apart); branch-free
-//   issue<kTpw>(acc0, acc1, regs, b_tile)
-//                  issues the warpgroup's products of the stage as one committed group
+//   stage<kTpw>(acc0, acc1, w, b_tile)
+//                  loads this thread's words of the stage (w: its first word; slices kSliceBytes apart),
+//                  issues the warpgroup's products for the stage as one committed group
 #pragma once
 
 #include <cuda.h>
@@ -68,20 +52,6 @@ constexpr int kSliceBytes = kChannels * 16;   // one 16-deep slice of the block'
 constexpr int kThreads = 256;
 constexpr int kOutRowBytes = kChannels * 2 + 16;  // staged output row; +16 B keeps 4 rows in distinct banks
 constexpr int kBufferBudget = 200 * 1024;     // pipeline buffers per block (one block per multiprocessor)
-// Largest tokens per warpgroup that runs warp-specialised: at 128 the accumulators and two register sets
-// exceed the 168 registers ptxas allots per thread to a 384-thread block. 0 turns the mode off.
-#ifndef QK_SM90_MARLIN_WS_MAX_TPW
-#define QK_SM90_MARLIN_WS_MAX_TPW 64
-#endif
-template <int kTpw>
-QK_HOST_DEVICE constexpr bool warp_specialized() {
-  return kTpw <= QK_SM90_MARLIN_WS_MAX_TPW;
-}
-template <int kTpw>
-QK_HOST_DEVICE constexpr int block_threads() {
-  return warp_specialized<kTpw>() ? kThreads + 128 : kThreads;
-}
-constexpr uint32_t kProducerRegs = 40, kConsumerRegs = 232;  // 128 * 40 + 256 * 232 <= 65536
 
 template <class Op, int kTpw>
 struct Tile {
@@ -106,12 +76,11 @@ struct Args {
 };
 
 template <class Op, DType D, int kTpw>
-__global__ void __launch_bounds__(block_threads<kTpw>(), 1)
+__global__ void __launch_bounds__(kThreads, 1)
     marlin_rs_gemm_kernel(const __grid_constant__ CUtensorMap act_map, const __grid_constant__ CUtensorMap wgt_map,
                           const Args args) {
 #if defined(QK_SM90A_DEVICE)
   using TL = Tile<Op, kTpw>;
-  constexpr bool kWarpSpecialized = warp_specialized<kTpw>();
   extern __shared__ uint8_t smem_raw[];
   // Tensor copies with the 128-byte swizzle need 1024-byte aligned destinations.
   const uint32_t raw = shared_addr(smem_raw);
@@ -147,27 +116,8 @@ __global__ void __launch_bounds__(block_threads<kTpw>(), 1)
     sm90::tma_load_3d(wgt0 + s * TL::kWeightBytes, &wgt_map, 0, static_cast<int32_t>(col_tile0),
                       static_cast<int32_t>(kb * Op::kSlices), full0 + 8 * s);
   };
-  // Warp-specialised: stage count rounded up to even (the extra stage reads zeros: its boxes lie past K).
-  const int64_t k_stages = kWarpSpecialized ? (k_blocks + 1) & ~int64_t(1) : k_blocks;
-  if constexpr (kWarpSpecialized) {
-    if (threadIdx.x >= kThreads) {  // the producer warpgroup
-      sm90::setmaxnreg_dec<kProducerRegs>();
-      if (threadIdx.x == kThreads) {
-        for (int64_t kb = 0; kb < k_stages; ++kb) {
-          if (kb >= TL::kStages) {
-            sm90::mbar_wait(empty0 + 8 * static_cast<int>(kb % TL::kStages),
-                            static_cast<uint32_t>(kb / TL::kStages - 1) & 1);
-          }
-          issue(kb);
-        }
-      }
-      return;  // the consumers wait for every copy; the epilogue's barrier is theirs alone
-    }
-    sm90::setmaxnreg_inc<kConsumerRegs>();
-  } else {
-    if (threadIdx.x == 0) {
-      for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
-    }
+  if (threadIdx.x == 0) {
+    for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
   }
 
   const int wg = threadIdx.x / 128;         // tokens wg*kTpw .. of the block
@@ -180,70 +130,25 @@ __global__ void __launch_bounds__(block_threads<kTpw>(), 1)
 #pragma unroll
   for (int i = 0; i < kTpw / 2; ++i) acc0[i] = acc1[i] = 0.0f;
 
-  const uint8_t* const wsm = smem + (wgt0 - base) + a_offset;  // this thread's words of stage 0
-  const uint32_t b0 = act0 + wg * (kTpw * 128);                 // this warpgroup's tokens of stage 0
-  auto stage_w = [&](int64_t kb) { return wsm + static_cast<int>(kb % TL::kStages) * TL::kWeightBytes; };
-  auto stage_b = [&](int64_t kb) { return b0 + static_cast<int>(kb % TL::kStages) * TL::kActBytes; };
-  auto wait_full = [&](int64_t kb) {
-    sm90::mbar_wait_uniform(full0 + 8 * static_cast<int>(kb % TL::kStages),
-                            static_cast<uint32_t>(kb / TL::kStages) & 1);
-  };
-  // Per word position of this thread's loads (product 0 rows g, g + 8, product 1 rows g, g + 8): NaN codes
-  // seen (policies with kNanFlags).
-  uint32_t nan_words[4] = {0u, 0u, 0u, 0u};
-
-  if constexpr (kWarpSpecialized) {
-    // One arrival per consumer warp releases a stage to the producer.
-    auto release = [&](int64_t kb) {
-      __syncwarp();
-      sm90::mbar_arrive_if(empty0 + 8 * static_cast<int>(kb % TL::kStages), lane == 0);
-    };
-    typename Op::Regs ra, rb;
-    wait_full(0);
-    Op::load(ra, stage_w(0), nan_words);
-    Op::template issue<kTpw>(acc0, acc1, ra, stage_b(0));
-    int64_t kb = 0;
-    for (; kb + 2 < k_stages; kb += 2) {  // group kb (registers ra) is in flight at the top
-      wait_full(kb + 1);
-      Op::load(rb, stage_w(kb + 1), nan_words);
-      Op::template issue<kTpw>(acc0, acc1, rb, stage_b(kb + 1));
-      sm90::wgmma_wait<1>();
-      release(kb);
-      wait_full(kb + 2);
-      Op::load(ra, stage_w(kb + 2), nan_words);
-      Op::template issue<kTpw>(acc0, acc1, ra, stage_b(kb + 2));
-      sm90::wgmma_wait<1>();
-      release(kb + 1);
-    }
-    wait_full(kb + 1);  // the last two stages: kb (in flight) and kb + 1
-    Op::load(rb, stage_w(kb + 1), nan_words);
-    Op::template issue<kTpw>(acc0, acc1, rb, stage_b(kb + 1));
-    sm90::wgmma_wait<1>();
-    release(kb);
+  for (int64_t kb = 0; kb < k_blocks; ++kb) {
+    const int s = static_cast<int>(kb % TL::kStages);
+    const uint32_t round = static_cast<uint32_t>(kb / TL::kStages);
+    sm90::mbar_wait(full0 + 8 * s, round & 1);
+    Op::template stage<kTpw>(acc0, acc1, smem + (wgt0 - base) + s * TL::kWeightBytes + a_offset,
+                             act0 + s * TL::kActBytes + wg * (kTpw * 128));
+    // Waiting for this stage's products before the next stage's weight registers are written: ptxas
+    // serialises the products anyway when registers feeding a pending group are written.
     sm90::wgmma_wait<0>();
-    release(kb + 1);
-  } else {
-    for (int64_t kb = 0; kb < k_blocks; ++kb) {
-      const int s = static_cast<int>(kb % TL::kStages);
-      const uint32_t round = static_cast<uint32_t>(kb / TL::kStages);
-      typename Op::Regs r;
-      wait_full(kb);
-      Op::load(r, stage_w(kb), nan_words);
-      Op::template issue<kTpw>(acc0, acc1, r, stage_b(kb));
-      sm90::wgmma_wait<0>();
-      sm90::fence_registers(acc0);
-      sm90::fence_registers(acc1);
-      __syncwarp();
-      if (lane == 0) sm90::mbar_arrive(empty0 + 8 * s);
-      // Refill this stage with k-block kb + kStages once all eight warps have released it.
-      if (threadIdx.x == 0 && kb + TL::kStages < k_blocks) {
-        sm90::mbar_wait(empty0 + 8 * s, round & 1);
-        issue(kb + TL::kStages);
-      }
+    sm90::fence_registers(acc0);
+    sm90::fence_registers(acc1);
+    __syncwarp();
+    if (lane == 0) sm90::mbar_arrive(empty0 + 8 * s);
+    // Refill this stage with k-block kb + kStages once all eight warps have released it.
+    if (threadIdx.x == 0 && kb + TL::kStages < k_blocks) {
+      sm90::mbar_wait(empty0 + 8 * s, round & 1);
+      issue(kb + TL::kStages);
     }
   }
-  sm90::fence_registers(acc0);  // the epilogue reads the accumulators only after the last wait
-  sm90::fence_registers(acc1);
 
   // ---------------- epilogue: out[token, channel] = acc * xs[token] * s[channel] + bias[channel] ----
   using T = typename Elem<D>::T;
@@ -258,24 +163,10 @@ __global__ void __launch_bounds__(block_threads<kTpw>(), 1)
     for (int h = 0; h < 2; ++h) {
       const int64_t ch = (col_tile0 + cb) * 64 + 16 * (2 * p + j) + 8 * h + g;
       ws[j][h] = cb_valid ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
-      if constexpr (Op::kNanFlags) {
-        // A channel with a NaN code is NaN for every token (as NaN * x is); the four lanes of a quad
-        // loaded different k of the same channels.
-        uint32_t f = nan_words[2 * j + h];
-        f |= __shfl_xor_sync(0xffffffffu, f, 1);
-        f |= __shfl_xor_sync(0xffffffffu, f, 2);
-        if (f != 0u) ws[j][h] = __int_as_float(0x7fc00000);
-      }
       bs[j][h] = cb_valid && bias != nullptr ? Elem<D>::to_float(bias[ch]) : 0.0f;
     }
   }
-  // Both consumer warpgroups are done with the pipeline buffers, which now stage the output (named
-  // barrier 3 over the 256 consumer threads: the producer warpgroup has left).
-  if constexpr (kWarpSpecialized) {
-    QK_ASM_VOLATILE("bar.sync 3, 256;\n" ::: "memory");
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();  // both warpgroups are done with the pipeline buffers, which now stage the output
   uint8_t* const stage_out = smem + wg * TL::kOutWgBytes;
 #pragma unroll
   for (int i = 0; i < kTpw / 8; ++i) {
@@ -346,7 +237,7 @@ cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* 
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>((args.n + kChannels - 1) / kChannels),
                   static_cast<unsigned>((args.m + TL::kTokens - 1) / TL::kTokens));
-  marlin_rs_gemm_kernel<Op, D, kTpw><<<grid, block_threads<kTpw>(), TL::kSmemBytes, stream>>>(act_map, wgt_map, args);
+  marlin_rs_gemm_kernel<Op, D, kTpw><<<grid, kThreads, TL::kSmemBytes, stream>>>(act_map, wgt_map, args);
   return cudaGetLastError();
 }
 

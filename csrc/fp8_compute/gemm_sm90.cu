@@ -24,25 +24,20 @@ struct E4m3Operand {
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT8;
   static constexpr int kActBytes = 1;
 
-  static constexpr bool kNanFlags = false;  // the tensor cores take e4m3 NaN codes as NaN
-  struct Regs {
-    uint4 a[kSlices];
-  };
-
-  static QK_DEVICE QK_FORCEINLINE void load(Regs& r, const uint8_t* w, uint32_t (&)[4]) {
-#pragma unroll
-    for (int i = 0; i < kSlices; ++i) r.a[i] = *reinterpret_cast<const uint4*>(w + i * kSliceBytes);
-  }
-
-  // Two 64-channel products per 32 k (slices 2st and 2st + 1 hold the fragment's two k halves).
+  // One stage: two 64-channel products per 32 k (slices 2st and 2st + 1 hold the fragment's two k halves).
   template <int kTpw>
-  static QK_DEVICE QK_FORCEINLINE void issue(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const Regs& r,
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const uint8_t* w,
                                              uint32_t b_tile) {
+    uint4 a[kSlices];
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) a[i] = *reinterpret_cast<const uint4*>(w + i * kSliceBytes);
+    sm90::fence_registers(acc0);
+    sm90::fence_registers(acc1);
     sm90::wgmma_fence();
 #pragma unroll
     for (int st = 0; st < kSlices / 2; ++st) {
       const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + st * 32);
-      const uint4 lo = r.a[2 * st], hi = r.a[2 * st + 1];
+      const uint4 lo = a[2 * st], hi = a[2 * st + 1];
       sm90::wgmma_k32_e4m3_rs<kTpw>(acc0, lo.x, lo.y, hi.x, hi.y, desc);
       sm90::wgmma_k32_e4m3_rs<kTpw>(acc1, lo.z, lo.w, hi.z, hi.w, desc);
     }

@@ -10,7 +10,7 @@
 //
 // Numerics: the decode is exact (every e4m3 value is a bf16 and an fp16 value), products are summed in
 // fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to the
-// output type. A NaN code makes its channel NaN, as in every other FP8 path of the library.
+// output type. NaN codes give NaN, as in every other FP8 path of the library.
 #include <cstdlib>
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -31,37 +31,53 @@ struct Fp8WeightOperand {
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
   static constexpr int kActBytes = 2;
 
-  // NaN codes decode to +-480 here; load() flags them and the epilogue makes those channels NaN.
-  static constexpr bool kNanFlags = true;
-  struct Regs {
-    uint32_t a[kSlices][4][2];  // [slice][word][low k pair, high k pair]
-  };
-
-  // Per slice, words (x, y) are product 0's rows g and g + 8, (z, w) product 1's.
-  static QK_DEVICE QK_FORCEINLINE void load(Regs& r, const uint8_t* w, uint32_t (&nan)[4]) {
+  // One stage: per slice, words (x, y) are product 0's rows g and g + 8, (z, w) product 1's.
+  template <int kTpw>
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const uint8_t* w,
+                                             uint32_t b_tile) {
+    uint32_t words[kSlices][4];
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
       const uint4 v = *reinterpret_cast<const uint4*>(w + i * kSliceBytes);
-      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+      words[i][0] = v.x;
+      words[i][1] = v.y;
+      words[i][2] = v.z;
+      words[i][3] = v.w;
+    }
+    uint32_t a[kSlices][4][2];  // [slice][word][low k pair, high k pair]
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        r.a[i][j][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[j]);
-        r.a[i][j][1] = fp8::fp8_pair<D, fp8::kSelHi>(words[j]);
-        nan[j] |= fp8::nan_bytes(words[j]) & 0x80808080u;
+        a[i][j][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][j]);
+        a[i][j][1] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][j]);
       }
     }
-  }
-
-  template <int kTpw>
-  static QK_DEVICE QK_FORCEINLINE void issue(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const Regs& r,
-                                             uint32_t b_tile) {
+    uint32_t any_nan = 0;
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) any_nan |= fp8::nan_bytes(words[i][j]);
+    }
+    if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
+#pragma unroll
+      for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          a[i][j][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(a[i][j][0], words[i][j]);
+          a[i][j][1] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][j][1], words[i][j]);
+        }
+      }
+    }
+    sm90::fence_registers(acc0);
+    sm90::fence_registers(acc1);
     sm90::wgmma_fence();
-    constexpr bool kBf16 = D == DType::BF16;
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
       const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + i * 32);  // 16 k of 2 bytes per slice
-      sm90::wgmma_k16_rs<kTpw, kBf16>(acc0, r.a[i][0][0], r.a[i][1][0], r.a[i][0][1], r.a[i][1][1], desc);
-      sm90::wgmma_k16_rs<kTpw, kBf16>(acc1, r.a[i][2][0], r.a[i][3][0], r.a[i][2][1], r.a[i][3][1], desc);
+      constexpr bool kBf16 = D == DType::BF16;
+      sm90::wgmma_k16_rs<kTpw, kBf16>(acc0, a[i][0][0], a[i][1][0], a[i][0][1], a[i][1][1], desc);
+      sm90::wgmma_k16_rs<kTpw, kBf16>(acc1, a[i][2][0], a[i][3][0], a[i][2][1], a[i][3][1], desc);
     }
     sm90::wgmma_commit();
   }
