@@ -14,7 +14,9 @@
 #include "fp8_compute/fp8_compute.h"
 
 namespace qk {
-namespace {
+// The operand policy lives outside the unnamed namespace: in builds without sm_90a its members are
+// referenced only by the (empty) kernel body, which nvcc would report as unused entities.
+namespace sm90_marlin_ops {
 
 using sm90_marlin::kSliceBytes;
 
@@ -44,6 +46,12 @@ struct E4m3Operand {
     sm90::wgmma_commit();
   }
 };
+
+}  // namespace sm90_marlin_ops
+
+namespace {
+
+using sm90_marlin_ops::E4m3Operand;
 
 template <DType D>
 cudaError_t launch_typed(const uint8_t* xq, const uint32_t* w, const sm90_marlin::Args& args, cudaStream_t stream) {

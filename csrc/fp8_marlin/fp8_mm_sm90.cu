@@ -20,7 +20,9 @@
 #include "fp8_marlin/fp8_mm.h"
 
 namespace qk {
-namespace {
+// The operand policy lives outside the unnamed namespace: in builds without sm_90a its members are
+// referenced only by the (empty) kernel body, which nvcc would report as unused entities.
+namespace sm90_marlin_ops {
 
 using sm90_marlin::kSliceBytes;
 
@@ -82,6 +84,12 @@ struct Fp8WeightOperand {
     sm90::wgmma_commit();
   }
 };
+
+}  // namespace sm90_marlin_ops
+
+namespace {
+
+using sm90_marlin_ops::Fp8WeightOperand;
 
 template <DType D>
 cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Args& args, cudaStream_t stream) {
