@@ -89,8 +89,32 @@ def report() -> dict:
         facts["served"] = served
     report_formats()
     facts["formats"] = [f.name for f in served_formats()]
+    facts["fp8_tensor_cores"] = report_fp8_tensor_cores(facts)
     facts["fp8_compute"] = report_fp8_compute(facts)
     return facts
+
+
+def report_fp8_tensor_cores(facts) -> dict:
+    """Whether each GPU runs qfloat8 weight-only products of medium M on the tensor-core kernel."""
+    if not (facts.get("gpu") and facts.get("library")):
+        return {}
+    import torch
+
+    from .ops import _fp8_marlin
+
+    tc = _fp8_marlin.FAMILY.tc
+    found = {}
+    for i in range(torch.cuda.device_count()):
+        try:
+            ok = tc.available(i)
+        except Exception as exc:  # noqa: BLE001 - a library without the entry point: say so, go on
+            _line(f"  qfloat8 tensor-core kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
+            continue
+        found[str(i)] = ok
+        where = (f"yes, for {tc.from_m} <= M <= {tc.to_m} on layers of {tc.min_n} to {tc.block_n} x SMs channels"
+                 if ok else "no (needs an sm_90 GPU and a library built with sm_90a; GEMV and dequantize paths)")
+        _line(f"  qfloat8 tensor-core kernel GPU {i}", where)
+    return found
 
 
 def _fp8_compute_module():
