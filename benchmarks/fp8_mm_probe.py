@@ -17,7 +17,6 @@ import statistics
 import sys
 
 import torch
-import torch.nn.functional as F
 
 if len(sys.argv) < 2:
     sys.exit(__doc__)
