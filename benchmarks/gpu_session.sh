@@ -10,6 +10,7 @@
 #           bench-layers  python benchmarks/run.py --part layers                               ~5-7 min
 #           bench-sweep   python benchmarks/run.py --part sweep                                ~2-3 min
 #           bench-flux    python benchmarks/run.py --part flux                                 ~8-9 min
+#           bench-blocks  python benchmarks/flux_block_accuracy.py (per-block FLUX accuracy)   ~3-5 min
 #           sanitize      scripts/sanitize.py (under scripts/sanitize.sh when present)
 #           install       install + build only
 # Environment: QK_SITE_DIR (where the wheels go, put on PYTHONPATH; default: build/gpu-site in the
@@ -69,6 +70,7 @@ case "$STAGE" in
   bench-layers) bench --part layers "$@" ;;
   bench-sweep) bench --part sweep "$@" ;;
   bench-flux) bench --part flux "$@" ;;
+  bench-blocks) "$PY" "$ROOT/benchmarks/flux_block_accuracy.py" --out "$OUT" "$@" ;;
   sanitize)
     if [[ -f "$ROOT/scripts/sanitize.sh" ]]; then
       PYTHON="$PY" bash "$ROOT/scripts/sanitize.sh" "$OUT" "$@"
@@ -77,5 +79,5 @@ case "$STAGE" in
     else
       echo "scripts/sanitize.py is not in this checkout"; exit 2
     fi ;;
-  *) echo "unknown stage $STAGE (tests, bench-layers, bench-sweep, bench-flux, sanitize, install)"; exit 2 ;;
+  *) echo "unknown stage $STAGE (tests, bench-layers, bench-sweep, bench-flux, bench-blocks, sanitize, install)"; exit 2 ;;
 esac
