@@ -18,7 +18,7 @@
 # e.g. 90a on sm_90), GPU_TAG (default: from the GPU name, e.g. h200), BUDGET_S (run.py --budget-s).
 # The install and build take ~1-2 min (skipped when this checkout's build is already installed).
 set -uo pipefail
-[[ $# -ge 3 ]] || { sed -n '2,22p' "$0"; exit 2; }
+[[ $# -ge 3 ]] || { sed -n '2,19p' "$0"; exit 2; }
 OUT="$1"; WHEELS="$2"; STAGE="$3"; shift 3
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
