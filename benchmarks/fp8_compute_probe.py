@@ -19,42 +19,21 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from probe_common import DT, I32, I64, P, Native, QkError, bench_graph, stream
 
 if len(sys.argv) < 2:
     sys.exit(__doc__)
-lib = ctypes.CDLL(sys.argv[1])
+native = Native(sys.argv[1])
+sig, chk = native.sig, native.chk
 MODE = sys.argv[2] if len(sys.argv) > 2 else "check"
-P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-lib.qk_last_error.restype = ctypes.c_char_p
-
-
-def sig(name, *args):
-    f = getattr(lib, name)
-    f.argtypes = list(args)
-    f.restype = I32
-    return f
 
 
 act_quant = sig("qk_fp8_act_quant", P, I64, P, P, I64, I64, I32, I32, P)
 gemm = sig("qk_fp8_compute_gemm", P, P, P, P, P, P, I64, I64, I64, I32, I32, P)
 kernel_query = sig("qk_fp8_compute_kernel", I32, ctypes.POINTER(I32))
-DT = {torch.float16: 1, torch.bfloat16: 2}
 KNAME = {0: "none", 1: "mma", 2: "wgmma"}
 dev = torch.device("cuda:0")
 ENV = "QK_FP8_COMPUTE_KERNEL"
-
-
-class QkError(RuntimeError):
-    pass
-
-
-def chk(st, what):
-    if st != 0:
-        raise QkError(f"{what}: status {st}: {lib.qk_last_error().decode()}")
-
-
-def stream():
-    return torch.cuda.current_stream().cuda_stream
 
 
 def select(kernel):
@@ -275,33 +254,6 @@ def check():
 
 
 # ---------------------------------------------------------------------------------- perf
-
-def bench_graph(fn, n_layers, reps=20):
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            for i in range(n_layers):
-                fn(i)
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        for i in range(n_layers):
-            fn(i)
-    g.replay()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        e0 = torch.cuda.Event(enable_timing=True)
-        e1 = torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) / n_layers)
-    ts.sort()
-    return ts[len(ts) // 2]
-
 
 def perf():
     rows = []

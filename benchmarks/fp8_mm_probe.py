@@ -13,24 +13,16 @@ one    one product per tile (bf16, with bias), checked; for compute-sanitizer or
 """
 import ctypes
 import os
-import statistics
 import sys
 
 import torch
+from probe_common import DT, I32, I64, P, Native, bench_graph, stream
 
 if len(sys.argv) < 2:
     sys.exit(__doc__)
-lib = ctypes.CDLL(sys.argv[1])
+native = Native(sys.argv[1])
+sig, chk = native.sig, native.chk
 MODE = sys.argv[2] if len(sys.argv) > 2 else "check"
-P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-lib.qk_last_error.restype = ctypes.c_char_p
-
-
-def sig(name, *args, res=I32):
-    f = getattr(lib, name)
-    f.argtypes = list(args)
-    f.restype = res
-    return f
 
 
 repack = sig("qk_marlin_repack", P, P, P, I64, I64, I32, I32, P)
@@ -38,17 +30,7 @@ mm = sig("qk_fp8_marlin_mm", P, P, P, P, P, I64, I64, I64, I32, I32, P)
 gemv = sig("qk_fp8_marlin_gemv", P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
 gemv_ws = sig("qk_fp8_marlin_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
 deq = sig("qk_fp8_marlin_dequantize", P, P, P, I64, I64, I32, I32, P)
-DT = {torch.float16: 1, torch.bfloat16: 2}
 dev = torch.device("cuda:0")
-
-
-def chk(st, what):
-    if st != 0:
-        raise RuntimeError(f"{what}: status {st}: {lib.qk_last_error().decode()}")
-
-
-def stream():
-    return torch.cuda.current_stream().cuda_stream
 
 
 def block32_perm(n):
@@ -76,6 +58,11 @@ def run_mm(x, w, s_perm, bias, out):
     n = out.shape[1]
     chk(mm(x.data_ptr(), w.data_ptr(), s_perm.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(),
            m, n, k, DT[x.dtype], 0, stream()), "fp8_marlin_mm")
+
+
+def graph_time(fn):
+    """Median ms per call of fn in a CUDA graph of 20 calls (7 replays)."""
+    return bench_graph(lambda _: fn(), 20, reps=7)
 
 
 def set_tile(t):
@@ -116,26 +103,6 @@ def check():
     set_tile(None)
     print(f"check: {cases} cases, {fails} failures, worst error {worst:.2f} of the tolerance")
     return fails == 0
-
-
-def graph_time(fn, reps=20, rounds=7):
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / reps)
-    return statistics.median(times)
 
 
 def perf():

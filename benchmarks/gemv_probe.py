@@ -21,11 +21,11 @@ import argparse
 import ctypes
 import json
 import os
-import statistics
 import sys
 import time
 import torch
 import torch.nn.functional as F
+from probe_common import DT, I32, I64, P, Native, bench_graph, stream
 
 VARIANTS = {
     "auto": {},
@@ -54,17 +54,9 @@ for v in variants:
     if v not in VARIANTS:
         sys.exit(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
 
-lib = ctypes.CDLL(args.lib)
+native = Native(args.lib)
+sig, chk = native.sig, native.chk
 OUT = os.environ.get("OUT", "/tmp")
-P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-lib.qk_last_error.restype = ctypes.c_char_p
-
-
-def sig(name, *argtypes):
-    f = getattr(lib, name)
-    f.argtypes = list(argtypes)
-    f.restype = I32
-    return f
 
 
 fp8_ws = sig("qk_fp8_marlin_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
@@ -73,17 +65,7 @@ fp8_deq = sig("qk_fp8_marlin_dequantize", P, P, P, I64, I64, I32, I32, P)
 i8_ws = sig("qk_int8_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
 i8_gemv = sig("qk_int8_gemv", P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
 i8_deq = sig("qk_int8_dequantize", P, P, P, I64, I64, I32, I32, P)
-DT = {torch.float16: 1, torch.bfloat16: 2}
 dev = torch.device("cuda:0")
-
-
-def chk(st, what):
-    if st != 0:
-        raise RuntimeError(f"{what}: status {st}: {lib.qk_last_error().decode()}")
-
-
-def stream():
-    return torch.cuda.current_stream().cuda_stream
 
 
 # ---- paths: name -> (family, environment) ----
@@ -228,33 +210,6 @@ def check():
 
 
 # ---- perf ----
-def bench_graph(fn, n_layers, reps=40):
-    """Median per-layer time (ms) of a graph calling fn(0..n_layers-1): the weights rotate past L2."""
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            for i in range(n_layers):
-                fn(i)
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        for i in range(n_layers):
-            fn(i)
-    g.replay()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        e0 = torch.cuda.Event(enable_timing=True)
-        e1 = torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) / n_layers)
-    return statistics.median(ts)
-
-
 PERF_SHAPES = [(4096, 14336), (14336, 4096), (3072, 12288), (12288, 3072)]  # (K, N)
 PERF_MS = [1, 4, 16, 32, 64]
 
@@ -275,7 +230,7 @@ def perf():
             outs = torch.empty(m, n, dtype=dt, device=dev)
             r = dict(M=m, K=k, N=n, weight_mb=n * k / 1e6)
             set_env({})
-            r["dense_ms"] = bench_graph(lambda i: F.linear(a, wd[i % Ld]), Ld)
+            r["dense_ms"] = bench_graph(lambda i: F.linear(a, wd[i % Ld]), Ld, reps=40)
             for path in fp8_paths() + int8_paths():
                 fp8 = path.startswith("fp8")
                 set_env(path_env(path))
@@ -284,7 +239,7 @@ def perf():
                 fn, W, S = (fp8_gemv, w8s, s8s) if fp8 else (i8_gemv, wi8, si8)
                 r[path + "_ms"] = bench_graph(
                     lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), outs.data_ptr(), ws.data_ptr(), nb, m,
-                                 n, k, DT[dt], 0, stream()), L)
+                                 n, k, DT[dt], 0, stream()), L, reps=40)
                 r[path + "_ws"] = nb
             set_env({})
             rows.append(r)

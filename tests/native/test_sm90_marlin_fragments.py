@@ -36,6 +36,16 @@ def _channel(warp: int, product: int, row: int) -> int:
     return 64 * cb + 16 * (2 * p + product) + row
 
 
+def _by_channel(d) -> np.ndarray:
+    """The block's two 64-row products (d[0], d[1]) as 128 channels, by the epilogue's row -> channel map."""
+    out = np.zeros((128, d[0].shape[1]), dtype=np.int64)
+    for product in range(2):
+        for warp in range(4):
+            for row in range(16):
+                out[_channel(warp, product, row)] = d[product][16 * warp + row]
+    return out
+
+
 def _a_tile_16bit(slice_bytes: np.ndarray, product: int) -> np.ndarray:
     """The 64 x 16 A tile of one k16 product, assembled from every lane's registers with the PTX semantics
     of a 16-bit A fragment (R0: row g, k 2q..2q+1; R1: row g+8, same k; R2: row g, k 2q+8..; R3: row g+8),
@@ -90,12 +100,7 @@ def test_weight_only_fragments_and_epilogue_give_the_product(k):
     for s in range(k // 16):  # one k16 product pair per slice (the stage's slices in order)
         for product in range(2):
             d[product] += _a_tile_16bit(staged[s], product) @ acts[16 * s:16 * s + 16]
-    out = np.zeros((128, 24), dtype=np.int64)
-    for product in range(2):
-        for warp in range(4):
-            for row in range(16):
-                out[_channel(warp, product, row)] = d[product][16 * warp + row]
-    assert np.array_equal(out, codes.numpy().astype(np.int64) @ acts)
+    assert np.array_equal(_by_channel(d), codes.numpy().astype(np.int64) @ acts)
 
 
 @pytest.mark.parametrize("k", [32, 128])
@@ -111,12 +116,7 @@ def test_e4m3_fragments_with_fragment_order_activations_give_the_product(k):
         for product in range(2):
             a = _a_tile_e4m3(staged[2 * st], staged[2 * st + 1], product)
             d[product] += a @ acts_slots[32 * st:32 * st + 32]
-    out = np.zeros((128, 24), dtype=np.int64)
-    for product in range(2):
-        for warp in range(4):
-            for row in range(16):
-                out[_channel(warp, product, row)] = d[product][16 * warp + row]
-    assert np.array_equal(out, codes.numpy().astype(np.int64) @ acts)
+    assert np.array_equal(_by_channel(d), codes.numpy().astype(np.int64) @ acts)
 
 
 def test_epilogue_store_index_matches_the_accumulator_fragment():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -170,15 +170,15 @@ class GemmFamily:
 
 def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Callable[[], torch.Tensor],
                     dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None,
-                    tc: Optional[Callable[[Optional[torch.Tensor]], torch.Tensor]] = None,
-                    n: int = 0) -> torch.Tensor:
+                    tc: Optional[Tuple[int, Callable[[Optional[torch.Tensor]], torch.Tensor]]] = None) -> torch.Tensor:
     """a (M, K) times the family's (N, K) weight (+ bias): tensor-core kernel, fused GEMV or dequantize +
     matmul.
 
-    ``tc`` takes the bias (its epilogue adds it); the other paths add it afterwards.
+    ``tc`` is (N, the tensor-core call); the call takes the bias (its epilogue adds it); the other paths
+    add it afterwards.
     """
-    if tc is not None and family.use_tc(a.shape[0], a.device.index, n):
-        return tc(bias)
+    if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0]):
+        return tc[1](bias)
     if family.use_gemv(a.shape[0]):
         out = gemv()
         return out if bias is None else out.add_(bias)

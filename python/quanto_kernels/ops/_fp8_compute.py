@@ -123,9 +123,6 @@ def _check_devices(x, w_packed, scales, bias) -> None:
         )
 
 
-dense_rows = c.dense_aligned
-
-
 # ------------------------------------------------------------------ launches (arguments checked)
 
 
@@ -164,8 +161,8 @@ def direct(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
     if x2d.shape[0] == 0:
         return x.new_empty(lead + (n,))
     if bias is not None:
-        bias = dense_rows(bias)
-    return linear_2d(dense_rows(x2d), w_packed, scales, bias, n, k).view(lead + (n,))
+        bias = c.dense_aligned(bias)
+    return linear_2d(c.dense_aligned(x2d), w_packed, scales, bias, n, k).view(lead + (n,))
 
 
 op = torch.library.custom_op("quanto_kernels::fp8_compute_linear", direct, mutates_args=())

@@ -102,7 +102,7 @@ def matmul(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor]
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
     return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, b_q_weight, b_scales, n, k),
                              lambda: run_dequantize(b_q_weight, b_scales, n, k), bias,
-                             tc=lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k), n=n)
+                             tc=(n, lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k)))
 
 
 def tc_with_bias(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:

@@ -28,6 +28,8 @@ from optimum.quanto.tensor.function import QuantizedLinearFunction
 from optimum.quanto.tensor.qtype import qint4, qtypes
 from optimum.quanto.tensor.weights.awq import AWQWeightQBitsTensor
 
+from ..ops._common import dense_aligned
+
 __all__ = ["Bf16AWQWeightQBitsTensor", "Bf16AWQLinearFunction", "serves"]
 
 
@@ -54,15 +56,6 @@ def serves(qtype, axis, group_size, size, data, scale) -> bool:
     )
 
 
-def _dense_rows(input: torch.Tensor) -> torch.Tensor:
-    """The activation as our op takes it: contiguous and 16-byte aligned (quanto accepts any view)."""
-    if not input.is_contiguous():
-        input = input.contiguous()
-    if input.data_ptr() % 16:
-        input = input.clone()
-    return input
-
-
 class Bf16AWQLinearFunction(QuantizedLinearFunction):
     """F.linear(input, weight, bias) for a Bf16AWQWeightQBitsTensor; the backward is quanto's
     (through the weight's ``dequantize()``)."""
@@ -72,7 +65,7 @@ class Bf16AWQLinearFunction(QuantizedLinearFunction):
         ctx.save_for_backward(input, other)
         if type(input) is not torch.Tensor:
             input = input.dequantize()
-        out = torch.ops.quanto_kernels.awq_int4_gemm(_dense_rows(input), other._data._data, other._scale,
+        out = torch.ops.quanto_kernels.awq_int4_gemm(dense_aligned(input), other._data._data, other._scale,
                                                      other._shift)
         return out if bias is None else out + bias
 

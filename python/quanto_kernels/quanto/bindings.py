@@ -22,6 +22,7 @@ import re
 import torch
 
 from ..fp8_compute import active_on
+from .fast_linear import fp8_compute_takes
 from ..ops import _marlin_int4, _validate as v
 from ..ops import direct
 
@@ -38,8 +39,6 @@ def _dense(t, name: str) -> torch.Tensor:
 def _fp8_compute_serves(a, b_scales, n, k) -> bool:
     """The FP8 compute mode, read when quanto's Marlin FP8 op runs: this is where compiled graphs reach
     (torch.compile traces quanto's op as an opaque call), so toggling the mode takes effect there too."""
-    from .fast_linear import fp8_compute_takes
-
     return (active_on(a.device) and a.dim() == 2 and a.dtype is b_scales.dtype
             and a.dtype in (torch.float16, torch.bfloat16) and fp8_compute_takes(int(n), int(k)))
 

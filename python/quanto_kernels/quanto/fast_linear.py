@@ -20,6 +20,7 @@ import torch
 
 from ..fp8_compute import active_on
 from ..ops import _awq_int4, _fp8_compute, _fp8_marlin, _int8
+from ..ops import _common as c
 
 _CACHE_ATTR = "_quanto_kernels_cache"
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; subclasses go the full way
@@ -142,7 +143,7 @@ def fp8_linear(input, w, bias):
     data, scale = info.tensors
     if info.fp8_compute and active_on(info.device):
         if bias is not None:
-            bias = _fp8_compute.dense_rows(bias)
+            bias = c.dense_aligned(bias)
         out = _fp8_compute.linear_2d(x, data, scale, bias, info.n, info.k)
     else:
         out = _fp8_marlin.matmul(x, data, scale, info.n, info.k, bias)
