@@ -4,12 +4,13 @@ reference (check), and CUDA-graph timings of every weight-only path against torc
 Usage: python benchmarks/fp8_mm_probe.py LIB [check|perf|all|one M N K]
 
 check  M in (1, 17, 64, 65, 129, 300, 1000, 4097) x (N, K) in a ragged set, bf16 and fp16, with and without bias,
-       every tile (QK_FP8_MM_TILE = 32, 64, 128, read by the library at each call); outputs poisoned with NaN
-       and a guard row after the output must stay NaN.
-perf   FLUX / LLM layer shapes over M = 1 ... 4608: the tensor-core kernel (its own tile rule and each forced
-       tile), the GEMV kernel (M <= 64), dequantize + torch matmul, and torch's bf16 matmul on a dense weight;
-       median of CUDA-graph replays (each replay runs the product 20 times).
-one    one product per tile (bf16, with bias), checked; for compute-sanitizer or ncu.
+       every configuration in CONFIGS (tile, split-K, blocks per multiprocessor: QK_FP8_MM_TILE, QK_FP8_MM_SPLITS,
+       QK_FP8_MM_BLOCKS_PER_SM, read by the library at each call); outputs poisoned with NaN and a guard row
+       after the output must stay NaN; each configuration run twice and compared bit for bit.
+perf   FLUX / LLM layer shapes over M = 1 ... 1024 (PROBE_M): the tensor-core kernel (its own plan, unsplit, one
+       and two blocks per multiprocessor, each tile), the GEMV kernel (M <= 64), dequantize + torch matmul, and
+       torch's bf16 matmul on a dense weight; median of CUDA-graph replays (each replay runs the product 20 times).
+one    one product per configuration (bf16, with bias), checked; for compute-sanitizer or ncu.
 """
 import ctypes
 import os
@@ -26,7 +27,8 @@ MODE = sys.argv[2] if len(sys.argv) > 2 else "check"
 
 
 repack = sig("qk_marlin_repack", P, P, P, I64, I64, I32, I32, P)
-mm = sig("qk_fp8_marlin_mm", P, P, P, P, P, I64, I64, I64, I32, I32, P)
+mm = sig("qk_fp8_marlin_mm", P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
+mm_ws = sig("qk_fp8_marlin_mm_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
 gemv = sig("qk_fp8_marlin_gemv", P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
 gemv_ws = sig("qk_fp8_marlin_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
 deq = sig("qk_fp8_marlin_dequantize", P, P, P, I64, I64, I32, I32, P)
@@ -53,11 +55,19 @@ def make_weight(n, k, dtype, g):
     return w, s_perm, ref_w
 
 
-def run_mm(x, w, s_perm, bias, out):
+def mm_workspace(m, n, k):
+    nb = I64(0)
+    chk(mm_ws(m, n, k, 0, ctypes.byref(nb)), "fp8_marlin_mm_workspace_bytes")
+    return nb.value, (torch.empty(nb.value // 4, device=dev) if nb.value else None)
+
+
+def run_mm(x, w, s_perm, bias, out, ws=None):
+    """ws: (bytes, tensor) from mm_workspace for this shape and configuration (queried here when None)."""
     m, k = x.shape
     n = out.shape[1]
+    nbytes, buf = ws if ws is not None else mm_workspace(m, n, k)
     chk(mm(x.data_ptr(), w.data_ptr(), s_perm.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(),
-           m, n, k, DT[x.dtype], 0, stream()), "fp8_marlin_mm")
+           None if buf is None else buf.data_ptr(), nbytes, m, n, k, DT[x.dtype], 0, stream()), "fp8_marlin_mm")
 
 
 def graph_time(fn):
@@ -65,11 +75,23 @@ def graph_time(fn):
     return bench_graph(lambda _: fn(), 20, reps=7)
 
 
-def set_tile(t):
-    if t is None or t == "auto":
-        os.environ.pop("QK_FP8_MM_TILE", None)
-    else:
-        os.environ["QK_FP8_MM_TILE"] = str(t)
+# (tile, splits, blocks per multiprocessor); None = the library's own choice.
+CONFIGS = [(None, None, None), (32, None, None), (64, None, None), (128, None, None),
+           (None, 1, None), (32, 3, 2), (64, 5, 2), (32, 2, 1), (128, 7, None), (64, 64, 1)]
+ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM")
+
+
+def set_config(cfg):
+    for name, value in zip(ENV, cfg or (None, None, None)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
+
+
+def cfg_name(cfg):
+    t, s, b = cfg
+    return f"t{t or 'A'}/s{s or 'A'}/b{b or 'A'}"
 
 
 def check():
@@ -84,33 +106,43 @@ def check():
                 for with_bias in (False, True):
                     bias = torch.randn(n, generator=g, device=dev).to(dtype) if with_bias else None
                     ref = x.double() @ ref_w.t() + (0 if bias is None else bias.double())
-                    for tile in ("auto", 32, 64, 128):
-                        set_tile(tile)
+                    for cfg in CONFIGS:
+                        set_config(cfg)
                         buf = torch.full((m + 1, n), float("nan"), device=dev, dtype=dtype)
                         run_mm(x, w, s_perm, bias, buf[:m])
+                        again = torch.full((m, n), float("nan"), device=dev, dtype=dtype)
+                        run_mm(x, w, s_perm, bias, again)
                         torch.cuda.synchronize()
                         out = buf[:m].double()
                         rel = float((out - ref).norm() / ref.norm())
                         tol = 2e-3 if dtype == torch.float16 else 1.2e-2
-                        ok = bool(torch.isfinite(out).all()) and rel <= tol and bool(torch.isnan(buf[m]).all())
+                        same = bool(torch.equal(buf[:m].view(torch.int16), again.view(torch.int16)))
+                        ok = (bool(torch.isfinite(out).all()) and rel <= tol and bool(torch.isnan(buf[m]).all())
+                              and same)
                         cases += 1
                         worst = max(worst, rel / tol)
                         if not ok:
                             fails += 1
                             if fails <= 20:
-                                print(f"FAIL M={m} N={n} K={k} {dtype} bias={with_bias} tile={tile}: rel {rel:.3e} "
-                                      f"finite={bool(torch.isfinite(out).all())} guard={bool(torch.isnan(buf[m]).all())}")
-    set_tile(None)
+                                print(f"FAIL M={m} N={n} K={k} {dtype} bias={with_bias} {cfg_name(cfg)}: rel {rel:.3e} "
+                                      f"finite={bool(torch.isfinite(out).all())} guard={bool(torch.isnan(buf[m]).all())} "
+                                      f"deterministic={same}")
+    set_config(None)
     print(f"check: {cases} cases, {fails} failures, worst error {worst:.2f} of the tolerance")
     return fails == 0
+
+
+PERF_CONFIGS = {"auto": (None, None, None), "nosplit": (None, 1, None), "1/sm": (None, None, 1),
+                "2/sm": (None, None, 2), "t32": (32, None, None), "t64": (64, None, None), "t128": (128, None, None)}
 
 
 def perf():
     g = torch.Generator(device=dev).manual_seed(2)
     dtype = torch.bfloat16
-    layers = [(14336, 4096), (18432, 3072), (12288, 3072), (3072, 12288), (3072, 3072), (3072, 15360)]
-    ms = [int(v) for v in os.environ.get("PROBE_M", "1,16,17,32,64,128,256,512,1024,2048,4096,4608").split(",")]
-    print("N x K        M     tc-auto   tc32     tc64     tc128    gemv     deq+mm   bf16     tc/bf16  best-old/bf16")
+    layers = [(14336, 4096), (4096, 14336), (18432, 3072), (12288, 3072), (3072, 12288), (3072, 3072), (3072, 15360)]
+    ms = [int(v) for v in os.environ.get("PROBE_M", "1,16,32,64,128,256,512,1024").split(",")]
+    cols = list(PERF_CONFIGS) + ["gemv", "deq", "bf16"]
+    print("N x K        M     " + " ".join(f"{c:>8s}" for c in cols) + "  auto/bf16 best-old/bf16")
     for n, k in layers:
         w, s_perm, _ = make_weight(n, k, dtype, g)
         dense = torch.randn(n, k, generator=g, device=dev).to(dtype)
@@ -118,16 +150,17 @@ def perf():
             x = torch.randn(m, k, generator=g, device=dev).to(dtype)
             out = torch.empty(m, n, device=dev, dtype=dtype)
             row = {}
-            for tile in ("auto", 32, 64, 128):
-                set_tile(tile)
-                row[f"tc{tile}"] = graph_time(lambda: run_mm(x, w, s_perm, None, out))
-            set_tile(None)
+            for name, cfg in PERF_CONFIGS.items():
+                set_config(cfg)
+                ws = mm_workspace(m, n, k)
+                row[name] = graph_time(lambda: run_mm(x, w, s_perm, None, out, ws))
+            set_config(None)
             if m <= 64:
                 nb = I64(0)
                 chk(gemv_ws(m, n, k, 0, ctypes.byref(nb)), "ws")
-                ws = torch.empty(max(nb.value // 4, 1), device=dev)
+                gws = torch.empty(max(nb.value // 4, 1), device=dev)
                 row["gemv"] = graph_time(lambda: chk(gemv(x.data_ptr(), w.data_ptr(), s_perm.data_ptr(),
-                                                          out.data_ptr(), ws.data_ptr(), nb.value, m, n, k,
+                                                          out.data_ptr(), gws.data_ptr(), nb.value, m, n, k,
                                                           DT[dtype], 0, stream()), "gemv"))
             wd = torch.empty(n, k, device=dev, dtype=dtype)
 
@@ -138,10 +171,9 @@ def perf():
             row["deq"] = graph_time(deq_mm)
             row["bf16"] = graph_time(lambda: torch.mm(x, dense.t(), out=out))
             old = min(row.get("gemv", 1e9), row["deq"])
-            cells = [f"{row[c]:8.4f}" if c in row else "      - " for c in
-                     ("tcauto", "tc32", "tc64", "tc128", "gemv", "deq", "bf16")]
+            cells = [f"{row[c]:8.4f}" if c in row else "       -" for c in cols]
             print(f"{n:5d}x{k:<6d} {m:5d}  " + " ".join(cells) +
-                  f"  {row['tcauto'] / row['bf16']:6.2f}   {old / row['bf16']:6.2f}", flush=True)
+                  f"  {row['auto'] / row['bf16']:6.2f}    {old / row['bf16']:6.2f}", flush=True)
 
 
 def one():
@@ -151,14 +183,14 @@ def one():
     x = torch.randn(m, k, generator=g, device=dev).to(torch.bfloat16)
     bias = torch.randn(n, generator=g, device=dev).to(torch.bfloat16)
     ref = x.double() @ ref_w.t() + bias.double()
-    for tile in (32, 64, 128):
-        set_tile(tile)
+    for cfg in CONFIGS:
+        set_config(cfg)
         out = torch.full((m, n), float("nan"), device=dev, dtype=torch.bfloat16)
         run_mm(x, w, s_perm, bias, out)
         torch.cuda.synchronize()
         rel = float((out.double() - ref).norm() / ref.norm())
-        print(f"one M={m} N={n} K={k} tile={tile}: rel {rel:.3e} {'ok' if rel < 1.2e-2 else 'FAIL'}")
-    set_tile(None)
+        print(f"one M={m} N={n} K={k} {cfg_name(cfg)}: rel {rel:.3e} {'ok' if rel < 1.2e-2 else 'FAIL'}")
+    set_config(None)
 
 
 if __name__ == "__main__":

@@ -240,14 +240,31 @@ QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available) {
 
 QK_API int64_t qk_fp8_marlin_mm_max_m(void) { return qk::kFp8MmMaxM; }
 
-QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
-                                int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device, void* stream) {
-  QK_TRY(check_dtype(dtype));
+namespace {
+// Shape checks shared by the workspace query and the call.
+int32_t check_fp8_mm_sizes(int64_t m, int64_t n, int64_t k) {
   QK_REQUIRE(m >= 1 && m <= qk::kFp8MmMaxM, "m: must be in [1, %lld], got %lld",
              static_cast<long long>(qk::kFp8MmMaxM), static_cast<long long>(m));
   QK_TRY(check_fp8_shape(n, k));
   QK_REQUIRE(m <= kMaxDim / k && m <= kMaxDim / n, "m: %lld rows is too large for n=%lld, k=%lld",
              static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+}  // namespace
+
+QK_API int32_t qk_fp8_marlin_mm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_fp8_mm_sizes(m, n, k));
+  QK_TRY(qk::check_device(device));
+  *bytes = qk::plan_fp8_mm_sm90(m, n, k, qk::sm_count(device)).workspace_bytes();
+  return qk::ok();
+}
+
+QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                                void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                int32_t dtype, int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_fp8_mm_sizes(m, n, k));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
   QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
@@ -257,8 +274,10 @@ QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales
                     "fp8_marlin_mm: device %d cannot run the tensor-core kernel (needs sm_90 and a library built "
                     "with sm_90a; see qk_fp8_marlin_mm_available)", device);
   }
+  const qk::sm90_marlin::SplitPlan plan = qk::plan_fp8_mm_sm90(m, n, k, qk::sm_count(device));
+  QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
   return qk::launch_on(device, stream, "fp8_marlin_mm", [&](cudaStream_t s) {
-    return qk::launch_fp8_mm_sm90(a, static_cast<const uint32_t*>(w), scales, bias, out, m, n, k,
+    return qk::launch_fp8_mm_sm90(a, static_cast<const uint32_t*>(w), scales, bias, out, workspace, plan, m, n, k,
                                   static_cast<qk::DType>(dtype), s);
   });
 }

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define QK_ABI_VERSION 3
+#define QK_ABI_VERSION 4
 
 enum {
   QK_STATUS_OK = 0,
@@ -58,10 +58,13 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
 /* Tensor-core product for medium and large M (weight decoded in registers, no dense copy): *available = 1
  * when `device` can run it (an sm_90 GPU and a library built with sm_90a), else 0. */
 QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available);
+/* Workspace of qk_fp8_marlin_mm (split-K partial sums; 0 when the call runs unsplit). */
+QK_API int32_t qk_fp8_marlin_mm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
 /* out (M, N) dtype = scales[n] * (a . W) + bias[n]; a (M, K) dtype, dense rows, 16-byte aligned; bias N values
- * (dtype) or NULL; 1 <= M <= qk_fp8_marlin_mm_max_m(). */
+ * (dtype) or NULL; 1 <= M <= qk_fp8_marlin_mm_max_m(); workspace: the bytes the query gave, 16-byte aligned. */
 QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
-                                int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device, void* stream);
+                                void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                int32_t dtype, int32_t device, void* stream);
 QK_API int64_t qk_fp8_marlin_mm_max_m(void);
 
 /* ---- int8 weight in quanto's own layout: w (N, K) int8 row-major, scales N values (dtype) in channel order ---- */

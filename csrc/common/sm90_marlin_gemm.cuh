@@ -20,6 +20,12 @@
 // sub-tiles 2p (words 0, 1) and 2p + 1 (words 2, 3). Row r of product j at warp w is channel
 //   64 * cb + 16 * (2p + j) + r          (r in 0..15: the lane's g = t / 4 and g + 8)
 //
+// Split-K (for grids smaller than the device): blocks along grid z take consecutive ranges of the
+// stages; each writes its fp32 sums to the workspace, and the last block of a tile to arrive (counter per
+// tile, zeroed before the launch) adds them in split order (deterministic) and runs the epilogue. A stage
+// costs a fixed ~0.7 us of latency per block whatever its width (fp8_mm_notes.md), so more, shorter
+// blocks (two per multiprocessor where the registers allow) finish a small grid sooner.
+//
 // Epilogue: per-channel scale (times a per-token scale when the policy has one) and bias in fp32, the
 // tile rounded once to the output type into shared memory (free once both warpgroups finished), then
 // written with 16-byte row-contiguous stores (2-byte stores straight from the accumulators measured ~25%
@@ -42,24 +48,26 @@
 #include "common/ptx.cuh"
 #include "common/scale_perm.cuh"
 #include "common/sm90.cuh"
+#include "common/sm90_marlin_plan.h"
 #include "common/tma.h"
 
 namespace qk {
 namespace sm90_marlin {
 
-constexpr int kChannels = 128;                // per block
 constexpr int kSliceBytes = kChannels * 16;   // one 16-deep slice of the block's two column tiles: 2 KB
-constexpr int kThreads = 256;
 constexpr int kOutRowBytes = kChannels * 2 + 16;  // staged output row; +16 B keeps 4 rows in distinct banks
-constexpr int kBufferBudget = 200 * 1024;     // pipeline buffers per block (one block per multiprocessor)
+constexpr int kBufferBudget = 200 * 1024;     // pipeline buffers of a multiprocessor's blocks together
 
-template <class Op, int kTpw>
+// kBlocks: blocks per multiprocessor the tile is sized for (1, or 2: sm90_marlin_plan.h).
+template <class Op, int kTpw, int kBlocks = 1>
 struct Tile {
   static constexpr int kTokens = 2 * kTpw;
   static constexpr int kActBytes = kTokens * 128;
   static constexpr int kWeightBytes = Op::kSlices * kSliceBytes;
   static constexpr int kStageBytes = kActBytes + kWeightBytes;
-  static constexpr int kStages = kBufferBudget / kStageBytes < 12 ? kBufferBudget / kStageBytes : 12;
+  static constexpr int kBudget = kBufferBudget / kBlocks;
+  static constexpr int kStages = kBudget / kStageBytes < 12 ? kBudget / kStageBytes : 12;
+  static constexpr int kPartialFloats = kThreads * kTpw;  // one split's sums of a tile, in the workspace
   static constexpr int kOutWgBytes = kTpw * kOutRowBytes;
   static_assert(kStages >= 2, "at least a double-buffered pipeline");
   static_assert(2 * kOutWgBytes <= kStages * kStageBytes, "output staging must fit in the pipeline buffers");
@@ -73,14 +81,56 @@ struct Args {
   const void* bias;    // N values of the output type in channel order, or nullptr
   void* out;           // M x N, row-major
   int64_t m, n, k;
+  // Split-K (grid z > 1): stages per split, per-tile arrival counters (zeroed) and fp32 partial sums
+  // (splits x tiles x Tile::kPartialFloats). Unused with one split.
+  int64_t stages_per_split = 0;
+  int* counters = nullptr;
+  float* partials = nullptr;
 };
 
-template <class Op, DType D, int kTpw>
-__global__ void __launch_bounds__(kThreads, 1)
+
+// Split-K: stores this block's sums, and for the last block of the tile to arrive replaces them by the
+// sum over all splits in split order (the same bits whichever block is last). Returns false for the
+// other blocks, which are then done.
+template <int kTpw>
+QK_DEVICE QK_FORCEINLINE bool finish_split(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const Args& args) {
+  __shared__ int last;
+  constexpr int64_t kFloats = int64_t(kThreads) * kTpw;
+  const int64_t tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t tiles = int64_t(gridDim.x) * gridDim.y;
+  const int t = threadIdx.x;
+  // Element i of thread t at [i][t]: every store and load of a warp covers 128 contiguous bytes.
+  float* mine = args.partials + (int64_t(blockIdx.z) * tiles + tile) * kFloats;
+#pragma unroll
+  for (int i = 0; i < kTpw / 2; ++i) {
+    mine[i * kThreads + t] = acc0[i];
+    mine[(kTpw / 2 + i) * kThreads + t] = acc1[i];
+  }
+  __threadfence();  // the sums are visible device-wide before this block counts as arrived
+  __syncthreads();
+  if (t == 0) last = atomicAdd(args.counters + tile, 1) == static_cast<int>(gridDim.z) - 1;
+  __syncthreads();
+  if (!last) return false;
+  __threadfence();  // order the other blocks' sums (seen through the counter) before reading them
+#pragma unroll
+  for (int i = 0; i < kTpw / 2; ++i) acc0[i] = acc1[i] = 0.0f;
+  for (unsigned z = 0; z < gridDim.z; ++z) {
+    const float* part = args.partials + (int64_t(z) * tiles + tile) * kFloats;
+#pragma unroll
+    for (int i = 0; i < kTpw / 2; ++i) {
+      acc0[i] += __ldcg(part + i * kThreads + t);
+      acc1[i] += __ldcg(part + (kTpw / 2 + i) * kThreads + t);
+    }
+  }
+  return true;
+}
+
+template <class Op, DType D, int kTpw, int kBlocks>
+__global__ void __launch_bounds__(kThreads, kBlocks)
     marlin_rs_gemm_kernel(const __grid_constant__ CUtensorMap act_map, const __grid_constant__ CUtensorMap wgt_map,
                           const Args args) {
 #if defined(QK_SM90A_DEVICE)
-  using TL = Tile<Op, kTpw>;
+  using TL = Tile<Op, kTpw, kBlocks>;
   extern __shared__ uint8_t smem_raw[];
   // Tensor copies with the 128-byte swizzle need 1024-byte aligned destinations.
   const uint32_t raw = shared_addr(smem_raw);
@@ -94,7 +144,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t col_tile0 = int64_t(blockIdx.x) * (kChannels / 64);  // first 64-channel column tile
   const int64_t tok0 = int64_t(blockIdx.y) * TL::kTokens;
   constexpr int kStageK = Op::kSlices * 16;
-  const int64_t k_blocks = (args.k + kStageK - 1) / kStageK;
+  const int64_t k_blocks_all = (args.k + kStageK - 1) / kStageK;
+  // This block's stages: all of them, or its split's range (never empty: the plan sizes the splits).
+  const int64_t kb_first = gridDim.z > 1 ? int64_t(blockIdx.z) * args.stages_per_split : 0;
+  const int64_t k_left = k_blocks_all - kb_first;
+  const int64_t k_blocks = gridDim.z > 1 && args.stages_per_split < k_left ? args.stages_per_split : k_left;
   const int col_tiles_here = args.n / 64 - col_tile0 >= 2 ? 2 : 1;
 
   if (threadIdx.x == 0) {
@@ -106,15 +160,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  // Copies of k-block kb into its stage (thread 0). Boxes are always whole: parts past M, N or K arrive as
+  // Copies of k-block kb (counted from the block's first) into its stage (thread 0). Boxes are always whole: parts past M, N or K arrive as
   // zeros and still count as bytes, so every stage runs the same instruction stream.
   auto issue = [&](int64_t kb) {
     const int s = static_cast<int>(kb % TL::kStages);
     sm90::mbar_arrive_expect_tx(full0 + 8 * s, TL::kStageBytes);
-    sm90::tma_load_2d(act0 + s * TL::kActBytes, &act_map, static_cast<int32_t>(kb * kStageK),
+    sm90::tma_load_2d(act0 + s * TL::kActBytes, &act_map, static_cast<int32_t>((kb_first + kb) * kStageK),
                       static_cast<int32_t>(tok0), full0 + 8 * s);
     sm90::tma_load_3d(wgt0 + s * TL::kWeightBytes, &wgt_map, 0, static_cast<int32_t>(col_tile0),
-                      static_cast<int32_t>(kb * Op::kSlices), full0 + 8 * s);
+                      static_cast<int32_t>((kb_first + kb) * Op::kSlices), full0 + 8 * s);
   };
   if (threadIdx.x == 0) {
     for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
@@ -149,6 +203,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       issue(kb + TL::kStages);
     }
   }
+
+  if (gridDim.z > 1 && !finish_split<kTpw>(acc0, acc1, args)) return;
 
   // ---------------- epilogue: out[token, channel] = acc * xs[token] * s[channel] + bias[channel] ----
   using T = typename Elem<D>::T;
@@ -211,10 +267,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 // Launches one tile configuration. act: M rows of K elements, row stride lda elements (16-byte aligned
 // rows); w: the (K/16, 4N) Marlin words. Grid: channel tiles fastest, so neighbouring blocks share the
 // activation box in L2.
-template <class Op, DType D, int kTpw>
-cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* w, const Args& args,
+// splits > 1: args carries the stages per split and the workspace; the counters are zeroed here.
+template <class Op, DType D, int kTpw, int kBlocks = 1>
+cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* w, const Args& args, int splits,
                                   cudaStream_t stream) {
-  using TL = Tile<Op, kTpw>;
+  using TL = Tile<Op, kTpw, kBlocks>;
   CUtensorMap act_map, wgt_map;
   // Activations: (M rows, K elements) read in boxes of kTokens rows x 128 bytes with the 128-byte swizzle.
   const uint64_t act_dims[2] = {static_cast<uint64_t>(args.k), static_cast<uint64_t>(args.m)};
@@ -233,11 +290,15 @@ cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* 
   if (err != cudaSuccess) return err;
   // Raising the dynamic shared-memory limit is per kernel and idempotent; done once per process.
   static const cudaError_t attr = cudaFuncSetAttribute(
-      marlin_rs_gemm_kernel<Op, D, kTpw>, cudaFuncAttributeMaxDynamicSharedMemorySize, TL::kSmemBytes);
+      marlin_rs_gemm_kernel<Op, D, kTpw, kBlocks>, cudaFuncAttributeMaxDynamicSharedMemorySize, TL::kSmemBytes);
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>((args.n + kChannels - 1) / kChannels),
-                  static_cast<unsigned>((args.m + TL::kTokens - 1) / TL::kTokens));
-  marlin_rs_gemm_kernel<Op, D, kTpw><<<grid, kThreads, TL::kSmemBytes, stream>>>(act_map, wgt_map, args);
+                  static_cast<unsigned>((args.m + TL::kTokens - 1) / TL::kTokens), static_cast<unsigned>(splits));
+  if (splits > 1) {
+    err = cudaMemsetAsync(args.counters, 0, sizeof(int) * size_t(grid.x) * grid.y, stream);
+    if (err != cudaSuccess) return err;
+  }
+  marlin_rs_gemm_kernel<Op, D, kTpw, kBlocks><<<grid, kThreads, TL::kSmemBytes, stream>>>(act_map, wgt_map, args);
   return cudaGetLastError();
 }
 

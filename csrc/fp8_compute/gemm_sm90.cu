@@ -60,9 +60,9 @@ cudaError_t launch_typed(const uint8_t* xq, const uint32_t* w, const sm90_marlin
   const cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
   if (sm90_marlin::blocks_of_256_token_tiles(args.m, args.n) < 2 * int64_t(sm_count(device))) {
-    return sm90_marlin::launch_marlin_rs_gemm<E4m3Operand, D, 64>(xq, args.k, w, args, stream);
+    return sm90_marlin::launch_marlin_rs_gemm<E4m3Operand, D, 64>(xq, args.k, w, args, 1, stream);
   }
-  return sm90_marlin::launch_marlin_rs_gemm<E4m3Operand, D, 128>(xq, args.k, w, args, stream);
+  return sm90_marlin::launch_marlin_rs_gemm<E4m3Operand, D, 128>(xq, args.k, w, args, 1, stream);
 }
 
 }  // namespace

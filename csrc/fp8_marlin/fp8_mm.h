@@ -6,20 +6,28 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 #include "common/launchers.h"
+#include "common/sm90_marlin_plan.h"
 
 namespace qk {
 
 // Rows per call: 65535 blocks of the smallest tile (64 tokens); callers take another path beyond.
 constexpr int64_t kFp8MmMaxM = int64_t(65535) * 64;
 
+// Tile, blocks per multiprocessor and split-K of an M x N x K product on a GPU with sm_count
+// multiprocessors. The environment can force each choice (benchmarks, tests): QK_FP8_MM_TILE (tokens per
+// warpgroup: 32, 64, 128), QK_FP8_MM_SPLITS (>= 1), QK_FP8_MM_BLOCKS_PER_SM (1, 2); read at every plan,
+// so the workspace query and the launch of one call agree as long as the environment does not change
+// between them.
+sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count);
+
 // out[m, n] = dt( s[n] * sum_k a[m, k] * fp8(W[n, k]) + bias[n] ), fp32 accumulation.
 // a: M x K of dt, row stride K (16-byte aligned); w: (K/16, 4N) words; scales: N values of dt,
 // Block32-permuted; bias: N values of dt or nullptr; out: M x N of dt. K % 16 == 0, N % 64 == 0.
+// workspace: plan.workspace_bytes() bytes, 16-byte aligned (nullptr when that is 0).
 cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
-                               int64_t m, int64_t n, int64_t k, DType dt, cudaStream_t stream);
+                               void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
+                               DType dt, cudaStream_t stream);
 // True when this build carries the kernel (the library was compiled for sm_90a).
 bool fp8_mm_has_sm90_kernel();
-// Tokens per warpgroup of the tile launch_fp8_mm_sm90 uses for an M x N product (32, 64 or 128).
-int fp8_mm_sm90_tile(int64_t m, int64_t n);
 
 }  // namespace qk

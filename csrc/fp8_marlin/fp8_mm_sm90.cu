@@ -91,32 +91,54 @@ namespace {
 
 using sm90_marlin_ops::Fp8WeightOperand;
 
-template <DType D>
-cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Args& args, cudaStream_t stream) {
+template <DType D, int kTpw>
+cudaError_t launch_tile(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
+                        const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
   using Op = Fp8WeightOperand<D>;
-  switch (fp8_mm_sm90_tile(args.m, args.n)) {
-    case 32:
-      return sm90_marlin::launch_marlin_rs_gemm<Op, D, 32>(a, args.k, w, args, stream);
-    case 64:
-      return sm90_marlin::launch_marlin_rs_gemm<Op, D, 64>(a, args.k, w, args, stream);
-    default:
-      return sm90_marlin::launch_marlin_rs_gemm<Op, D, 128>(a, args.k, w, args, stream);
+  if constexpr (kTpw == 32) {  // the one tile that fits two blocks per multiprocessor (sm90_marlin_plan.h)
+    if (plan.blocks_per_sm == 2) {
+      return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 2>(a, args.k, w, args, plan.splits, stream);
+    }
   }
+  return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 1>(a, args.k, w, args, plan.splits, stream);
+}
+
+template <DType D>
+cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
+                         const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
+  switch (plan.tpw) {
+    case 32:
+      return launch_tile<D, 32>(a, w, args, plan, stream);
+    case 64:
+      return launch_tile<D, 64>(a, w, args, plan, stream);
+    default:
+      return launch_tile<D, 128>(a, w, args, plan, stream);
+  }
+}
+
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::atoi(v) : 0;
+}
+
+// Tokens per warpgroup: the smallest tile the rows fill. Measured on an H200 (fp8_mm_notes.md): every
+// stage costs about the same time whatever its width, so above 128 rows the 256-token tile wins even
+// when it leaves multiprocessors idle.
+int tile_for(int64_t m) {
+  const int forced = env_int("QK_FP8_MM_TILE");
+  if (forced == 32 || forced == 64 || forced == 128) return forced;
+  if (m <= 64) return 32;
+  return m <= 128 ? 64 : 128;
 }
 
 }  // namespace
 
-int fp8_mm_sm90_tile(int64_t m, int64_t n) {
-  // Tokens per warpgroup: the smallest tile the rows fill. Measured on an H200 (fp8_mm_notes.md): every
-  // stage costs about the same time whatever its width, so above 128 rows the 256-token tile wins even
-  // when it leaves multiprocessors idle.
-  (void)n;
-  if (const char* forced = std::getenv("QK_FP8_MM_TILE")) {  // benchmark and test override: 32, 64 or 128
-    const int t = std::atoi(forced);
-    if (t == 32 || t == 64 || t == 128) return t;
-  }
-  if (m <= 64) return 32;
-  return m <= 128 ? 64 : 128;
+sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count) {
+  sm90_marlin::PlanOverrides forced;
+  forced.splits = env_int("QK_FP8_MM_SPLITS");
+  forced.blocks_per_sm = env_int("QK_FP8_MM_BLOCKS_PER_SM");
+  return sm90_marlin::plan_split(m, n, k, Fp8WeightOperand<DType::BF16>::kSlices * 16, tile_for(m), sm_count,
+                                 forced);
 }
 
 bool fp8_mm_has_sm90_kernel() {
@@ -128,12 +150,19 @@ bool fp8_mm_has_sm90_kernel() {
 }
 
 cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
-                               int64_t m, int64_t n, int64_t k, DType dt, cudaStream_t stream) {
+                               void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
+                               DType dt, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
   if (m > kFp8MmMaxM) return cudaErrorInvalidValue;
-  const sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
-  return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, stream)
-                          : launch_typed<DType::BF16>(a, w, args, stream);
+  sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
+  if (plan.splits > 1) {
+    if (workspace == nullptr) return cudaErrorInvalidValue;
+    args.stages_per_split = plan.stages_per_split;
+    args.counters = static_cast<int*>(workspace);
+    args.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.counter_bytes());
+  }
+  return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, plan, stream)
+                          : launch_typed<DType::BF16>(a, w, args, plan, stream);
 }
 
 }  // namespace qk

@@ -588,7 +588,7 @@ def check_huge_m(op):
 
 @pytest.mark.gpu
 @sp.requires_gpu
-@pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin"])
+@pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin", "fp8_mm"])
 @pytest.mark.parametrize("bad", ["too-small", "null", "misaligned"])
 def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
     """The fused kernels' split-K workspace, as the C entry points see it: a short, null or misaligned
@@ -599,7 +599,14 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
     m, n, k, g = 1, 256, 4096, 128
     dev = torch.cuda.current_device()
     stream = torch.cuda.current_stream().cuda_stream
-    if fmt == "fp8":
+    if fmt == "fp8_mm":
+        from quanto_kernels.ops import _fp8_marlin
+
+        if not lib.abi.fp8_marlin_mm_available(device=dev):
+            pytest.skip("the tensor-core kernel needs an sm_90 GPU and a library built with sm_90a")
+        m = 64  # 2 tiles of 128 channels: the plan splits K over the idle multiprocessors
+        need = _fp8_marlin.tc_workspace_bytes(m, n, k, dev)
+    elif fmt == "fp8":
         need = ops.GEMM_FAMILIES["fp8_marlin"].workspace_bytes(m=m, n=n, k=k, device=dev)
     else:
         need = ops.GEMM_FAMILIES[f"{fmt}_int4"].workspace_bytes(m=m, n=n, k=k, group_size=g, device=dev)
@@ -611,7 +618,13 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
     ptr, nbytes = {"too-small": (ws.data_ptr(), need - 4), "null": (None, need),
                    "misaligned": (ws.data_ptr() + 4, need)}[bad]
     s = torch.ones(k // g, n, dtype=f16, device="cuda")
-    if fmt == "fp8":
+    if fmt == "fp8_mm":
+        w = torch.zeros(k // 16, 4 * n, dtype=i32, device="cuda")
+        sc = torch.ones(1, n, dtype=f16, device="cuda")
+        call = lambda: lib.abi.fp8_marlin_mm(  # noqa: E731
+            a=a.data_ptr(), w=w.data_ptr(), scales=sc.data_ptr(), bias=None, out=out.data_ptr(), workspace=ptr,
+            workspace_bytes=nbytes, m=m, n=n, k=k, dtype=1, device=dev, stream=stream)
+    elif fmt == "fp8":
         w = torch.zeros(k // 16, 4 * n, dtype=i32, device="cuda")
         sc = torch.ones(1, n, dtype=f16, device="cuda")
         call = lambda: lib.abi.fp8_marlin_gemv(  # noqa: E731
@@ -628,7 +641,7 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
             a=a.data_ptr(), w=w.data_ptr(), scales=s.data_ptr(), zeros=s.data_ptr(), out=out.data_ptr(),
             workspace=ptr, workspace_bytes=nbytes, m=m, n=n, k=k, group_size=g, scale_perm=2, dtype=1, device=dev,
             stream=stream)
-    with pytest.raises(ValueError, match=r"gemv: workspace: "):
+    with pytest.raises(ValueError, match=r"(gemv|mm): workspace: "):
         call()
     torch.cuda.synchronize()
 

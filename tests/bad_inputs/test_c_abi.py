@@ -4,6 +4,8 @@ CPU machines check that each entry point names the bad argument before touching 
 fused kernels' split-K workspace is checked, and the context must stay healthy after all of it.
 """
 
+import ctypes
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from bad_inputs._table import (  # noqa: F401
 from quanto_kernels._native import abi
 from quanto_kernels._native import loader as _loader
 
+_BYTES = ctypes.pointer(ctypes.c_int64(-1))  # a valid out-pointer, so the size checks are what fails
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path; a GPU is present")
 
 
@@ -40,13 +43,16 @@ def _status(name, *args):
         ("qk_marlin_repack", (16, None, 16, 128, 128, 6, 0, None), "num_bits:"),
         ("qk_fp8_marlin_gemv", (16, 16, 16, 16, None, 0, 65, 128, 128, 1, 0, None), "m:"),
         ("qk_fp8_marlin_gemv_workspace_bytes", (0, 128, 128, 0, None), "bytes:"),
-        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, 0, 128, 128, 1, 0, None), "m:"),
-        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, 1, 100, 128, 1, 0, None), "n:"),
-        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, 1, 128, 100, 1, 0, None), "k:"),
-        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, 1, 128, 128, 5, 0, None), "dtype:"),
-        ("qk_fp8_marlin_mm", (24, 16, 16, None, 16, 1, 128, 128, 1, 0, None), "a:"),
-        ("qk_fp8_marlin_mm", (16, 16, 16, 17, 16, 1, 128, 128, 1, 0, None), "bias:"),
+        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, None, 0, 0, 128, 128, 1, 0, None), "m:"),
+        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, None, 0, 1, 100, 128, 1, 0, None), "n:"),
+        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, None, 0, 1, 128, 100, 1, 0, None), "k:"),
+        ("qk_fp8_marlin_mm", (16, 16, 16, None, 16, None, 0, 1, 128, 128, 5, 0, None), "dtype:"),
+        ("qk_fp8_marlin_mm", (24, 16, 16, None, 16, None, 0, 1, 128, 128, 1, 0, None), "a:"),
+        ("qk_fp8_marlin_mm", (16, 16, 16, 17, 16, None, 0, 1, 128, 128, 1, 0, None), "bias:"),
         ("qk_fp8_marlin_mm_available", (0, None), "available:"),
+        ("qk_fp8_marlin_mm_workspace_bytes", (64, 128, 128, 0, None), "bytes:"),
+        ("qk_fp8_marlin_mm_workspace_bytes", (0, 128, 128, 0, _BYTES), "m:"),
+        ("qk_fp8_marlin_mm_workspace_bytes", (64, 100, 128, 0, _BYTES), "n:"),
         ("qk_awq_int4_gemv", (16, 16, 16, 16, 16, None, 0, 17, 128, 128, 128, 1, 0, None), "m:"),
         ("qk_awq_int4_gemv", (16, 16, 16, 16, 16, None, 0, 17, 128, 128, 128, 2, 0, None), "m:"),
         ("qk_awq_int4_gemv", (16, 16, 16, 16, 16, None, 0, 1, 128, 128, 128, 9, 0, None), "dtype:"),

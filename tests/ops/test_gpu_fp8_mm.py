@@ -8,6 +8,8 @@ sm_90a; elsewhere the module is skipped with the reason.
 
   * every tile configuration (32, 64, 128 tokens per warpgroup, forced through QK_FP8_MM_TILE) over
     ragged M, K not a multiple of a pipeline stage, N with an odd number of 64-channel tiles;
+  * split-K and two blocks per multiprocessor (forced through QK_FP8_MM_SPLITS / _BLOCKS_PER_SM, and the
+    planner's own choice): exact, bit-identical from call to call, workspace sized by the plan;
   * bias in the epilogue, bias of another dtype (added afterwards), views and misaligned activations;
   * NaN codes give NaN in their channel only;
   * the dispatch rule uses it exactly in its measured region, and the forced path is the one launched;
@@ -73,6 +75,46 @@ def test_matches_the_exact_product(ops, native_calls, monkeypatch, case, tile, d
     assert native_calls.names == ["fp8_marlin_mm"], native_calls.names
     ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s), bias)
     sp.assert_gemm_close(out, ref, dtype, f"fp8_marlin_mm {m}x{k}x{n} tile={tile} {dtype}")
+
+
+# (tile, splits, blocks per multiprocessor); "auto" leaves the choice to the planner. Covers several
+# splits, one stage per split, more splits than fit at once, and two blocks per multiprocessor unsplit.
+SPLIT_CONFIGS = [("auto", "auto", "auto"), ("32", "3", "2"), ("32", "2", "1"), ("64", "5", "auto"),
+                 ("128", "7", "auto"), ("32", "64", "1"), ("32", "1", "2")]
+SPLIT_SHAPES = [(1, 4096, 256), (64, 1040, 576), (100, 4096, 320), (300, 2048, 192), (17, 48, 192)]
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", SPLIT_CONFIGS, ids=lambda c: "t{}-s{}-b{}".format(*c))
+@pytest.mark.parametrize("case", SPLIT_SHAPES, ids=lambda c: "M{}-K{}-N{}".format(*c))
+def test_split_k_is_exact_and_deterministic(ops, native_calls, monkeypatch, case, config, dtype):
+    m, k, n = case
+    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM"), config):
+        if value != "auto":
+            monkeypatch.setenv(name, value)
+    codes, s, packed, s_perm, x, bias = _case(m, k, n, dtype, *config)
+    native_calls.clear()
+    out = _run(ops, x, packed, s_perm, bias)
+    again = _run(ops, x, packed, s_perm, bias)
+    torch.cuda.synchronize()
+    assert native_calls.names == ["fp8_marlin_mm"] * 2, native_calls.names
+    assert torch.equal(out.view(torch.int16), again.view(torch.int16)), "split-K sums must not depend on timing"
+    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s), bias)
+    sp.assert_gemm_close(out, ref, dtype, f"fp8_marlin_mm {m}x{k}x{n} config={config} {dtype}")
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+def test_planner_splits_small_grids_only(ops):
+    """A grid of a few blocks gets a split-K workspace; one that fills the device runs unsplit."""
+    from quanto_kernels.ops import _fp8_marlin
+
+    dev = torch.cuda.current_device()
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    assert _fp8_marlin.tc_workspace_bytes(64, 256, 4096, dev) > 0
+    assert _fp8_marlin.tc_workspace_bytes(4096, 128 * sms, 4096, dev) == 0
 
 
 @pytest.mark.gpu

@@ -8,6 +8,8 @@ activations (M, K) in the scales' dtype.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Optional
 
 import torch
@@ -88,13 +90,30 @@ def run_gemv(a, b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
     return out
 
 
+# The library reads these at every plan (benchmarks and tests force the tensor-core kernel's tile, split-K
+# and blocks per multiprocessor with them); the cached workspace size is keyed on their values.
+TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM")
+
+
+@functools.lru_cache(maxsize=4096)
+def _tc_workspace_bytes(m: int, n: int, k: int, device: int, env: tuple) -> int:
+    return abi.fp8_marlin_mm_workspace_bytes(m=m, n=n, k=k, device=device)
+
+
+def tc_workspace_bytes(m: int, n: int, k: int, device: int) -> int:
+    """Bytes of split-K workspace the tensor-core kernel's plan needs for this product (0: unsplit)."""
+    return _tc_workspace_bytes(m, n, k, device, tuple(os.environ.get(e) for e in TC_PLAN_ENV))
+
+
 def run_tc(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
     """The tensor-core kernel; a must be dense (row stride K) and 16-byte aligned (callers ensure it)."""
-    m = a.shape[0]
+    m, dev = a.shape[0], a.device.index
+    nbytes = tc_workspace_bytes(m, n, k, dev)
+    ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
     abi.fp8_marlin_mm(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
-                      out=out.data_ptr(), m=m, n=n, k=k, dtype=c.DTYPE_CODES[a.dtype], device=a.device.index,
-                      stream=c.stream(a))
+                      out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
+                      dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
     return out
 
 

@@ -1,0 +1,48 @@
+// Split-K planning of the Hopper Marlin-layout GEMM (sm90_marlin_plan.h gives the rules).
+#include "common/sm90_marlin_plan.h"
+
+namespace qk {
+namespace sm90_marlin {
+
+namespace {
+
+constexpr int64_t kMinStagesPerSplit = 4;  // below this the pipeline's fill and the reduction dominate
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int sm_count,
+                     const PlanOverrides& forced) {
+  SplitPlan p;
+  p.tpw = tpw;
+  p.tiles = ceil_div(n, kChannels) * ceil_div(m, 2 * int64_t(tpw));
+  const int64_t stages = ceil_div(k, stage_k);
+  // Two 256-thread blocks per multiprocessor leave 128 registers a thread: enough for the 32-token tile
+  // only (the 64-token one spills).
+  const bool two_fit = tpw == 32;
+  const bool auto_bps = forced.blocks_per_sm <= 0;
+  int bps = two_fit && (auto_bps || forced.blocks_per_sm == 2) ? 2 : 1;
+  int64_t splits = 1;
+  if (forced.splits > 0) {
+    splits = forced.splits;
+  } else if (p.tiles < int64_t(bps) * sm_count) {
+    splits = int64_t(bps) * sm_count / p.tiles;
+    if (splits > stages / kMinStagesPerSplit) splits = stages / kMinStagesPerSplit;
+    const int64_t split_bytes = p.tiles * kThreads * tpw * 4;
+    const int64_t cap = n * k / 2 / split_bytes;  // one byte per weight element: half the weight's bytes
+    if (splits > cap) splits = cap;
+  }
+  if (splits < 1) splits = 1;
+  // An unsplit grid that fits the multiprocessors once keeps the deeper pipeline of one block each.
+  if (splits == 1 && auto_bps && p.tiles <= sm_count) bps = 1;
+  if (splits > stages) splits = stages;
+  if (splits < 1) splits = 1;
+  p.stages_per_split = ceil_div(stages, splits);
+  p.splits = static_cast<int>(ceil_div(stages, p.stages_per_split));  // no empty split
+  p.blocks_per_sm = bps;
+  return p;
+}
+
+}  // namespace sm90_marlin
+}  // namespace qk

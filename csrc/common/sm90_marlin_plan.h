@@ -1,0 +1,39 @@
+// Work plan of the Hopper Marlin-layout GEMM (sm90_marlin_gemm.cuh): block tile, blocks per
+// multiprocessor and split-K. Host-only and compiler-neutral: the C API sizes workspaces with it and the
+// launcher follows the same plan.
+#pragma once
+
+#include <cstdint>
+
+namespace qk {
+namespace sm90_marlin {
+
+constexpr int kChannels = 128;  // output channels per block
+constexpr int kThreads = 256;   // two compute warpgroups
+
+struct SplitPlan {
+  int tpw = 32;                   // tokens per warpgroup (32, 64 or 128): a tile is 128 channels x 2 * tpw tokens
+  int blocks_per_sm = 1;          // 1, or 2 (32-token tiles: half the pipeline stages, <= 128 registers)
+  int splits = 1;                 // contiguous ranges of the K stages (grid z)
+  int64_t tiles = 0;              // output tiles
+  int64_t stages_per_split = 0;   // K stages of one split (the last may have fewer)
+  int64_t counter_bytes() const { return splits > 1 ? (tiles * 4 + 255) / 256 * 256 : 0; }
+  int64_t partial_bytes() const { return splits > 1 ? int64_t(splits) * tiles * kThreads * tpw * 4 : 0; }
+  int64_t workspace_bytes() const { return counter_bytes() + partial_bytes(); }
+};
+
+// Forced choices (benchmarks and tests select every configuration by name); 0 = let the planner choose.
+struct PlanOverrides {
+  int splits = 0;
+  int blocks_per_sm = 0;
+};
+
+// Plans an M x N x K product with the given tile (tpw) and stage depth (stage_k elements of K): two
+// blocks per multiprocessor where the tile allows; a grid smaller than the blocks that fit at once is
+// split over K into about that many blocks, keeping >= 4 stages per split and the partial sums <= half the
+// weight's bytes; an unsplit grid of at most one block per multiprocessor gets one block each.
+SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int sm_count,
+                     const PlanOverrides& forced = PlanOverrides());
+
+}  // namespace sm90_marlin
+}  // namespace qk
