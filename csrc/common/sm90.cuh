@@ -153,16 +153,9 @@ QK_DEVICE QK_FORCEINLINE void wgmma_k32_e4m3_rs(float (&d)[kN / 2], uint32_t a0,
 }
 
 // d (64 x N, fp32) += A (64 x 16 bf16 or fp16, four registers per thread: rows g and g + 8 of each warp's
-// 16, k pairs 2t..2t+1 and 2t+8..2t+9) * B (16 x N, K-major in shared memory), N = 32, 64, 128. One asm
+// 16, k pairs 2t..2t+1 and 2t+8..2t+9) * B (16 x N, K-major in shared memory), N = 64, 128. One asm
 // body per N, spelled once for both 16-bit types (TY = "bf16" or "f16").
 #if defined(QK_SM90A_DEVICE)
-#define QK_WGMMA_M64N32K16_RS(TY) \
-  QK_ASM_VOLATILE("wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " " \
-                  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, " \
-                  "{%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n" \
-                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-                    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]) \
-                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc_b))
 #define QK_WGMMA_M64N64K16_RS(TY) \
   QK_ASM_VOLATILE("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " \
                   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
@@ -193,14 +186,12 @@ QK_DEVICE QK_FORCEINLINE void wgmma_k32_e4m3_rs(float (&d)[kN / 2], uint32_t a0,
 template <int kN, bool kBf16>
 QK_DEVICE QK_FORCEINLINE void wgmma_k16_rs(float (&d)[kN / 2], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                           uint64_t desc_b) {
-  static_assert(kN == 32 || kN == 64 || kN == 128, "wgmma_k16_rs: N must be 32, 64 or 128");
+  static_assert(kN == 64 || kN == 128, "wgmma_k16_rs: N must be 64 or 128");
 #if defined(QK_SM90A_DEVICE)
   if constexpr (kN == 128) {
     if constexpr (kBf16) QK_WGMMA_M64N128K16_RS("bf16"); else QK_WGMMA_M64N128K16_RS("f16");
-  } else if constexpr (kN == 64) {
-    if constexpr (kBf16) QK_WGMMA_M64N64K16_RS("bf16"); else QK_WGMMA_M64N64K16_RS("f16");
   } else {
-    if constexpr (kBf16) QK_WGMMA_M64N32K16_RS("bf16"); else QK_WGMMA_M64N32K16_RS("f16");
+    if constexpr (kBf16) QK_WGMMA_M64N64K16_RS("bf16"); else QK_WGMMA_M64N64K16_RS("f16");
   }
 #endif
 }

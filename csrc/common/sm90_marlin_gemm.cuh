@@ -9,16 +9,19 @@
 // channels, columns tokens); the epilogue writes it transposed.
 //
 // Block tile: 128 channels (two 64-channel column tiles of the layout) x 2 * kTpw tokens, one 128-byte
-// row of activations per token per pipeline stage (128 k of e4m3 or 64 k of 16-bit values). Two
-// warpgroups compute (kTpw tokens each, all 128 channels: two m64 x kTpw products per k-step). Thread 0
-// also issues the copies (one activation box and one weight box per stage) and refills a stage once all
-// eight warps released it; a separate producer warp would cap every thread at 168 registers, fewer than
-// the accumulators plus a stage's weight registers need.
+// row of activations per token per pipeline stage (128 k of e4m3 or 64 k of 16-bit values). Warpgroup g
+// computes column tile g for every token of the tile: each weight word is loaded and decoded once per
+// block (an earlier split by tokens decoded every word in both warpgroups, and ncu showed the integer
+// pipe, i.e. the decode, as the limiter). Its products per k-step are kParts wgmmas of 64 channels x
+// kPartN tokens (kPartN = min(2 * kTpw, 128)) sharing the A registers. Thread 0 also issues the copies
+// (one activation box and one weight box per stage) and refills a stage once all eight warps released it;
+// a separate producer warp would cap every thread at 168 registers, fewer than the accumulators plus a
+// stage's weight registers need.
 //
-// Weight words of one warp (w = warp in its warpgroup): column tile cb = w / 2 and channel-quarter pair
-// p = w % 2; its 16-byte load at lane t covers words 8t + 4p .. 8t + 4p + 3 of a slice, i.e. 16-channel
-// sub-tiles 2p (words 0, 1) and 2p + 1 (words 2, 3). Row r of product j at warp w is channel
-//   64 * cb + 16 * (2p + j) + r          (r in 0..15: the lane's g = t / 4 and g + 8)
+// Weight words of one warp (w = warp in its warpgroup g): its 8-byte load at lane t covers words
+// 8t + 2w, 8t + 2w + 1 of column tile g's 256 words of a slice, i.e. 16-channel sub-tile w. Row r of its
+// products is channel
+//   64 * g + 16 * w + r          (r in 0..15: the lane's g = t / 4 and g + 8)
 //
 // Split-K (for grids smaller than the device): blocks along grid z take consecutive ranges of the
 // stages; each writes its fp32 sums to the workspace, and the last block of a tile to arrive (counter per
@@ -36,9 +39,10 @@
 //   kRowScale      true: the epilogue multiplies by xs[token] (fp32)
 //   kActType       element type of the activation tensor map
 //   kActBytes      bytes per activation element
-//   stage<kTpw>(acc0, acc1, w, b_tile)
+//   stage<kPartN, kParts>(acc, w, b_tile)
 //                  loads this thread's words of the stage (w: its first word; slices kSliceBytes apart),
-//                  issues the warpgroup's products for the stage as one committed group
+//                  issues the warpgroup's products for the stage as one committed group: per k-step, part
+//                  p multiplies into acc[p] the tokens p * kPartN .. of the tile (b_tile + p * kPartN * 128)
 #pragma once
 
 #include <cuda.h>
@@ -62,15 +66,17 @@ constexpr int kBufferBudget = 200 * 1024;     // pipeline buffers of a multiproc
 template <class Op, int kTpw, int kBlocks = 1>
 struct Tile {
   static constexpr int kTokens = 2 * kTpw;
+  static constexpr int kPartN = kTokens < 128 ? kTokens : 128;  // tokens per wgmma
+  static constexpr int kParts = kTokens / kPartN;
   static constexpr int kActBytes = kTokens * 128;
   static constexpr int kWeightBytes = Op::kSlices * kSliceBytes;
   static constexpr int kStageBytes = kActBytes + kWeightBytes;
   static constexpr int kBudget = kBufferBudget / kBlocks;
   static constexpr int kStages = kBudget / kStageBytes < 12 ? kBudget / kStageBytes : 12;
   static constexpr int kPartialFloats = kThreads * kTpw;  // one split's sums of a tile, in the workspace
-  static constexpr int kOutWgBytes = kTpw * kOutRowBytes;
+  static constexpr int kOutBytes = kTokens * kOutRowBytes;
   static_assert(kStages >= 2, "at least a double-buffered pipeline");
-  static_assert(2 * kOutWgBytes <= kStages * kStageBytes, "output staging must fit in the pipeline buffers");
+  static_assert(kOutBytes <= kStages * kStageBytes, "output staging must fit in the pipeline buffers");
   static_assert(Op::kSlices * 16 * Op::kActBytes == 128, "a stage is one 128-byte row of activations");
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8 /* barriers */;
 };
@@ -92,19 +98,19 @@ struct Args {
 // Split-K: stores this block's sums, and for the last block of the tile to arrive replaces them by the
 // sum over all splits in split order (the same bits whichever block is last). Returns false for the
 // other blocks, which are then done.
-template <int kTpw>
-QK_DEVICE QK_FORCEINLINE bool finish_split(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const Args& args) {
+template <int kParts, int kAcc>
+QK_DEVICE QK_FORCEINLINE bool finish_split(float (&acc)[kParts][kAcc], const Args& args) {
   __shared__ int last;
-  constexpr int64_t kFloats = int64_t(kThreads) * kTpw;
+  constexpr int64_t kFloats = int64_t(kThreads) * kParts * kAcc;
   const int64_t tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
   const int64_t tiles = int64_t(gridDim.x) * gridDim.y;
   const int t = threadIdx.x;
   // Element i of thread t at [i][t]: every store and load of a warp covers 128 contiguous bytes.
   float* mine = args.partials + (int64_t(blockIdx.z) * tiles + tile) * kFloats;
 #pragma unroll
-  for (int i = 0; i < kTpw / 2; ++i) {
-    mine[i * kThreads + t] = acc0[i];
-    mine[(kTpw / 2 + i) * kThreads + t] = acc1[i];
+  for (int p = 0; p < kParts; ++p) {
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) mine[(p * kAcc + i) * kThreads + t] = acc[p][i];
   }
   __threadfence();  // the sums are visible device-wide before this block counts as arrived
   __syncthreads();
@@ -113,13 +119,16 @@ QK_DEVICE QK_FORCEINLINE bool finish_split(float (&acc0)[kTpw / 2], float (&acc1
   if (!last) return false;
   __threadfence();  // order the other blocks' sums (seen through the counter) before reading them
 #pragma unroll
-  for (int i = 0; i < kTpw / 2; ++i) acc0[i] = acc1[i] = 0.0f;
+  for (int p = 0; p < kParts; ++p) {
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) acc[p][i] = 0.0f;
+  }
   for (unsigned z = 0; z < gridDim.z; ++z) {
     const float* part = args.partials + (int64_t(z) * tiles + tile) * kFloats;
 #pragma unroll
-    for (int i = 0; i < kTpw / 2; ++i) {
-      acc0[i] += __ldcg(part + i * kThreads + t);
-      acc1[i] += __ldcg(part + (kTpw / 2 + i) * kThreads + t);
+    for (int p = 0; p < kParts; ++p) {
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) acc[p][i] += __ldcg(part + (p * kAcc + i) * kThreads + t);
     }
   }
   return true;
@@ -174,27 +183,30 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
     for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
   }
 
-  const int wg = threadIdx.x / 128;         // tokens wg*kTpw .. of the block
-  const int warp = (threadIdx.x / 32) % 4;  // warp within its warpgroup
+  const int wg = threadIdx.x / 128;         // column tile of the block
+  const int warp = (threadIdx.x / 32) % 4;  // warp within its warpgroup: 16-channel sub-tile
   const int lane = threadIdx.x % 32;
-  const int cb = warp >> 1, p = warp & 1;
-  const uint32_t a_offset = cb * 1024 + lane * 32 + p * 16;  // this thread's 16 bytes of a slice
+  const uint32_t a_offset = wg * 1024 + lane * 32 + warp * 8;  // this thread's 8 bytes of a slice
 
-  float acc0[kTpw / 2], acc1[kTpw / 2];
+  constexpr int kAcc = TL::kPartN / 2;
+  float acc[TL::kParts][kAcc];
 #pragma unroll
-  for (int i = 0; i < kTpw / 2; ++i) acc0[i] = acc1[i] = 0.0f;
+  for (int p = 0; p < TL::kParts; ++p) {
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) acc[p][i] = 0.0f;
+  }
 
   for (int64_t kb = 0; kb < k_blocks; ++kb) {
     const int s = static_cast<int>(kb % TL::kStages);
     const uint32_t round = static_cast<uint32_t>(kb / TL::kStages);
     sm90::mbar_wait(full0 + 8 * s, round & 1);
-    Op::template stage<kTpw>(acc0, acc1, smem + (wgt0 - base) + s * TL::kWeightBytes + a_offset,
-                             act0 + s * TL::kActBytes + wg * (kTpw * 128));
+    Op::template stage<TL::kPartN, TL::kParts>(acc, smem + (wgt0 - base) + s * TL::kWeightBytes + a_offset,
+                                               act0 + s * TL::kActBytes);
     // Waiting for this stage's products before the next stage's weight registers are written: ptxas
     // serialises the products anyway when registers feeding a pending group are written.
     sm90::wgmma_wait<0>();
-    sm90::fence_registers(acc0);
-    sm90::fence_registers(acc1);
+#pragma unroll
+    for (int p = 0; p < TL::kParts; ++p) sm90::fence_registers(acc[p]);
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(empty0 + 8 * s);
     // Refill this stage with k-block kb + kStages once all eight warps have released it.
@@ -204,60 +216,51 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
     }
   }
 
-  if (gridDim.z > 1 && !finish_split<kTpw>(acc0, acc1, args)) return;
+  if (gridDim.z > 1 && !finish_split(acc, args)) return;
 
   // ---------------- epilogue: out[token, channel] = acc * xs[token] * s[channel] + bias[channel] ----
   using T = typename Elem<D>::T;
   const T* scales = static_cast<const T*>(args.scales);
   const T* bias = static_cast<const T*>(args.bias);
   const int g = lane >> 2, q = lane & 3;
-  const bool cb_valid = cb < col_tiles_here;
-  float ws[2][2], bs[2][2];
+  const bool cb_valid = wg < col_tiles_here;
+  float ws[2], bs[2];
 #pragma unroll
-  for (int j = 0; j < 2; ++j) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t ch = (col_tile0 + cb) * 64 + 16 * (2 * p + j) + 8 * h + g;
-      ws[j][h] = cb_valid ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
-      bs[j][h] = cb_valid && bias != nullptr ? Elem<D>::to_float(bias[ch]) : 0.0f;
-    }
+  for (int h = 0; h < 2; ++h) {
+    const int64_t ch = (col_tile0 + wg) * 64 + 16 * warp + 8 * h + g;
+    ws[h] = cb_valid ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
+    bs[h] = cb_valid && bias != nullptr ? Elem<D>::to_float(bias[ch]) : 0.0f;
   }
   __syncthreads();  // both warpgroups are done with the pipeline buffers, which now stage the output
-  uint8_t* const stage_out = smem + wg * TL::kOutWgBytes;
 #pragma unroll
-  for (int i = 0; i < kTpw / 8; ++i) {
+  for (int p = 0; p < TL::kParts; ++p) {
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int t_local = 8 * i + 2 * q + e;
-      float xv = 1.0f;
-      if constexpr (Op::kRowScale) {
-        const int64_t tok = tok0 + wg * kTpw + t_local;
-        xv = tok < args.m ? args.xs[tok] : 0.0f;
-      }
-      T* row = reinterpret_cast<T*>(stage_out + t_local * kOutRowBytes);
+    for (int i = 0; i < TL::kPartN / 8; ++i) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c0 = 64 * cb + 16 * (2 * p) + 8 * h + g;
-        row[c0] = Elem<D>::from_float(acc0[4 * i + 2 * h + e] * xv * ws[0][h] + bs[0][h]);
-        row[c0 + 16] = Elem<D>::from_float(acc1[4 * i + 2 * h + e] * xv * ws[1][h] + bs[1][h]);
+      for (int e = 0; e < 2; ++e) {
+        const int t_local = p * TL::kPartN + 8 * i + 2 * q + e;
+        float xv = 1.0f;
+        if constexpr (Op::kRowScale) {
+          const int64_t tok = tok0 + t_local;
+          xv = tok < args.m ? args.xs[tok] : 0.0f;
+        }
+        T* row = reinterpret_cast<T*>(smem + t_local * kOutRowBytes);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          row[64 * wg + 16 * warp + 8 * h + g] = Elem<D>::from_float(acc[p][4 * i + 2 * h + e] * xv * ws[h] + bs[h]);
+        }
       }
     }
   }
-  // Warpgroup-local barrier (ids 1 and 2; 0 is __syncthreads) before reading the other warps' values.
-  if (wg == 0) {
-    QK_ASM_VOLATILE("bar.sync 1, 128;\n" ::: "memory");
-  } else {
-    QK_ASM_VOLATILE("bar.sync 2, 128;\n" ::: "memory");
-  }
-  const int t = threadIdx.x % 128;
-  const int chunk = t % 16;  // 8 channels = 16 bytes
+  __syncthreads();
+  const int chunk = threadIdx.x % 16;  // 8 channels = 16 bytes
   const bool chunk_ok = chunk < 8 * col_tiles_here;
   T* out = static_cast<T*>(args.out);
 #pragma unroll 4
-  for (int r = t / 16; r < kTpw; r += 8) {
-    const int64_t tok = tok0 + wg * kTpw + r;
+  for (int r = threadIdx.x / 16; r < TL::kTokens; r += kThreads / 16) {
+    const int64_t tok = tok0 + r;
     if (chunk_ok && tok < args.m) {
-      const uint4 v = *reinterpret_cast<const uint4*>(stage_out + r * kOutRowBytes + chunk * 16);
+      const uint4 v = *reinterpret_cast<const uint4*>(smem + r * kOutRowBytes + chunk * 16);
       *reinterpret_cast<uint4*>(out + tok * args.n + col_tile0 * 64 + chunk * 8) = v;
     }
   }

@@ -18,9 +18,9 @@ SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int 
   p.tpw = tpw;
   p.tiles = ceil_div(n, kChannels) * ceil_div(m, 2 * int64_t(tpw));
   const int64_t stages = ceil_div(k, stage_k);
-  // Two 256-thread blocks per multiprocessor leave 128 registers a thread: enough for the 32-token tile
-  // only (the 64-token one spills).
-  const bool two_fit = tpw == 32;
+  // Two 256-thread blocks per multiprocessor leave 128 registers a thread: enough for the 32- and
+  // 64-token tiles (the 128-token one needs 128 accumulators alone).
+  const bool two_fit = tpw <= 64;
   const bool auto_bps = forced.blocks_per_sm <= 0;
   int bps = two_fit && (auto_bps || forced.blocks_per_sm == 2) ? 2 : 1;
   int64_t splits = 1;

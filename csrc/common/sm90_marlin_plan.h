@@ -13,7 +13,7 @@ constexpr int kThreads = 256;   // two compute warpgroups
 
 struct SplitPlan {
   int tpw = 32;                   // tokens per warpgroup (32, 64 or 128): a tile is 128 channels x 2 * tpw tokens
-  int blocks_per_sm = 1;          // 1, or 2 (32-token tiles: half the pipeline stages, <= 128 registers)
+  int blocks_per_sm = 1;          // 1, or 2 (32/64-token tiles: half the pipeline stages, <= 128 registers)
   int splits = 1;                 // contiguous ranges of the K stages (grid z)
   int64_t tiles = 0;              // output tiles
   int64_t stages_per_split = 0;   // K stages of one split (the last may have fewer)

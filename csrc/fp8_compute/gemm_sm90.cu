@@ -5,7 +5,7 @@
 // In quanto's FP8 Marlin layout the four words a thread loads for one 64 x 32 (channels x k) step are
 // already its e4m3 A fragment, because the activations are quantized in the matching k order
 // (fp8_compute.h, "fragment order"): the weight goes from shared memory to the tensor cores with two
-// 16-byte loads per thread per 32 k and no byte shuffles. A stage is 128 k (eight slices).
+// 8-byte loads per thread per 32 k and no byte shuffles. A stage is 128 k (eight slices).
 // Measurements and rejected variants: benchmarks/results/fp8_compute_notes.md.
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -26,22 +26,24 @@ struct E4m3Operand {
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT8;
   static constexpr int kActBytes = 1;
 
-  // One stage: two 64-channel products per 32 k (slices 2st and 2st + 1 hold the fragment's two k halves).
-  template <int kTpw>
-  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const uint8_t* w,
-                                             uint32_t b_tile) {
-    uint4 a[kSlices];
+  // One stage: per 32 k, slices 2st and 2st + 1 hold the two k halves of the thread's fragment (words x,
+  // y: rows g and g + 8), one product per part of the token tile.
+  template <int kN, int kParts>
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc)[kParts][kN / 2], const uint8_t* w, uint32_t b_tile) {
+    uint2 a[kSlices];
 #pragma unroll
-    for (int i = 0; i < kSlices; ++i) a[i] = *reinterpret_cast<const uint4*>(w + i * kSliceBytes);
-    sm90::fence_registers(acc0);
-    sm90::fence_registers(acc1);
+    for (int i = 0; i < kSlices; ++i) a[i] = *reinterpret_cast<const uint2*>(w + i * kSliceBytes);
+#pragma unroll
+    for (int p = 0; p < kParts; ++p) sm90::fence_registers(acc[p]);
     sm90::wgmma_fence();
 #pragma unroll
     for (int st = 0; st < kSlices / 2; ++st) {
-      const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + st * 32);
-      const uint4 lo = a[2 * st], hi = a[2 * st + 1];
-      sm90::wgmma_k32_e4m3_rs<kTpw>(acc0, lo.x, lo.y, hi.x, hi.y, desc);
-      sm90::wgmma_k32_e4m3_rs<kTpw>(acc1, lo.z, lo.w, hi.z, hi.w, desc);
+      const uint2 lo = a[2 * st], hi = a[2 * st + 1];
+#pragma unroll
+      for (int p = 0; p < kParts; ++p) {
+        const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + p * kN * 128 + st * 32);
+        sm90::wgmma_k32_e4m3_rs<kN>(acc[p], lo.x, lo.y, hi.x, hi.y, desc);
+      }
     }
     sm90::wgmma_commit();
   }

@@ -33,53 +33,48 @@ struct Fp8WeightOperand {
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
   static constexpr int kActBytes = 2;
 
-  // One stage: per slice, words (x, y) are product 0's rows g and g + 8, (z, w) product 1's.
-  template <int kTpw>
-  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc0)[kTpw / 2], float (&acc1)[kTpw / 2], const uint8_t* w,
-                                             uint32_t b_tile) {
-    uint32_t words[kSlices][4];
+  // One stage: per slice, word x holds the thread's row g and word y its row g + 8 (k 2q, 2q + 8,
+  // 2q + 1, 2q + 9 each), decoded into the A fragment (rows g, g + 8) x (k pair low, k pair high).
+  template <int kN, int kParts>
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc)[kParts][kN / 2], const uint8_t* w, uint32_t b_tile) {
+    uint32_t words[kSlices][2];
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
-      const uint4 v = *reinterpret_cast<const uint4*>(w + i * kSliceBytes);
+      const uint2 v = *reinterpret_cast<const uint2*>(w + i * kSliceBytes);
       words[i][0] = v.x;
       words[i][1] = v.y;
-      words[i][2] = v.z;
-      words[i][3] = v.w;
     }
-    uint32_t a[kSlices][4][2];  // [slice][word][low k pair, high k pair]
+    uint32_t a[kSlices][4];  // [slice][fragment register]
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        a[i][j][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][j]);
-        a[i][j][1] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][j]);
-      }
+      a[i][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][0]);
+      a[i][1] = fp8::fp8_pair<D, fp8::kSelLo>(words[i][1]);
+      a[i][2] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][0]);
+      a[i][3] = fp8::fp8_pair<D, fp8::kSelHi>(words[i][1]);
     }
     uint32_t any_nan = 0;
 #pragma unroll
-    for (int i = 0; i < kSlices; ++i) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) any_nan |= fp8::nan_bytes(words[i][j]);
-    }
+    for (int i = 0; i < kSlices; ++i) any_nan |= fp8::nan_bytes(words[i][0]) | fp8::nan_bytes(words[i][1]);
     if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
 #pragma unroll
       for (int i = 0; i < kSlices; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          a[i][j][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(a[i][j][0], words[i][j]);
-          a[i][j][1] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][j][1], words[i][j]);
-        }
+        a[i][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(a[i][0], words[i][0]);
+        a[i][1] = fp8::fix_nan_pair<D, fp8::kSelLo>(a[i][1], words[i][1]);
+        a[i][2] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][2], words[i][0]);
+        a[i][3] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][3], words[i][1]);
       }
     }
-    sm90::fence_registers(acc0);
-    sm90::fence_registers(acc1);
+#pragma unroll
+    for (int p = 0; p < kParts; ++p) sm90::fence_registers(acc[p]);
     sm90::wgmma_fence();
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {
-      const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + i * 32);  // 16 k of 2 bytes per slice
-      constexpr bool kBf16 = D == DType::BF16;
-      sm90::wgmma_k16_rs<kTpw, kBf16>(acc0, a[i][0][0], a[i][1][0], a[i][0][1], a[i][1][1], desc);
-      sm90::wgmma_k16_rs<kTpw, kBf16>(acc1, a[i][2][0], a[i][3][0], a[i][2][1], a[i][3][1], desc);
+#pragma unroll
+      for (int p = 0; p < kParts; ++p) {
+        // 16 k of 2 bytes per slice; part p starts kN token rows of 128 bytes further
+        const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + p * kN * 128 + i * 32);
+        sm90::wgmma_k16_rs<kN, D == DType::BF16>(acc[p], a[i][0], a[i][1], a[i][2], a[i][3], desc);
+      }
     }
     sm90::wgmma_commit();
   }
@@ -95,7 +90,7 @@ template <DType D, int kTpw>
 cudaError_t launch_tile(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
                         const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
   using Op = Fp8WeightOperand<D>;
-  if constexpr (kTpw == 32) {  // the one tile that fits two blocks per multiprocessor (sm90_marlin_plan.h)
+  if constexpr (kTpw <= 64) {  // the tiles that fit two blocks per multiprocessor (sm90_marlin_plan.h)
     if (plan.blocks_per_sm == 2) {
       return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 2>(a, args.k, w, args, plan.splits, stream);
     }

@@ -23,39 +23,37 @@ def _block_bytes(codes: torch.Tensor) -> np.ndarray:
     return packed.contiguous().view(torch.uint8).numpy().reshape(packed.shape[0], 2048)
 
 
-def _lane_words(slice_bytes: np.ndarray, warp: int, lane: int) -> np.ndarray:
-    """The 16-byte load of one lane (kernel: a_offset = cb * 1024 + lane * 32 + p * 16) as 4 words x 4 bytes."""
-    cb, p = warp >> 1, warp & 1
-    off = cb * 1024 + lane * 32 + p * 16
-    return slice_bytes[off:off + 16].reshape(4, 4)
+def _lane_words(slice_bytes: np.ndarray, wg: int, warp: int, lane: int) -> np.ndarray:
+    """The 8-byte load of one lane (kernel: a_offset = wg * 1024 + lane * 32 + warp * 8) as 2 words x 4 bytes."""
+    off = wg * 1024 + lane * 32 + warp * 8
+    return slice_bytes[off:off + 8].reshape(2, 4)
 
 
-def _channel(warp: int, product: int, row: int) -> int:
-    """Row `row` (0..15) of a warp's 16 in product `product`: channel 64 cb + 16 (2p + j) + row."""
-    cb, p = warp >> 1, warp & 1
-    return 64 * cb + 16 * (2 * p + product) + row
+def _channel(wg: int, warp: int, row: int) -> int:
+    """Row `row` (0..15) of a warp's 16 in its warpgroup's product: channel 64 wg + 16 warp + row."""
+    return 64 * wg + 16 * warp + row
 
 
 def _by_channel(d) -> np.ndarray:
-    """The block's two 64-row products (d[0], d[1]) as 128 channels, by the epilogue's row -> channel map."""
+    """The two warpgroups' 64-row products (d[0], d[1]) as 128 channels, by the epilogue's row -> channel map."""
     out = np.zeros((128, d[0].shape[1]), dtype=np.int64)
-    for product in range(2):
+    for wg in range(2):
         for warp in range(4):
             for row in range(16):
-                out[_channel(warp, product, row)] = d[product][16 * warp + row]
+                out[_channel(wg, warp, row)] = d[wg][16 * warp + row]
     return out
 
 
-def _a_tile_16bit(slice_bytes: np.ndarray, product: int) -> np.ndarray:
-    """The 64 x 16 A tile of one k16 product, assembled from every lane's registers with the PTX semantics
-    of a 16-bit A fragment (R0: row g, k 2q..2q+1; R1: row g+8, same k; R2: row g, k 2q+8..; R3: row g+8),
-    where the weight-only policy sets R0 = bytes (0, 2) of word 2j, R1 = bytes (0, 2) of word 2j+1,
-    R2 = bytes (1, 3) of word 2j, R3 = bytes (1, 3) of word 2j+1. Entries are codes (decoding is exact)."""
+def _a_tile_16bit(slice_bytes: np.ndarray, wg: int) -> np.ndarray:
+    """The 64 x 16 A tile of one k16 product of warpgroup wg, assembled from every lane's registers with the
+    PTX semantics of a 16-bit A fragment (R0: row g, k 2q..2q+1; R1: row g+8, same k; R2: row g, k 2q+8..;
+    R3: row g+8), where the weight-only policy sets R0 = bytes (0, 2) of word x, R1 = bytes (0, 2) of word y,
+    R2 = bytes (1, 3) of word x, R3 = bytes (1, 3) of word y. Entries are codes (decoding is exact)."""
     a = np.full((64, 16), -1, dtype=np.int64)
     for warp in range(4):
         for lane in range(32):
             g, q = lane // 4, lane % 4
-            x, y = _lane_words(slice_bytes, warp, lane)[2 * product:2 * product + 2]
+            x, y = _lane_words(slice_bytes, wg, warp, lane)
             regs = [(x[0], x[2]), (y[0], y[2]), (x[1], x[3]), (y[1], y[3])]
             for r, (lo, hi) in enumerate(regs):
                 row = 16 * warp + g + (8 if r % 2 else 0)
@@ -65,17 +63,17 @@ def _a_tile_16bit(slice_bytes: np.ndarray, product: int) -> np.ndarray:
     return a
 
 
-def _a_tile_e4m3(lo_bytes: np.ndarray, hi_bytes: np.ndarray, product: int) -> np.ndarray:
-    """The 64 x 32 A tile of one e4m3 k32 product (slices 2st and 2st + 1), PTX semantics of an 8-bit A
-    fragment (R0: row g, k 4q..4q+3; R1: row g+8; R2: row g, k 16+4q..; R3: row g+8), with the policy's
-    registers (lo.x, lo.y, hi.x, hi.y) for product 0 and (lo.z, lo.w, hi.z, hi.w) for product 1."""
+def _a_tile_e4m3(lo_bytes: np.ndarray, hi_bytes: np.ndarray, wg: int) -> np.ndarray:
+    """The 64 x 32 A tile of one e4m3 k32 product of warpgroup wg (slices 2st and 2st + 1), PTX semantics of
+    an 8-bit A fragment (R0: row g, k 4q..4q+3; R1: row g+8; R2: row g, k 16+4q..; R3: row g+8), with the
+    policy's registers (lo.x, lo.y, hi.x, hi.y)."""
     a = np.full((64, 32), -1, dtype=np.int64)
     for warp in range(4):
         for lane in range(32):
             g, q = lane // 4, lane % 4
-            lo = _lane_words(lo_bytes, warp, lane)
-            hi = _lane_words(hi_bytes, warp, lane)
-            regs = [lo[2 * product], lo[2 * product + 1], hi[2 * product], hi[2 * product + 1]]
+            lo = _lane_words(lo_bytes, wg, warp, lane)
+            hi = _lane_words(hi_bytes, wg, warp, lane)
+            regs = [lo[0], lo[1], hi[0], hi[1]]
             for r, word in enumerate(regs):
                 row = 16 * warp + g + (8 if r % 2 else 0)
                 k0 = 4 * q + (16 if r >= 2 else 0)
@@ -97,9 +95,9 @@ def test_weight_only_fragments_and_epilogue_give_the_product(k):
     acts = torch.randint(-3, 4, (k, 24), generator=g).numpy()  # B: K-major activations of 24 tokens
     staged = _block_bytes(codes)
     d = [np.zeros((64, 24), dtype=np.int64) for _ in range(2)]
-    for s in range(k // 16):  # one k16 product pair per slice (the stage's slices in order)
-        for product in range(2):
-            d[product] += _a_tile_16bit(staged[s], product) @ acts[16 * s:16 * s + 16]
+    for s in range(k // 16):  # one k16 product per warpgroup per slice (the stage's slices in order)
+        for wg in range(2):
+            d[wg] += _a_tile_16bit(staged[s], wg) @ acts[16 * s:16 * s + 16]
     assert np.array_equal(_by_channel(d), codes.numpy().astype(np.int64) @ acts)
 
 
@@ -113,20 +111,29 @@ def test_e4m3_fragments_with_fragment_order_activations_give_the_product(k):
     acts_slots = acts[order]  # what the activation quantizer stores: slot s holds k = slot_to_k(s)
     d = [np.zeros((64, 24), dtype=np.int64) for _ in range(2)]
     for st in range(k // 32):
-        for product in range(2):
-            a = _a_tile_e4m3(staged[2 * st], staged[2 * st + 1], product)
-            d[product] += a @ acts_slots[32 * st:32 * st + 32]
+        for wg in range(2):
+            a = _a_tile_e4m3(staged[2 * st], staged[2 * st + 1], wg)
+            d[wg] += a @ acts_slots[32 * st:32 * st + 32]
     assert np.array_equal(_by_channel(d), codes.numpy().astype(np.int64) @ acts)
 
 
 def test_epilogue_store_index_matches_the_accumulator_fragment():
-    """The epilogue writes acc[4i + 2h + e] (PTX: row g + 8h, token 8i + 2q + e of the warp's 16 rows) to
-    channel c0 = 64 cb + 32 p + 8h + g (+16 for product 1): the same channel _channel() gives that row."""
-    for warp in range(4):
-        cb, p = warp >> 1, warp & 1
-        for lane in range(32):
-            g = lane // 4
-            for h in range(2):
-                c0 = 64 * cb + 16 * (2 * p) + 8 * h + g
-                assert c0 == _channel(warp, 0, g + 8 * h)
-                assert c0 + 16 == _channel(warp, 1, g + 8 * h)
+    """The epilogue writes acc[p][4i + 2h + e] (PTX: row g + 8h, token 8i + 2q + e of part p's kPartN) to
+    channel 64 wg + 16 warp + 8h + g and token p * kPartN + 8i + 2q + e: the channel _channel() gives that
+    row, and every (channel, token) of the tile exactly once."""
+    for tpw in (32, 64, 128):
+        tokens = 2 * tpw
+        part_n = min(tokens, 128)
+        seen = np.zeros((128, tokens), dtype=np.int64)
+        for wg in range(2):
+            for warp in range(4):
+                for lane in range(32):
+                    g, q = lane // 4, lane % 4
+                    for p in range(tokens // part_n):
+                        for i in range(part_n // 8):
+                            for h in range(2):
+                                for e in range(2):
+                                    c = 64 * wg + 16 * warp + 8 * h + g
+                                    assert c == _channel(wg, warp, g + 8 * h)
+                                    seen[c, p * part_n + 8 * i + 2 * q + e] += 1
+        assert (seen == 1).all(), tpw
