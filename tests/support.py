@@ -537,10 +537,10 @@ def check_qlinear(model, x, dtype, what):
     assert_gemm_close(y.double() - bias.double(), matmul_reference(x, deq), dtype, what)
 
 
-def fp8_weight_only_entries(ops, rows: int, n: int, device_index: int = 0):
-    """The C entry points a weight-only qfloat8 product of `rows` x `n` calls under the dispatch rule."""
+def fp8_weight_only_entries(ops, rows: int, n: int, k: int, device_index: int = 0):
+    """The C entry points a weight-only qfloat8 product of `rows` x `n` x `k` calls under the dispatch rule."""
     fam = ops.GEMM_FAMILIES["fp8_marlin"]
-    if fam.use_tc(rows, device_index, n):
+    if fam.use_tc(rows, device_index, n, k):
         return ["fp8_marlin_mm"]
     return ["fp8_marlin_gemv"] if rows <= fam.max_gemv_m else ["fp8_marlin_dequantize"]
 

@@ -111,7 +111,7 @@ def report_fp8_tensor_cores(facts) -> dict:
             _line(f"  qfloat8 tensor-core kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
             continue
         found[str(i)] = ok
-        where = (f"yes, for {tc.from_m} <= M <= {tc.to_m} on layers of {tc.min_n} to {tc.block_n} x SMs channels"
+        where = (f"yes, for {tc.from_m} <= M <= {tc.to_m} on weights of >= {tc.min_weight} elements (N x K)"
                  if ok else "no (needs an sm_90 GPU and a library built with sm_90a; GEMV and dequantize paths)")
         _line(f"  qfloat8 tensor-core kernel GPU {i}", where)
     return found

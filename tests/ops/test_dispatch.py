@@ -31,27 +31,26 @@ def test_rule_and_override(ops):
 
 
 def test_tensor_core_region_is_the_measured_one(ops, monkeypatch):
-    """The FP8 tensor-core kernel's region (ops/_fp8_marlin.py): M in [from_m, to_m], N >= min_n, at most
-    one block_n-channel block per multiprocessor; the bounds are inclusive."""
+    """The FP8 tensor-core kernel's region (ops/_fp8_marlin.py): M in [from_m, to_m] on weights of at least
+    min_weight (N x K) elements; the bounds are inclusive."""
     fam = ops.GEMM_FAMILIES["fp8_marlin"]
     tc = fam.tc
-    monkeypatch.setattr(tc, "_sms", {0: 132})
-    widest = tc.block_n * 132
-    assert tc.serves(tc.from_m, tc.min_n, 0) and tc.serves(tc.to_m, widest, 0)
-    assert not tc.serves(tc.from_m - 1, tc.min_n, 0) and not tc.serves(tc.to_m + 1, tc.min_n, 0)
-    assert not tc.serves(tc.from_m, tc.min_n - 64, 0) and not tc.serves(tc.from_m, widest + 64, 0)
+    n, k = 4096, tc.min_weight // 4096
+    assert tc.serves(tc.from_m, n, k) and tc.serves(tc.to_m, n, k)
+    assert not tc.serves(tc.from_m - 1, n, k) and not tc.serves(tc.to_m + 1, n, k)
+    assert not tc.serves(tc.from_m, n, k - 16) and tc.serves(tc.from_m, 2 * n, k)
     monkeypatch.setattr(tc, "_by_device", {0: False})  # a GPU without the kernel: never chosen
-    assert not fam.use_tc(tc.from_m, 0, tc.min_n)
+    assert not fam.use_tc(tc.from_m, 0, n, k)
     monkeypatch.setattr(tc, "_by_device", {0: True})
-    assert fam.use_tc(tc.from_m, 0, tc.min_n)
+    assert fam.use_tc(tc.from_m, 0, n, k)
     with ops.force_path("dequant"):
-        assert not fam.use_tc(tc.from_m, 0, tc.min_n)
+        assert not fam.use_tc(tc.from_m, 0, n, k)
     with ops.force_path("tc"):
-        assert fam.use_tc(1, 0, 64)  # forced: every M and N the kernel takes
+        assert fam.use_tc(1, 0, 64, 16)  # forced: every shape the kernel takes
         assert fam.use_gemv(1)  # families without the kernel keep their own rule under "tc"
     monkeypatch.setattr(tc, "_by_device", {0: False})
     with ops.force_path("tc"), pytest.raises(ValueError, match=r"force_path\('tc'\): the fp8_marlin family has no"):
-        fam.use_tc(128, 0, 8192)
+        fam.use_tc(128, 0, 8192, 4096)
 
 
 def test_workspace_query_is_cached_per_shape(ops, monkeypatch):

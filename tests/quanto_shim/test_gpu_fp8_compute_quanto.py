@@ -67,9 +67,9 @@ def _exact_weight(qweight):
     return codes, s
 
 
-def _expected(ops, rows, n, on):
+def _expected(ops, rows, n, k, on):
     if not on:
-        return sp.fp8_weight_only_entries(ops, rows, n)
+        return sp.fp8_weight_only_entries(ops, rows, n, k)
     return ["fp8_marlin_gemv"] if rows <= ops.GEMM_FAMILIES["fp8_marlin"].max_gemv_m else FP8_ENTRIES
 
 
@@ -97,13 +97,13 @@ def test_short_path_with_the_mode_on_and_off(quanto_patched, ops, native_calls, 
             native_calls.clear()
             y_off = model(x)
             torch.cuda.synchronize()
-            assert native_calls.names == _expected(ops, rows, n, False), f"{what} off: ran {native_calls.names}"
+            assert native_calls.names == _expected(ops, rows, n, k, False), f"{what} off: ran {native_calls.names}"
             with quanto_kernels.fp8_compute():
                 sp.poison_allocator()
                 native_calls.clear()
                 y_on = model(x)
                 torch.cuda.synchronize()
-            assert native_calls.names == _expected(ops, rows, n, True), f"{what} on: ran {native_calls.names}"
+            assert native_calls.names == _expected(ops, rows, n, k, True), f"{what} on: ran {native_calls.names}"
         assert y_on.shape == lead + (n,) and y_on.dtype == dtype
         if native_calls.names == ["fp8_marlin_gemv"]:
             assert torch.equal(y_on, y_off), f"{what}: the mode changed a GEMV result"
@@ -181,7 +181,7 @@ def test_torch_compile_of_a_tiny_model_with_the_mode_on(quanto_patched, ops, nat
         native_calls.clear()
         y_off = compiled(x)  # the flag is guarded: recompiles for the weight-only path
         torch.cuda.synchronize()
-    assert native_calls.names == sp.fp8_weight_only_entries(ops, 300, 512) * 2, f"compiled, mode off: ran {native_calls.names}"
+    assert native_calls.names == sp.fp8_weight_only_entries(ops, 300, 512, 256) * 2, f"compiled, mode off: ran {native_calls.names}"
     # two layers, each with its own activation rounding: errors add in quadrature, sqrt(2) < 2
     assert sp.rel_fro(y_off, y) <= 2 * MAX_REL_ON_VS_OFF
     torch._dynamo.reset()

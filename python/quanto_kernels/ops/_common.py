@@ -85,27 +85,18 @@ def forced_path() -> Optional[str]:
 class TensorCoreKernel:
     """A family's tensor-core kernel: which devices run it, its row limit and where it is the fastest path.
 
-    ``from_m``, ``to_m``, ``min_n`` and ``block_n`` bound the products it serves: M in [from_m, to_m], at
-    least min_n output channels, and at most one block of block_n channels per multiprocessor (one wave
-    of blocks); the region where it measured faster than the GEMV and dequantize paths on the GPUs that
-    run it (benchmarks/results, docs/ops.md).
+    ``from_m``, ``to_m`` and ``min_weight`` bound the products it serves: M in [from_m, to_m] on weights of
+    at least min_weight (N x K) elements; the region where it measured faster than the GEMV and dequantize
+    paths on the GPUs that run it (benchmarks/results, docs/ops.md).
     """
 
-    def __init__(self, available: str, max_m: str, from_m: int, to_m: int, min_n: int = 0, block_n: int = 0):
+    def __init__(self, available: str, max_m: str, from_m: int, to_m: int, min_weight: int = 0):
         self._available, self._max_m = available, max_m
-        self.from_m, self.to_m, self.min_n, self.block_n = from_m, to_m, min_n, block_n
+        self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
         self._by_device = {}
-        self._sms = {}
 
-    def serves(self, m: int, n: int, device_index: int) -> bool:
-        if not (self.from_m <= m <= min(self.to_m, self.max_m) and n >= self.min_n):
-            return False
-        if self.block_n:
-            sms = self._sms.get(device_index)
-            if sms is None:
-                sms = self._sms[device_index] = torch.cuda.get_device_properties(device_index).multi_processor_count
-            return n <= self.block_n * sms
-        return True
+    def serves(self, m: int, n: int, k: int) -> bool:
+        return self.from_m <= m <= min(self.to_m, self.max_m) and n * k >= self.min_weight
 
     def available(self, device_index: int) -> bool:
         ok = self._by_device.get(device_index)
@@ -150,8 +141,8 @@ class GemmFamily:
             )
         return True
 
-    def use_tc(self, m: int, device_index: int, n: int) -> bool:
-        """True when the tensor-core kernel serves an M x N product on this device."""
+    def use_tc(self, m: int, device_index: int, n: int, k: int) -> bool:
+        """True when the tensor-core kernel serves an M x N x K product on this device."""
         if _forced == "tc":
             if self.tc is None or not self.tc.available(device_index):
                 raise ValueError(f"force_path('tc'): the {self.name} family has no tensor-core kernel for "
@@ -162,7 +153,7 @@ class GemmFamily:
             return True
         if _forced is not None or self.tc is None:
             return False
-        return self.tc.available(device_index) and self.tc.serves(m, n, device_index)
+        return self.tc.serves(m, n, k) and self.tc.available(device_index)
 
     def __repr__(self) -> str:
         return f"GemmFamily({self.name!r})"
@@ -170,15 +161,16 @@ class GemmFamily:
 
 def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Callable[[], torch.Tensor],
                     dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None,
-                    tc: Optional[Tuple[int, Callable[[Optional[torch.Tensor]], torch.Tensor]]] = None) -> torch.Tensor:
+                    tc: Optional[Tuple[int, int, Callable[[Optional[torch.Tensor]], torch.Tensor]]] = None
+                    ) -> torch.Tensor:
     """a (M, K) times the family's (N, K) weight (+ bias): tensor-core kernel, fused GEMV or dequantize +
     matmul.
 
-    ``tc`` is (N, the tensor-core call); the call takes the bias (its epilogue adds it); the other paths
+    ``tc`` is (N, K, the tensor-core call); the call takes the bias (its epilogue adds it); the other paths
     add it afterwards.
     """
-    if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0]):
-        return tc[1](bias)
+    if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0], tc[1]):
+        return tc[2](bias)
     if family.use_gemv(a.shape[0]):
         out = gemv()
         return out if bias is None else out.add_(bias)

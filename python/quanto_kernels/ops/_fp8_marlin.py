@@ -20,16 +20,14 @@ from . import _validate as v
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
 # Where the tensor-core kernel is the fastest weight-only path (measured on an H200 against the GEMV
-# kernel, dequantize + cuBLAS and bf16 cuBLAS: benchmarks/results/fp8_mm_notes.md): 64 <= M <= 256 on
-# layers of 8192 output channels or more (a block owns 128 channels: narrower layers leave
-# multiprocessors idle) and at most one block per multiprocessor (a second wave of blocks lost).
-# Elsewhere the GEMV kernel (small M) or dequantize + cuBLAS (large M) is faster.
-TC_FROM_M, TC_TO_M, TC_MIN_N, TC_BLOCK_N = 64, 256, 8192, 128
+# kernel, dequantize + cuBLAS and bf16 cuBLAS: benchmarks/results/fp8_mm_notes.md, v5): 33 <= M <= 256 on
+# weights of at least 2^24 elements (16 MB of codes; split-K keeps small grids busy). Below, the GEMV
+# kernel; above, and on smaller weights, GEMV or dequantize + cuBLAS.
+TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 24
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
                       workspace_bytes="fp8_marlin_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
-                                            from_m=TC_FROM_M, to_m=TC_TO_M, min_n=TC_MIN_N,
-                                            block_n=TC_BLOCK_N))
+                                            from_m=TC_FROM_M, to_m=TC_TO_M, min_weight=TC_MIN_WEIGHT))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -121,7 +119,7 @@ def matmul(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor]
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
     return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, b_q_weight, b_scales, n, k),
                              lambda: run_dequantize(b_q_weight, b_scales, n, k), bias,
-                             tc=(n, lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k)))
+                             tc=(n, k, lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k)))
 
 
 def tc_with_bias(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
