@@ -200,19 +200,31 @@ def sweep_fp8_mm():
             packed, s_perm, bias_g = (cuda(gu.fp8_marlin_layout(codes)), cuda(gu.permute_block32(s.reshape(1, n))),
                                       cuda(bias))
             ref_w = gu.fp8_dequant_reference(codes, s)
-            for tile in ("32", "64", "128"):
-                os.environ["QK_FP8_MM_TILE"] = tile
+            # every tile; split-K and two blocks per multiprocessor forced (the plan's own choice
+            # does not split shapes this small)
+            for cfg in (("32", None, None), ("64", None, None), ("128", None, None), ("32", "3", "2"),
+                        ("64", "5", "2"), ("128", "2", "1")):
+                _set_fp8_mm_plan(cfg)
                 for m in (1, 17, 64, 65, 129, 300):
                     a = torch.randn(m, k, generator=g).to(dtype)
                     ag = cuda(a)
-                    what = f"fp8mm gemm M={m} K={k} N={n} tile={tile} {dtype}"
+                    what = f"fp8mm gemm M={m} K={k} N={n} tile/splits/blocks={cfg} {dtype}"
 
                     def forced(ag=ag):
                         with ops.force_path("tc"):
                             return _fp8_marlin.matmul(ag, packed, s_perm, n, k, bias_g)
 
                     run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
-            os.environ.pop("QK_FP8_MM_TILE", None)
+            _set_fp8_mm_plan((None, None, None))
+
+
+def _set_fp8_mm_plan(cfg):
+    """Forces the FP8 tensor-core kernel's tile, split count and blocks per multiprocessor (None: planner)."""
+    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM"), cfg):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def sweep_awq():
