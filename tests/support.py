@@ -104,6 +104,9 @@ def poison_allocator(device=None, large_bytes: Optional[int] = None, small_block
     blocks += _claim_free_cached_blocks(device)
     blocks += [torch.empty(large_bytes, dtype=torch.uint8, device=device)]
     blocks += [torch.empty(1 << 20, dtype=torch.uint8, device=device) for _ in range(small_blocks)]
+    # The new segments are rounded up (2 MiB multiples): their free tails would join the large block when
+    # it is freed, unpoisoned; claim them too.
+    blocks += _claim_free_cached_blocks(device)
     for b in blocks:
         b.fill_(POISON_BYTE)
     del blocks
