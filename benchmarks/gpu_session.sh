@@ -42,8 +42,10 @@ cap="$("$PY" -c 'import torch; c = torch.cuda.get_device_capability(); print(f"{
 arch="${QUANTO_KERNELS_CUDA_ARCHS:-$cap}"
 [[ -z "${QUANTO_KERNELS_CUDA_ARCHS:-}" && "$cap" == 90 ]] && arch=90a
 rev="$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-dirty="$(git -C "$ROOT" status --porcelain -- csrc python setup.py CMakeLists.txt 2>/dev/null | md5sum | cut -c1-8)"
-bstamp="$SITE/.built-$rev-$dirty-$arch"
+# The build is keyed on the sources' content, not on git (a copy of the tree may have no .git).
+src="$(cd "$ROOT" && find csrc python setup.py CMakeLists.txt pyproject.toml -type f -not -path '*/__pycache__/*' \
+        -not -name '*.so' -not -name '*.dll' -not -name 'build_record.json' 2>/dev/null | sort | xargs md5sum | md5sum | cut -c1-12)"
+bstamp="$SITE/.built-$src-$arch"
 if [[ ! -f "$bstamp" ]] || ! (cd "$OUT" && "$PY" -c "import quanto_kernels" 2>/dev/null); then
   t0=$(date +%s)
   ( cd "$ROOT" && QUANTO_KERNELS_CUDA_ARCHS="$arch" QUANTO_KERNELS_BUILD_JOBS="${QUANTO_KERNELS_BUILD_JOBS:-$(nproc)}" \
