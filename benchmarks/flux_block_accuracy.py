@@ -23,6 +23,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -149,7 +150,8 @@ def main(argv=None) -> int:
     import datetime
 
     report = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "date": datetime.date.today().isoformat(), "tiny": args.tiny, "variants": {}}
+              "date": datetime.date.today().isoformat(),
+              "commit": os.environ.get("QUANTO_KERNELS_GIT_REV"), "tiny": args.tiny, "variants": {}}
     for v in variants:
         errors, classes = measure(v, records, device, args.tiny)
         report["variants"][v] = {"summary": summarize(errors), "blocks": errors, "classes": classes}
