@@ -4,11 +4,11 @@ reference (check), and CUDA-graph timings of every weight-only path against torc
 Usage: python benchmarks/fp8_mm_probe.py LIB [check|perf|all|one M N K]
 
 check  M in (1, 17, 64, 65, 129, 300, 1000, 4097) x (N, K) in a ragged set, bf16 and fp16, with and without bias,
-       every configuration in CONFIGS (tile, split-K, blocks per multiprocessor: QK_FP8_MM_TILE, QK_FP8_MM_SPLITS,
-       QK_FP8_MM_BLOCKS_PER_SM, read by the library at each call); outputs poisoned with NaN and a guard row
+       every configuration in CONFIGS (tile, split-K, blocks per multiprocessor, stage depth: QK_FP8_MM_TILE,
+       QK_FP8_MM_SPLITS, QK_FP8_MM_BLOCKS_PER_SM, QK_FP8_MM_SLICES, read by the library at each call); outputs poisoned with NaN and a guard row
        after the output must stay NaN; each configuration run twice and compared bit for bit.
-perf   FLUX / LLM layer shapes over M = 1 ... 1024 (PROBE_M): the tensor-core kernel (its own plan, unsplit, one
-       and two blocks per multiprocessor, each tile), the GEMV kernel (M <= 64), dequantize + torch matmul, and
+perf   FLUX / LLM layer shapes (PROBE_LAYERS) over M = 1 ... 1024 (PROBE_M): the tensor-core kernel (its own plan, unsplit,
+       64-k stages, two blocks per multiprocessor, each tile), the GEMV kernel (M <= 64), dequantize + torch matmul, and
        torch's bf16 matmul on a dense weight; median of CUDA-graph replays (each replay runs the product 20 times).
 one    one product per configuration (bf16, with bias), checked; for compute-sanitizer or ncu.
 """
@@ -75,14 +75,15 @@ def graph_time(fn):
     return bench_graph(lambda _: fn(), 20, reps=7)
 
 
-# (tile, splits, blocks per multiprocessor); None = the library's own choice.
-CONFIGS = [(None, None, None), (32, None, None), (64, None, None), (128, None, None),
-           (None, 1, None), (32, 3, 2), (64, 5, 2), (32, 2, 1), (128, 7, None), (64, 64, 1)]
-ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM")
+# (tile, splits, blocks per multiprocessor, slices per stage); None = the library's own choice.
+CONFIGS = [(None, None, None, None), (32, None, None, None), (64, None, None, None), (128, None, None, None),
+           (None, 1, None, None), (32, 3, 2, None), (64, 5, 2, None), (32, 2, 1, None), (128, 7, None, None),
+           (64, 64, 1, None), (32, None, None, 4), (32, 3, 2, 4)]
+ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
 
 
 def set_config(cfg):
-    for name, value in zip(ENV, cfg or (None, None, None)):
+    for name, value in zip(ENV, cfg or (None,) * len(ENV)):
         if value is None:
             os.environ.pop(name, None)
         else:
@@ -90,8 +91,8 @@ def set_config(cfg):
 
 
 def cfg_name(cfg):
-    t, s, b = cfg
-    return f"t{t or 'A'}/s{s or 'A'}/b{b or 'A'}"
+    t, s, b, k = cfg
+    return f"t{t or 'A'}/s{s or 'A'}/b{b or 'A'}/k{k or 'A'}"
 
 
 def check():
@@ -132,14 +133,17 @@ def check():
     return fails == 0
 
 
-PERF_CONFIGS = {"auto": (None, None, None), "nosplit": (None, 1, None), "1/sm": (None, None, 1),
-                "2/sm": (None, None, 2), "t32": (32, None, None), "t64": (64, None, None), "t128": (128, None, None)}
+PERF_CONFIGS = {"auto": (None, None, None, None), "nosplit": (None, 1, None, None), "64k": (None, None, None, 4),
+                "2/sm": (None, None, 2, None), "t32": (32, None, None, None), "t64": (64, None, None, None),
+                "t128": (128, None, None, None)}
 
 
 def perf():
     g = torch.Generator(device=dev).manual_seed(2)
     dtype = torch.bfloat16
     layers = [(14336, 4096), (4096, 14336), (18432, 3072), (12288, 3072), (3072, 12288), (3072, 3072), (3072, 15360)]
+    if os.environ.get("PROBE_LAYERS"):  # e.g. "14336x4096,3072x12288" (N x K)
+        layers = [tuple(int(v) for v in nk.split("x")) for nk in os.environ["PROBE_LAYERS"].split(",")]
     ms = [int(v) for v in os.environ.get("PROBE_M", "1,16,32,64,128,256,512,1024").split(",")]
     cols = list(PERF_CONFIGS) + ["gemv", "deq", "bf16"]
     print("N x K        M     " + " ".join(f"{c:>8s}" for c in cols) + "  auto/bf16 best-old/bf16")

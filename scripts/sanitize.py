@@ -202,25 +202,28 @@ def sweep_fp8_mm():
             ref_w = gu.fp8_dequant_reference(codes, s)
             # every tile; split-K and two blocks per multiprocessor forced (the plan's own choice
             # does not split shapes this small)
-            for cfg in (("32", None, None), ("64", None, None), ("128", None, None), ("32", "3", "2"),
-                        ("64", "5", "2"), ("128", "2", "1")):
+            for cfg in (("32", None, None, None), ("64", None, None, None), ("128", None, None, None),
+                        ("32", "3", "2", None), ("64", "5", "2", None), ("128", "2", "1", None),
+                        ("32", None, None, "4")):
                 _set_fp8_mm_plan(cfg)
                 for m in (1, 17, 64, 65, 129, 300):
                     a = torch.randn(m, k, generator=g).to(dtype)
                     ag = cuda(a)
-                    what = f"fp8mm gemm M={m} K={k} N={n} tile/splits/blocks={cfg} {dtype}"
+                    what = f"fp8mm gemm M={m} K={k} N={n} tile/splits/blocks/slices={cfg} {dtype}"
 
                     def forced(ag=ag):
                         with ops.force_path("tc"):
                             return _fp8_marlin.matmul(ag, packed, s_perm, n, k, bias_g)
 
                     run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
-            _set_fp8_mm_plan((None, None, None))
+            _set_fp8_mm_plan((None, None, None, None))
 
 
 def _set_fp8_mm_plan(cfg):
-    """Forces the FP8 tensor-core kernel's tile, split count and blocks per multiprocessor (None: planner)."""
-    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM"), cfg):
+    """Forces the FP8 tensor-core kernel's tile, split count, blocks per multiprocessor and slices per stage
+    (None: planner)."""
+    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES"),
+                           cfg):
         if value is None:
             os.environ.pop(name, None)
         else:

@@ -8,8 +8,9 @@
 // accelerator with the 128-byte swizzle that the wgmma descriptor reads. The product is out^T (rows are
 // channels, columns tokens); the epilogue writes it transposed.
 //
-// Block tile: 128 channels (two 64-channel column tiles of the layout) x 2 * kTpw tokens, one 128-byte
-// row of activations per token per pipeline stage (128 k of e4m3 or 64 k of 16-bit values). Warpgroup g
+// Block tile: 128 channels (two 64-channel column tiles of the layout) x 2 * kTpw tokens; a pipeline
+// stage holds kActBoxes 128-byte rows of activations per token (each 128 k of e4m3 or 64 k of 16-bit
+// values), every box a separate tensor copy. Warpgroup g
 // computes column tile g for every token of the tile: each weight word is loaded and decoded once per
 // block (an earlier split by tokens decoded every word in both warpgroups, and ncu showed the integer
 // pipe, i.e. the decode, as the limiter). Its products per k-step are kParts wgmmas of 64 channels x
@@ -35,14 +36,16 @@
 // slower on an H200). Measurements: benchmarks/results/fp8_compute_notes.md and fp8_mm_notes.md.
 //
 // Operand policy interface:
-//   kSlices        16-deep k slices per stage (the stage's k; 16 * kSlices * activation bytes == 128)
+//   kSlices        16-deep k slices per stage (the stage's k; 16 * kSlices * activation bytes is a multiple
+//                  of 128: the stage's boxes of activations, 128 bytes per token each)
 //   kRowScale      true: the epilogue multiplies by xs[token] (fp32)
 //   kActType       element type of the activation tensor map
 //   kActBytes      bytes per activation element
 //   stage<kPartN, kParts>(acc, w, b_tile)
 //                  loads this thread's words of the stage (w: its first word; slices kSliceBytes apart),
 //                  issues the warpgroup's products for the stage as one committed group: per k-step, part
-//                  p multiplies into acc[p] the tokens p * kPartN .. of the tile (b_tile + p * kPartN * 128)
+//                  p multiplies into acc[p] the tokens p * kPartN .. of the tile: box j of the stage starts at
+//                  b_tile + j * kTokens * 128, part p at + p * kPartN * 128 in it
 #pragma once
 
 #include <cuda.h>
@@ -68,7 +71,8 @@ struct Tile {
   static constexpr int kTokens = 2 * kTpw;
   static constexpr int kPartN = kTokens < 128 ? kTokens : 128;  // tokens per wgmma
   static constexpr int kParts = kTokens / kPartN;
-  static constexpr int kActBytes = kTokens * 128;
+  static constexpr int kActBoxes = Op::kSlices * 16 * Op::kActBytes / 128;
+  static constexpr int kActBytes = kTokens * 128 * kActBoxes;
   static constexpr int kWeightBytes = Op::kSlices * kSliceBytes;
   static constexpr int kStageBytes = kActBytes + kWeightBytes;
   static constexpr int kBudget = kBufferBudget / kBlocks;
@@ -77,7 +81,8 @@ struct Tile {
   static constexpr int kOutBytes = kTokens * kOutRowBytes;
   static_assert(kStages >= 2, "at least a double-buffered pipeline");
   static_assert(kOutBytes <= kStages * kStageBytes, "output staging must fit in the pipeline buffers");
-  static_assert(Op::kSlices * 16 * Op::kActBytes == 128, "a stage is one 128-byte row of activations");
+  static_assert(kActBoxes >= 1 && Op::kSlices * 16 * Op::kActBytes == 128 * kActBoxes,
+                "a stage is whole 128-byte rows of activations");
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8 /* barriers */;
 };
 
@@ -174,8 +179,12 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
   auto issue = [&](int64_t kb) {
     const int s = static_cast<int>(kb % TL::kStages);
     sm90::mbar_arrive_expect_tx(full0 + 8 * s, TL::kStageBytes);
-    sm90::tma_load_2d(act0 + s * TL::kActBytes, &act_map, static_cast<int32_t>((kb_first + kb) * kStageK),
-                      static_cast<int32_t>(tok0), full0 + 8 * s);
+#pragma unroll
+    for (int j = 0; j < TL::kActBoxes; ++j) {
+      sm90::tma_load_2d(act0 + s * TL::kActBytes + j * (TL::kTokens * 128), &act_map,
+                        static_cast<int32_t>((kb_first + kb) * kStageK + j * (128 / Op::kActBytes)),
+                        static_cast<int32_t>(tok0), full0 + 8 * s);
+    }
     sm90::tma_load_3d(wgt0 + s * TL::kWeightBytes, &wgt_map, 0, static_cast<int32_t>(col_tile0),
                       static_cast<int32_t>((kb_first + kb) * Op::kSlices), full0 + 8 * s);
   };

@@ -16,6 +16,7 @@ SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int 
                      const PlanOverrides& forced) {
   SplitPlan p;
   p.tpw = tpw;
+  p.stage_k = stage_k;
   p.tiles = ceil_div(n, kChannels) * ceil_div(m, 2 * int64_t(tpw));
   const int64_t stages = ceil_div(k, stage_k);
   // Two 256-thread blocks per multiprocessor leave 128 registers a thread: enough for the 32- and

@@ -16,6 +16,7 @@ struct SplitPlan {
   int blocks_per_sm = 1;          // 1, or 2 (32/64-token tiles: half the pipeline stages, <= 128 registers)
   int splits = 1;                 // contiguous ranges of the K stages (grid z)
   int64_t tiles = 0;              // output tiles
+  int stage_k = 64;               // K elements per pipeline stage
   int64_t stages_per_split = 0;   // K stages of one split (the last may have fewer)
   int64_t counter_bytes() const { return splits > 1 ? (tiles * 4 + 255) / 256 * 256 : 0; }
   int64_t partial_bytes() const { return splits > 1 ? int64_t(splits) * tiles * kThreads * tpw * 4 : 0; }

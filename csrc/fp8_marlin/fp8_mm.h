@@ -15,7 +15,8 @@ constexpr int64_t kFp8MmMaxM = int64_t(65535) * 64;
 
 // Tile, blocks per multiprocessor and split-K of an M x N x K product on a GPU with sm_count
 // multiprocessors. The environment can force each choice (benchmarks, tests): QK_FP8_MM_TILE (tokens per
-// warpgroup: 32, 64, 128), QK_FP8_MM_SPLITS (>= 1), QK_FP8_MM_BLOCKS_PER_SM (1, 2); read at every plan,
+// warpgroup: 32, 64, 128), QK_FP8_MM_SPLITS (>= 1), QK_FP8_MM_BLOCKS_PER_SM (1, 2), QK_FP8_MM_SLICES (4: a
+// 64-k stage for the 32-token tile, which otherwise takes 128 k); read at every plan,
 // so the workspace query and the launch of one call agree as long as the environment does not change
 // between them.
 sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count);

@@ -6,7 +6,8 @@
 // Fragment fit: a 16-bit wgmma A fragment holds, for rows g and g + 8, the k pairs (2q, 2q + 1) and
 // (2q + 8, 2q + 9) of a 16-deep slice (q = lane % 4). A Marlin word holds one channel's codes for exactly
 // those four k (bytes: 2q, 2q + 8, 2q + 1, 2q + 9), so each word decodes into two of the fragment's
-// registers (fp8_decode.cuh) with no data exchange between lanes. A stage is 64 k (four slices).
+// registers (fp8_decode.cuh) with no data exchange between lanes. A stage is 128 k (eight slices) for the
+// 64- and 128-token tiles, 64 k for the 256-token tile.
 //
 // Numerics: the decode is exact (every e4m3 value is a bf16 and an fp16 value), products are summed in
 // fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to the
@@ -26,9 +27,10 @@ namespace sm90_marlin_ops {
 
 using sm90_marlin::kSliceBytes;
 
-template <DType D>
+// kSlicesT: 16-deep slices per stage, 4 (64 k: one activation box) or 8 (128 k: two boxes).
+template <DType D, int kSlicesT>
 struct Fp8WeightOperand {
-  static constexpr int kSlices = 4;
+  static constexpr int kSlices = kSlicesT;
   static constexpr bool kRowScale = false;
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
   static constexpr int kActBytes = 2;
@@ -71,8 +73,9 @@ struct Fp8WeightOperand {
     for (int i = 0; i < kSlices; ++i) {
 #pragma unroll
       for (int p = 0; p < kParts; ++p) {
-        // 16 k of 2 bytes per slice; part p starts kN token rows of 128 bytes further
-        const uint64_t desc = sm90::desc_kmajor_sw128(b_tile + p * kN * 128 + i * 32);
+        // 16 k of 2 bytes per slice, four slices per 128-byte box; part p starts kN token rows further
+        const uint32_t box = b_tile + (i / 4) * (kParts * kN * 128);
+        const uint64_t desc = sm90::desc_kmajor_sw128(box + p * kN * 128 + (i % 4) * 32);
         sm90::wgmma_k16_rs<kN, D == DType::BF16>(acc[p], a[i][0], a[i][1], a[i][2], a[i][3], desc);
       }
     }
@@ -86,16 +89,35 @@ namespace {
 
 using sm90_marlin_ops::Fp8WeightOperand;
 
-template <DType D, int kTpw>
-cudaError_t launch_tile(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
-                        const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
-  using Op = Fp8WeightOperand<D>;
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::atoi(v) : 0;
+}
+
+// Slices per stage: 128 k (two activation boxes: half the barrier round trips and product waits per k)
+// for the 32-token tile, 64 k elsewhere (the 64-token tile would spill at two blocks per multiprocessor,
+// the 256-token one would keep two stages). QK_FP8_MM_SLICES=4 forces 64 k (benchmarks, tests).
+int slices_for(int tpw) { return tpw == 32 && env_int("QK_FP8_MM_SLICES") != 4 ? 8 : 4; }
+
+template <DType D, int kTpw, int kSlices>
+cudaError_t launch_sliced(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
+                          const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
+  using Op = Fp8WeightOperand<D, kSlices>;
   if constexpr (kTpw <= 64) {  // the tiles that fit two blocks per multiprocessor (sm90_marlin_plan.h)
     if (plan.blocks_per_sm == 2) {
       return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 2>(a, args.k, w, args, plan.splits, stream);
     }
   }
   return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 1>(a, args.k, w, args, plan.splits, stream);
+}
+
+template <DType D, int kTpw>
+cudaError_t launch_tile(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
+                        const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
+  if constexpr (kTpw == 32) {
+    if (plan.stage_k == 128) return launch_sliced<D, kTpw, 8>(a, w, args, plan, stream);
+  }
+  return launch_sliced<D, kTpw, 4>(a, w, args, plan, stream);
 }
 
 template <DType D>
@@ -109,11 +131,6 @@ cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Ar
     default:
       return launch_tile<D, 128>(a, w, args, plan, stream);
   }
-}
-
-int env_int(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::atoi(v) : 0;
 }
 
 // Tokens per warpgroup: the smallest tile the rows fill. Measured on an H200 (fp8_mm_notes.md): every
@@ -132,8 +149,8 @@ sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_
   sm90_marlin::PlanOverrides forced;
   forced.splits = env_int("QK_FP8_MM_SPLITS");
   forced.blocks_per_sm = env_int("QK_FP8_MM_BLOCKS_PER_SM");
-  return sm90_marlin::plan_split(m, n, k, Fp8WeightOperand<DType::BF16>::kSlices * 16, tile_for(m), sm_count,
-                                 forced);
+  const int tpw = tile_for(m);
+  return sm90_marlin::plan_split(m, n, k, slices_for(tpw) * 16, tpw, sm_count, forced);
 }
 
 bool fp8_mm_has_sm90_kernel() {

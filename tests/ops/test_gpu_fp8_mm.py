@@ -8,8 +8,9 @@ sm_90a; elsewhere the module is skipped with the reason.
 
   * every tile configuration (32, 64, 128 tokens per warpgroup, forced through QK_FP8_MM_TILE) over
     ragged M, K not a multiple of a pipeline stage, N with an odd number of 64-channel tiles;
-  * split-K and two blocks per multiprocessor (forced through QK_FP8_MM_SPLITS / _BLOCKS_PER_SM, and the
-    planner's own choice): exact, bit-identical from call to call, workspace sized by the plan;
+  * split-K, two blocks per multiprocessor and both stage depths (forced through QK_FP8_MM_SPLITS,
+    _BLOCKS_PER_SM, _SLICES, and the planner's own choice): exact, bit-identical from call to call,
+    workspace sized by the plan;
   * bias in the epilogue, bias of another dtype (added afterwards), views and misaligned activations;
   * NaN codes give NaN in their channel only;
   * the dispatch rule uses it exactly in its measured region, and the forced path is the one launched;
@@ -77,21 +78,24 @@ def test_matches_the_exact_product(ops, native_calls, monkeypatch, case, tile, d
     sp.assert_gemm_close(out, ref, dtype, f"fp8_marlin_mm {m}x{k}x{n} tile={tile} {dtype}")
 
 
-# (tile, splits, blocks per multiprocessor); "auto" leaves the choice to the planner. Covers several
-# splits, one stage per split, more splits than fit at once, and two blocks per multiprocessor unsplit.
-SPLIT_CONFIGS = [("auto", "auto", "auto"), ("32", "3", "2"), ("32", "2", "1"), ("64", "5", "auto"),
-                 ("128", "7", "auto"), ("32", "64", "1"), ("32", "1", "2")]
+# (tile, splits, blocks per multiprocessor, slices per stage); "auto" leaves the choice to the planner.
+# Covers several splits, one stage per split, more splits than fit at once, two blocks per
+# multiprocessor unsplit, and both stage depths of the 32-token tile.
+SPLIT_CONFIGS = [("auto", "auto", "auto", "auto"), ("32", "3", "2", "auto"), ("32", "2", "1", "auto"),
+                 ("64", "5", "auto", "auto"), ("128", "7", "auto", "auto"), ("32", "64", "1", "auto"),
+                 ("32", "1", "2", "auto"), ("32", "auto", "auto", "4"), ("32", "3", "2", "4")]
 SPLIT_SHAPES = [(1, 4096, 256), (64, 1040, 576), (100, 4096, 320), (300, 2048, 192), (17, 48, 192)]
 
 
 @pytest.mark.gpu
 @sp.requires_gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("config", SPLIT_CONFIGS, ids=lambda c: "t{}-s{}-b{}".format(*c))
+@pytest.mark.parametrize("config", SPLIT_CONFIGS, ids=lambda c: "t{}-s{}-b{}-k{}".format(*c))
 @pytest.mark.parametrize("case", SPLIT_SHAPES, ids=lambda c: "M{}-K{}-N{}".format(*c))
 def test_split_k_is_exact_and_deterministic(ops, native_calls, monkeypatch, case, config, dtype):
     m, k, n = case
-    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM"), config):
+    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES"),
+                           config):
         if value != "auto":
             monkeypatch.setenv(name, value)
     codes, s, packed, s_perm, x, bias = _case(m, k, n, dtype, *config)

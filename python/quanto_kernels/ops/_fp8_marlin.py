@@ -89,9 +89,9 @@ def run_gemv(a, b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
     return out
 
 
-# The library reads these at every plan (benchmarks and tests force the tensor-core kernel's tile, split-K
-# and blocks per multiprocessor with them); the cached workspace size is keyed on their values.
-TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM")
+# The library reads these at every plan (benchmarks and tests force the tensor-core kernel's tile, split-K,
+# blocks per multiprocessor and stage depth with them); the cached workspace size is keyed on their values.
+TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
 
 
 @functools.lru_cache(maxsize=4096)
