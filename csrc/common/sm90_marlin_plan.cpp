@@ -27,7 +27,7 @@ SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int 
   int64_t splits = 1;
   if (forced.splits > 0) {
     splits = forced.splits;
-  } else if (p.tiles < int64_t(bps) * sm_count) {
+  } else if (2 * p.tiles <= sm_count) {  // measured: a grid of more than half the SMs runs best unsplit
     splits = int64_t(bps) * sm_count / p.tiles;
     if (splits > stages / kMinStagesPerSplit) splits = stages / kMinStagesPerSplit;
     const int64_t split_bytes = p.tiles * kThreads * tpw * 4;

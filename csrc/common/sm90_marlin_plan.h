@@ -30,9 +30,10 @@ struct PlanOverrides {
 };
 
 // Plans an M x N x K product with the given tile (tpw) and stage depth (stage_k elements of K): two
-// blocks per multiprocessor where the tile allows; a grid smaller than the blocks that fit at once is
-// split over K into about that many blocks, keeping >= 4 stages per split and the partial sums <= half the
-// weight's bytes; an unsplit grid of at most one block per multiprocessor gets one block each.
+// blocks per multiprocessor where the tile allows; a grid of at most half the multiprocessors is split
+// over K into about as many blocks as fit at once, keeping >= 4 stages per split and the partial sums
+// <= half the weight's bytes; an unsplit grid of at most one block per multiprocessor gets one block
+// each (on an H200, 96 and 112 tiles ran 7-12 % faster unsplit than split in two).
 SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int sm_count,
                      const PlanOverrides& forced = PlanOverrides());
 
