@@ -1,0 +1,114 @@
+"""The Hopper Marlin-layout GEMM's work plan (csrc/common/sm90_marlin_plan.cpp), compiled on its own with the host
+C++ compiler and checked over a grid of shapes and device sizes. No GPU: the plan is host-only code, and the
+workspace query and the launch both follow it, so its invariants are what keeps split-K safe:
+
+  * every K stage belongs to exactly one split and no split is empty;
+  * the workspace holds one counter per tile and one fp32 partial per split, tile, thread and accumulator;
+  * a grid of more than half the multiprocessors runs unsplit; smaller grids split, never past the
+    partial-sum cap (half the weight's bytes) or below 4 stages per split;
+  * two blocks per multiprocessor only for the 32- and 64-token tiles; forced choices are honoured.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+DRIVER = r"""
+#include <cstdio>
+#include <cstdint>
+#include "common/sm90_marlin_plan.h"
+using namespace qk::sm90_marlin;
+int main() {
+  const int64_t ms[] = {1, 17, 64, 65, 128, 129, 256, 300, 1024, 4096};
+  const int64_t ns[] = {64, 192, 3072, 4096, 12288, 14336, 18432, 65536};
+  const int64_t ks[] = {16, 48, 272, 3072, 4096, 12288, 15360};
+  const int tpws[] = {32, 64, 128};
+  const int sms[] = {1, 46, 132};
+  const int stage_ks[] = {64, 128};
+  const int forced_splits[] = {0, 1, 3, 64};
+  const int forced_bps[] = {0, 1, 2};
+  for (int64_t m : ms) for (int64_t n : ns) for (int64_t k : ks) for (int tpw : tpws) for (int sm : sms)
+    for (int sk : stage_ks) for (int fs : forced_splits) for (int fb : forced_bps) {
+      PlanOverrides f; f.splits = fs; f.blocks_per_sm = fb;
+      const SplitPlan p = plan_split(m, n, k, sk, tpw, sm, f);
+      std::printf("%lld %lld %lld %d %d %d %d %d | %d %d %d %lld %lld %lld %lld\n", (long long)m, (long long)n,
+                  (long long)k, tpw, sm, sk, fs, fb, p.tpw, p.blocks_per_sm, p.splits, (long long)p.tiles,
+                  (long long)p.stages_per_split, (long long)p.counter_bytes(), (long long)p.partial_bytes());
+    }
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    if CXX is None:
+        pytest.skip("no host C++ compiler (c++, g++ or clang++) on PATH")
+    d = tmp_path_factory.mktemp("plan")
+    (d / "driver.cpp").write_text(DRIVER)
+    exe = d / "plan_driver"
+    subprocess.run([CXX, "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", str(d / "driver.cpp"),
+                    str(ROOT / "csrc" / "common" / "sm90_marlin_plan.cpp"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        args, res = line.split("|")
+        rows.append((tuple(int(v) for v in args.split()), tuple(int(v) for v in res.split())))
+    return rows
+
+
+def test_every_stage_in_exactly_one_nonempty_split(plans):
+    for (m, n, k, tpw, sm, sk, fs, fb), (ptpw, bps, splits, tiles, sps, cb, pb) in plans:
+        stages = -(-k // sk)
+        assert splits >= 1 and sps >= 1, (m, n, k, tpw, sm, sk, fs, fb)
+        assert (splits - 1) * sps < stages <= splits * sps, (m, n, k, tpw, sm, sk, fs, fb, splits, sps)
+        assert ptpw == tpw and tiles == -(-n // 128) * -(-m // (2 * tpw))
+
+
+def test_workspace_holds_counters_and_partials(plans):
+    for (m, n, k, tpw, sm, sk, fs, fb), (_, _, splits, tiles, _, cb, pb) in plans:
+        if splits == 1:
+            assert cb == 0 and pb == 0
+        else:
+            assert cb >= 4 * tiles and cb % 256 == 0  # the partials start 256-byte aligned
+            assert pb == splits * tiles * 256 * tpw * 4
+
+
+def _normalized(requested: int, stages: int) -> int:
+    """Splits after the plan drops empty ones: ceil(stages / ceil(stages / requested))."""
+    requested = max(1, min(requested, stages))
+    return -(-stages // -(-stages // requested))
+
+
+def test_planner_rules(plans):
+    for (m, n, k, tpw, sm, sk, fs, fb), (_, bps, splits, tiles, _, _, pb) in plans:
+        case = (m, n, k, tpw, sm, sk, fs, fb)
+        stages = -(-k // sk)
+        two_fit = tpw <= 64
+        if fb == 1:
+            assert bps == 1, case
+        elif fb == 2:
+            assert bps == (2 if two_fit else 1), case
+        elif bps == 2:
+            assert two_fit, case
+        if fs:
+            assert splits == _normalized(fs, stages), case  # forced, clamped to the stages
+            continue
+        if 2 * tiles > sm:
+            assert splits == 1, case  # more than half the multiprocessors: unsplit
+            continue
+        want_bps = 2 if two_fit and fb != 1 else 1
+        cap = n * k // 2 // (tiles * 256 * tpw * 4)
+        requested = min(want_bps * sm // tiles, stages // 4, cap)
+        assert splits == _normalized(requested, stages), (case, requested, splits)
+        if splits > 1:
+            assert pb <= n * k // 2, case  # partial sums at most half the weight's bytes
+        elif fb == 0:
+            assert bps == 1, case  # an unsplit grid that fits keeps one deep pipeline per multiprocessor
