@@ -24,11 +24,11 @@
 // products is channel
 //   64 * g + 16 * w + r          (r in 0..15: the lane's g = t / 4 and g + 8)
 //
-// Split-K (for grids smaller than the device): blocks along grid z take consecutive ranges of the
-// stages; each writes its fp32 sums to the workspace, and the last block of a tile to arrive (counter per
-// tile, zeroed before the launch) adds them in split order (deterministic) and runs the epilogue. A stage
-// costs a fixed ~0.7 us of latency per block whatever its width (fp8_mm_notes.md), so more, shorter
-// blocks (two per multiprocessor where the registers allow) finish a small grid sooner.
+// Split-K (for grids of at most half the multiprocessors, sm90_marlin_plan.h): blocks along grid z take
+// consecutive ranges of the stages; each writes its fp32 sums to the workspace, and the last block of a
+// tile to arrive (counter per tile, zeroed before the launch) adds them in split order (deterministic)
+// and runs the epilogue. Narrow layers (24-32 tiles) run 3-5x faster split; wider grids ran faster
+// unsplit, and a second block per multiprocessor did not overlap a stage's cost (fp8_mm_notes.md, v4-v6).
 //
 // Epilogue: per-channel scale (times a per-token scale when the policy has one) and bias in fp32, the
 // tile rounded once to the output type into shared memory (free once both warpgroups finished), then
