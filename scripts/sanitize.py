@@ -222,8 +222,9 @@ def sweep_fp8_mm():
 def _set_fp8_mm_plan(cfg):
     """Forces the FP8 tensor-core kernel's tile, split count, blocks per multiprocessor and slices per stage
     (None: planner)."""
-    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES"),
-                           cfg):
+    from quanto_kernels.ops import _fp8_marlin
+
+    for name, value in zip(_fp8_marlin.TC_PLAN_ENV, cfg):
         if value is None:
             os.environ.pop(name, None)
         else:

@@ -94,8 +94,9 @@ SPLIT_SHAPES = [(1, 4096, 256), (64, 1040, 576), (100, 4096, 320), (300, 2048, 1
 @pytest.mark.parametrize("case", SPLIT_SHAPES, ids=lambda c: "M{}-K{}-N{}".format(*c))
 def test_split_k_is_exact_and_deterministic(ops, native_calls, monkeypatch, case, config, dtype):
     m, k, n = case
-    for name, value in zip(("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES"),
-                           config):
+    from quanto_kernels.ops import _fp8_marlin
+
+    for name, value in zip(_fp8_marlin.TC_PLAN_ENV, config):
         if value != "auto":
             monkeypatch.setenv(name, value)
     codes, s, packed, s_perm, x, bias = _case(m, k, n, dtype, *config)
