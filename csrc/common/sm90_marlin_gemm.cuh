@@ -15,7 +15,7 @@
 // block (an earlier split by tokens decoded every word in both warpgroups, and ncu showed the integer
 // pipe, i.e. the decode, as the limiter). Its products per k-step are kParts wgmmas of 64 channels x
 // kPartN tokens (kPartN = min(2 * kTpw, 128)) sharing the A registers. Thread 0 also issues the copies
-// (one activation box and one weight box per stage) and refills a stage once all eight warps released it;
+// (kActBoxes activation boxes and one weight box per stage) and refills a stage once all eight warps released it;
 // a separate producer warp would cap every thread at 168 registers, fewer than the accumulators plus a
 // stage's weight registers need.
 //
@@ -77,7 +77,6 @@ struct Tile {
   static constexpr int kStageBytes = kActBytes + kWeightBytes;
   static constexpr int kBudget = kBufferBudget / kBlocks;
   static constexpr int kStages = kBudget / kStageBytes < 12 ? kBudget / kStageBytes : 12;
-  static constexpr int kPartialFloats = kThreads * kTpw;  // one split's sums of a tile, in the workspace
   static constexpr int kOutBytes = kTokens * kOutRowBytes;
   static_assert(kStages >= 2, "at least a double-buffered pipeline");
   static_assert(kOutBytes <= kStages * kStageBytes, "output staging must fit in the pipeline buffers");
@@ -93,12 +92,11 @@ struct Args {
   void* out;           // M x N, row-major
   int64_t m, n, k;
   // Split-K (grid z > 1): stages per split, per-tile arrival counters (zeroed) and fp32 partial sums
-  // (splits x tiles x Tile::kPartialFloats). Unused with one split.
+  // (splits x tiles x kThreads x kTpw, SplitPlan::partial_bytes). Unused with one split.
   int64_t stages_per_split = 0;
   int* counters = nullptr;
   float* partials = nullptr;
 };
-
 
 // Split-K: stores this block's sums, and for the last block of the tile to arrive replaces them by the
 // sum over all splits in split order (the same bits whichever block is last). Returns false for the

@@ -37,8 +37,7 @@ SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int 
   if (splits < 1) splits = 1;
   // An unsplit grid that fits the multiprocessors once keeps the deeper pipeline of one block each.
   if (splits == 1 && auto_bps && p.tiles <= sm_count) bps = 1;
-  if (splits > stages) splits = stages;
-  if (splits < 1) splits = 1;
+  if (splits > stages) splits = stages;  // stages >= 1: K >= 16
   p.stages_per_split = ceil_div(stages, splits);
   p.splits = static_cast<int>(ceil_div(stages, p.stages_per_split));  // no empty split
   p.blocks_per_sm = bps;

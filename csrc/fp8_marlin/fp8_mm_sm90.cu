@@ -7,7 +7,7 @@
 // (2q + 8, 2q + 9) of a 16-deep slice (q = lane % 4). A Marlin word holds one channel's codes for exactly
 // those four k (bytes: 2q, 2q + 8, 2q + 1, 2q + 9), so each word decodes into two of the fragment's
 // registers (fp8_decode.cuh) with no data exchange between lanes. A stage is 128 k (eight slices) for the
-// 64- and 128-token tiles, 64 k for the 256-token tile.
+// 32-tokens-per-warpgroup tile, 64 k (four slices) for the others (slices_for below).
 //
 // Numerics: the decode is exact (every e4m3 value is a bf16 and an fp16 value), products are summed in
 // fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to the

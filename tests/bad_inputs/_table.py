@@ -605,7 +605,7 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
         if not lib.abi.fp8_marlin_mm_available(device=dev):
             pytest.skip("the tensor-core kernel needs an sm_90 GPU and a library built with sm_90a")
         m = 64  # 2 tiles of 128 channels: the plan splits K over the idle multiprocessors
-        need = _fp8_marlin.tc_workspace_bytes(m, n, k, dev)
+        need = _fp8_marlin.FAMILY.tc.workspace_bytes(m, n, k, dev)
     elif fmt == "fp8":
         need = ops.GEMM_FAMILIES["fp8_marlin"].workspace_bytes(m=m, n=n, k=k, device=dev)
     else:

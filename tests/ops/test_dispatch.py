@@ -1,5 +1,7 @@
 """The GEMM dispatch rule and its test-only override (quanto_kernels.ops.force_path); CPU parts run anywhere."""
 
+import os
+
 import pytest
 import torch
 
@@ -114,3 +116,28 @@ def test_forced_gemv_above_the_limit_is_a_clear_error(ops):
     with ops.force_path("gemv"), pytest.raises(ValueError, match="exceed the awq_int4 fused kernel's limit"):
         ops.awq_int4_gemm(x, packed, s, z)
     torch.cuda.synchronize()
+
+
+def test_tensor_core_workspace_size_follows_the_plan_environment(ops, monkeypatch):
+    """The cached workspace size of the tensor-core kernel is keyed on the environment the library's plan
+    reads, so forcing a split between calls cannot reuse a size planned without it."""
+    from quanto_kernels.ops import _common as c
+
+    calls = []
+    fake = c.TensorCoreKernel(available="unused", max_m="unused", workspace="fake_ws", from_m=1, to_m=8,
+                              plan_env=("QK_TEST_PLAN_A", "QK_TEST_PLAN_B"))
+
+    def query(m, n, k, device):
+        calls.append((m, n, k, device))
+        return 4096 * int(os.environ.get("QK_TEST_PLAN_A", "0"))
+
+    monkeypatch.setattr(c, "abi", type("FakeAbi", (), {"fake_ws": staticmethod(query)}))
+    monkeypatch.delenv("QK_TEST_PLAN_A", raising=False)
+    assert fake.workspace_bytes(64, 256, 4096, 0) == 0
+    assert fake.workspace_bytes(64, 256, 4096, 0) == 0
+    assert len(calls) == 1  # planned once per shape
+    monkeypatch.setenv("QK_TEST_PLAN_A", "3")
+    assert fake.workspace_bytes(64, 256, 4096, 0) == 3 * 4096
+    assert len(calls) == 2
+    monkeypatch.setenv("QK_TEST_PLAN_B", "x")
+    assert fake.workspace_bytes(64, 256, 4096, 0) == 3 * 4096 and len(calls) == 3

@@ -118,8 +118,8 @@ def test_planner_splits_small_grids_only(ops):
 
     dev = torch.cuda.current_device()
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    assert _fp8_marlin.tc_workspace_bytes(64, 256, 4096, dev) > 0
-    assert _fp8_marlin.tc_workspace_bytes(4096, 128 * sms, 4096, dev) == 0
+    assert _fp8_marlin.FAMILY.tc.workspace_bytes(64, 256, 4096, dev) > 0
+    assert _fp8_marlin.FAMILY.tc.workspace_bytes(4096, 128 * sms, 4096, dev) == 0
 
 
 @pytest.mark.gpu

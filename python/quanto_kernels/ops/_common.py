@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
@@ -88,12 +89,25 @@ class TensorCoreKernel:
     ``from_m``, ``to_m`` and ``min_weight`` bound the products it serves: M in [from_m, to_m] on weights of
     at least min_weight (N x K) elements; the region where it measured faster than the GEMV and dequantize
     paths on the GPUs that run it (benchmarks/results, docs/ops.md).
+
+    ``workspace`` names its split-K workspace query; ``plan_env`` the environment variables the library's
+    plan reads at every call (test and benchmark overrides), so the cached size is keyed on their values.
     """
 
-    def __init__(self, available: str, max_m: str, from_m: int, to_m: int, min_weight: int = 0):
-        self._available, self._max_m = available, max_m
+    def __init__(self, available: str, max_m: str, workspace: str, from_m: int, to_m: int, min_weight: int = 0,
+                 plan_env: Tuple[str, ...] = ()):
+        self._available, self._max_m, self._workspace = available, max_m, workspace
         self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
+        self.plan_env = plan_env
         self._by_device = {}
+        self._query = functools.lru_cache(maxsize=4096)(self._query_workspace)
+
+    def _query_workspace(self, m: int, n: int, k: int, device: int, env: tuple) -> int:
+        return getattr(abi, self._workspace)(m=m, n=n, k=k, device=device)
+
+    def workspace_bytes(self, m: int, n: int, k: int, device: int) -> int:
+        """Bytes of split-K workspace the kernel's plan needs for this product (0: unsplit)."""
+        return self._query(m, n, k, device, tuple(os.environ.get(e) for e in self.plan_env))
 
     def serves(self, m: int, n: int, k: int) -> bool:
         return self.from_m <= m <= min(self.to_m, self.max_m) and n * k >= self.min_weight

@@ -8,8 +8,6 @@ activations (M, K) in the scales' dtype.
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Optional
 
 import torch
@@ -25,10 +23,14 @@ ACT_DTYPES = (torch.float16, torch.bfloat16)
 # Below, the GEMV kernel; above, and on smaller weights (4096 x 4096 at M = 256 measured 0.040 ms here
 # against 0.032 for dequantize + cuBLAS), GEMV or dequantize + cuBLAS.
 TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 25
+# What the library's plan reads at every call (tests and benchmarks force the tensor-core kernel's tile,
+# split-K, blocks per multiprocessor and stage depth with them).
+TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
                       workspace_bytes="fp8_marlin_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
-                                            from_m=TC_FROM_M, to_m=TC_TO_M, min_weight=TC_MIN_WEIGHT))
+                                            workspace="fp8_marlin_mm_workspace_bytes", from_m=TC_FROM_M,
+                                            to_m=TC_TO_M, min_weight=TC_MIN_WEIGHT, plan_env=TC_PLAN_ENV))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -89,25 +91,10 @@ def run_gemv(a, b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
     return out
 
 
-# The library reads these at every plan (benchmarks and tests force the tensor-core kernel's tile, split-K,
-# blocks per multiprocessor and stage depth with them); the cached workspace size is keyed on their values.
-TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
-
-
-@functools.lru_cache(maxsize=4096)
-def _tc_workspace_bytes(m: int, n: int, k: int, device: int, env: tuple) -> int:
-    return abi.fp8_marlin_mm_workspace_bytes(m=m, n=n, k=k, device=device)
-
-
-def tc_workspace_bytes(m: int, n: int, k: int, device: int) -> int:
-    """Bytes of split-K workspace the tensor-core kernel's plan needs for this product (0: unsplit)."""
-    return _tc_workspace_bytes(m, n, k, device, tuple(os.environ.get(e) for e in TC_PLAN_ENV))
-
-
 def run_tc(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
     """The tensor-core kernel; a must be dense (row stride K) and 16-byte aligned (callers ensure it)."""
     m, dev = a.shape[0], a.device.index
-    nbytes = tc_workspace_bytes(m, n, k, dev)
+    nbytes = FAMILY.tc.workspace_bytes(m, n, k, dev)
     ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
     abi.fp8_marlin_mm(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
