@@ -17,7 +17,7 @@ import os
 import sys
 
 import torch
-from probe_common import DT, I32, I64, P, Native, bench_graph, stream
+from probe_common import DT, I32, I64, P, Native, graph_time, set_env, stream
 
 if len(sys.argv) < 2:
     sys.exit(__doc__)
@@ -70,11 +70,6 @@ def run_mm(x, w, s_perm, bias, out, ws=None):
            None if buf is None else buf.data_ptr(), nbytes, m, n, k, DT[x.dtype], 0, stream()), "fp8_marlin_mm")
 
 
-def graph_time(fn):
-    """Median ms per call of fn in a CUDA graph of 20 calls (7 replays)."""
-    return bench_graph(lambda _: fn(), 20, reps=7)
-
-
 # (tile, splits, blocks per multiprocessor, slices per stage); None = the library's own choice.
 CONFIGS = [(None, None, None, None), (32, None, None, None), (64, None, None, None), (128, None, None, None),
            (None, 1, None, None), (32, 3, 2, None), (64, 5, 2, None), (32, 2, 1, None), (128, 7, None, None),
@@ -83,11 +78,7 @@ ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_
 
 
 def set_config(cfg):
-    for name, value in zip(ENV, cfg or (None,) * len(ENV)):
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = str(value)
+    set_env(ENV, cfg)
 
 
 def cfg_name(cfg):

@@ -1,8 +1,9 @@
-"""What the raw-ABI probes (gemv_probe.py, fp8_compute_probe.py, fp8_mm_probe.py) share: the library loaded
+"""What the raw-ABI probes (gemv_probe.py, fp8_compute_probe.py, fp8_mm_probe.py, int8_mm_probe.py) share: the library loaded
 by path with typed signatures and checked statuses, the current stream handle, dtype codes, and the
 CUDA-graph timing of a sequence of calls."""
 
 import ctypes
+import os
 import statistics
 
 import torch
@@ -63,3 +64,17 @@ def bench_graph(fn, n_calls, reps=20):
         e1.synchronize()
         ts.append(e0.elapsed_time(e1) / n_calls)
     return statistics.median(ts)
+
+
+def graph_time(fn):
+    """Median ms per call of fn in a CUDA graph of 20 calls (7 replays)."""
+    return bench_graph(lambda _: fn(), 20, reps=7)
+
+
+def set_env(names, values):
+    """Sets each variable to str(value), or removes it where the value is None (values None: all removed)."""
+    for name, value in zip(names, values or (None,) * len(names)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)

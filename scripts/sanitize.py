@@ -224,11 +224,50 @@ def _set_fp8_mm_plan(cfg):
     (None: planner)."""
     from quanto_kernels.ops import _fp8_marlin
 
-    for name, value in zip(_fp8_marlin.TC_PLAN_ENV, cfg):
+    _set_env(_fp8_marlin.TC_PLAN_ENV, cfg)
+
+
+def _set_env(names, values):
+    """Sets each variable, or removes it where the value is None (values None: all removed)."""
+    for name, value in zip(names, values or (None,) * len(names)):
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def sweep_int8_mm():
+    """The weight-only int8 tensor-core kernel (sm_90 with an sm_90a build), every tile forced."""
+    fam = ops.GEMM_FAMILIES["int8"]
+    if fam.tc is None or not fam.tc.available(torch.cuda.current_device()):
+        print("int8mm: skipped (the tensor-core kernel needs an sm_90 GPU and an sm_90a build)")
+        return
+    from quanto_kernels.ops import _int8
+
+    for dtype in (f16, bf16):
+        for k, n in [(16, 64), (272, 192)]:
+            g = gen("int8mm", str(dtype), k, n)
+            w = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+            s = (torch.rand(n, 1, generator=g) * 0.02 + 0.001).to(dtype)
+            bias = torch.randn(n, generator=g).to(dtype)
+            ref_w = w.double() * s.double()
+            wg, sg, bias_g = cuda(w), cuda(s), cuda(bias)
+            # every tile; split-K and two blocks per multiprocessor forced
+            for cfg in (("32", None, None, None), ("64", None, None, None), ("128", None, None, None),
+                        ("32", "3", "2", None), ("64", "5", "2", None), ("128", "2", "1", None),
+                        ("32", None, None, "4")):
+                _set_env(_int8.TC_PLAN_ENV, cfg)
+                for m in (1, 17, 64, 65, 129, 300):
+                    a = torch.randn(m, k, generator=g).to(dtype)
+                    ag = cuda(a)
+                    what = f"int8mm gemm M={m} K={k} N={n} tile/splits/blocks/slices={cfg} {dtype}"
+
+                    def forced(ag=ag):
+                        with ops.force_path("tc"):
+                            return _int8.matmul(ag, wg, sg, n, k, bias_g)
+
+                    run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
+            _set_env(_int8.TC_PLAN_ENV, None)
 
 
 def sweep_awq():
@@ -363,7 +402,7 @@ def main() -> int:
     print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} int8={FUSED_LIMITS.get('int8', '-')}"
           " (largest M of the fused kernels)", flush=True)
     t0 = time.time()
-    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_fp8_mm, sweep_awq, sweep_marlin, sweep_int8, sweep_fp8_compute):
+    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_fp8_mm, sweep_awq, sweep_marlin, sweep_int8, sweep_int8_mm, sweep_fp8_compute):
         sweep()
     seconds = time.time() - t0
     if FAILURES:

@@ -548,15 +548,20 @@ def fp8_weight_only_entries(ops, rows: int, n: int, k: int, device_index: int = 
     return ["fp8_marlin_gemv"] if rows <= fam.max_gemv_m else ["fp8_marlin_dequantize"]
 
 
-def fp8_tc_skip_reason(ops, device_index: int = 0) -> Optional[str]:
-    """Why the weight-only FP8 tensor-core kernel cannot run here (None when it can)."""
+def tc_skip_reason(ops, family: str, device_index: int = 0) -> Optional[str]:
+    """Why a family's weight-only tensor-core kernel cannot run here (None when it can)."""
     if not HAS_GPU:
         return _SKIP_REASON
-    tc = ops.GEMM_FAMILIES["fp8_marlin"].tc
+    tc = ops.GEMM_FAMILIES[family].tc
     if not tc.available(device_index):
-        return ("the FP8 tensor-core kernel needs an sm_90 GPU and a library built with sm_90a "
+        return (f"the {family} tensor-core kernel needs an sm_90 GPU and a library built with sm_90a "
                 f"(this GPU: sm_{''.join(map(str, torch.cuda.get_device_capability(device_index)))})")
     return None
+
+
+def fp8_tc_skip_reason(ops, device_index: int = 0) -> Optional[str]:
+    """Why the weight-only FP8 tensor-core kernel cannot run here (None when it can)."""
+    return tc_skip_reason(ops, "fp8_marlin", device_index)
 
 
 class NativeCalls:

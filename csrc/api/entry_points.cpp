@@ -6,6 +6,7 @@
 #include "fp8_marlin/fp8_mm.h"
 #include "gemv/gemv.h"
 #include "int8/int8.h"
+#include "int8/int8_mm.h"
 #include "launch.h"
 
 // The internal enums carry the ABI's codes unchanged (casts between them are free and safe).
@@ -221,20 +222,27 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
 }
 
 namespace {
-bool fp8_mm_runs_on(int32_t device) {
+// The weight-only tensor-core kernels (FP8 Marlin, int8) are sm_90a code: they run on sm_90 GPUs when the
+// library was built for sm_90a.
+bool sm90_tc_runs_on(int32_t device) {
+#if defined(QK_HAS_SM90A)
   int major = 0, minor = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
     return false;
   }
-  return major == 9 && minor == 0 && qk::fp8_mm_has_sm90_kernel();
+  return major == 9 && minor == 0;
+#else
+  (void)device;
+  return false;
+#endif
 }
 }  // namespace
 
 QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available) {
   QK_REQUIRE(available != nullptr, "available: must not be null");
   QK_TRY(qk::check_device(device));
-  *available = fp8_mm_runs_on(device) ? 1 : 0;
+  *available = sm90_tc_runs_on(device) ? 1 : 0;
   return qk::ok();
 }
 
@@ -269,7 +277,7 @@ QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales
   QK_TRY(check_ptr2(scales, "scales"));
   QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
   QK_TRY(qk::check_device(device));
-  if (!fp8_mm_runs_on(device)) {
+  if (!sm90_tc_runs_on(device)) {
     return qk::fail(QK_STATUS_UNSUPPORTED,
                     "fp8_marlin_mm: device %d cannot run the tensor-core kernel (needs sm_90 and a library built "
                     "with sm_90a; see qk_fp8_marlin_mm_available)", device);
@@ -322,6 +330,58 @@ QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, vo
   return qk::launch_on(device, stream, "int8_gemv", [&](cudaStream_t s) {
     return qk::launch_int8_gemv(a, static_cast<const int8_t*>(w), scales, out, workspace, plan,
                                 static_cast<qk::DType>(dtype), s);
+  });
+}
+
+QK_API int32_t qk_int8_mm_available(int32_t device, int32_t* available) {
+  QK_REQUIRE(available != nullptr, "available: must not be null");
+  QK_TRY(qk::check_device(device));
+  *available = sm90_tc_runs_on(device) ? 1 : 0;
+  return qk::ok();
+}
+
+QK_API int64_t qk_int8_mm_max_m(void) { return qk::kInt8MmMaxM; }
+
+namespace {
+int32_t check_int8_mm_sizes(int64_t m, int64_t n, int64_t k) {
+  QK_REQUIRE(m >= 1 && m <= qk::kInt8MmMaxM, "m: must be in [1, %lld], got %lld",
+             static_cast<long long>(qk::kInt8MmMaxM), static_cast<long long>(m));
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(n % 64 == 0, "n: the int8 tensor-core kernel needs n %% 64 == 0, got %lld", static_cast<long long>(n));
+  QK_REQUIRE(k % 16 == 0, "k: the int8 tensor-core kernel needs k %% 16 == 0, got %lld", static_cast<long long>(k));
+  QK_REQUIRE(m <= kMaxDim / k && m <= kMaxDim / n, "m: %lld rows is too large for n=%lld, k=%lld",
+             static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+}  // namespace
+
+QK_API int32_t qk_int8_mm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_int8_mm_sizes(m, n, k));
+  QK_TRY(qk::check_device(device));
+  *bytes = qk::plan_int8_mm_sm90(m, n, k, qk::sm_count(device)).workspace_bytes();
+  return qk::ok();
+}
+
+QK_API int32_t qk_int8_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                          void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                          int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_int8_mm_sizes(m, n, k));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
+  QK_TRY(qk::check_device(device));
+  if (!sm90_tc_runs_on(device)) {
+    return qk::fail(QK_STATUS_UNSUPPORTED,
+                    "int8_mm: device %d cannot run the tensor-core kernel (needs sm_90 and a library built "
+                    "with sm_90a; see qk_int8_mm_available)", device);
+  }
+  const qk::sm90_marlin::SplitPlan plan = qk::plan_int8_mm_sm90(m, n, k, qk::sm_count(device));
+  QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
+  return qk::launch_on(device, stream, "int8_mm", [&](cudaStream_t s) {
+    return qk::launch_int8_mm_sm90(a, static_cast<const int8_t*>(w), scales, bias, out, workspace, plan, m, n, k,
+                                   static_cast<qk::DType>(dtype), s);
   });
 }
 

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define QK_ABI_VERSION 4
+#define QK_ABI_VERSION 5
 
 enum {
   QK_STATUS_OK = 0,
@@ -74,6 +74,18 @@ QK_API int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int
 QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
                             int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
                             void* stream);
+
+/* Tensor-core product for medium M (codes converted in registers, no dense copy): *available = 1 where
+ * `device` runs it (sm_90 and a library built with sm_90a). N % 64 == 0, K % 16 == 0, w 16-byte aligned. */
+QK_API int32_t qk_int8_mm_available(int32_t device, int32_t* available);
+/* Workspace of qk_int8_mm (split-K partial sums; 0 when the call runs unsplit). */
+QK_API int32_t qk_int8_mm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
+/* out (M, N) dtype = scales[n] * (a . W) + bias[n]; a (M, K) dtype, dense rows, 16-byte aligned; bias N values
+ * (dtype) or NULL; 1 <= M <= qk_int8_mm_max_m(); workspace: the bytes the query gave, 16-byte aligned. */
+QK_API int32_t qk_int8_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                          void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                          int32_t device, void* stream);
+QK_API int64_t qk_int8_mm_max_m(void);
 
 /* ---- AWQ v2 int4: w (N/4, K) int16; scales, zeros (K/group, N); a, scales, zeros, out of dtype ---- */
 QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,

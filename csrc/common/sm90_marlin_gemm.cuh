@@ -19,9 +19,9 @@
 // a separate producer warp would cap every thread at 168 registers, fewer than the accumulators plus a
 // stage's weight registers need.
 //
-// Weight words of one warp (w = warp in its warpgroup g): its 8-byte load at lane t covers words
-// 8t + 2w, 8t + 2w + 1 of column tile g's 256 words of a slice, i.e. 16-channel sub-tile w. Row r of its
-// products is channel
+// Weight rows of one warp (w = warp in its warpgroup g): whatever the layout, warp w's products cover
+// 16-channel sub-tile w of column tile g (in the Marlin layout its 8-byte load at lane t covers words
+// 8t + 2w, 8t + 2w + 1 of column tile g's 256 words of a slice). Row r of its products is channel
 //   64 * g + 16 * w + r          (r in 0..15: the lane's g = t / 4 and g + 8)
 //
 // Split-K (for grids of at most half the multiprocessors, sm90_marlin_plan.h): blocks along grid z take
@@ -36,13 +36,16 @@
 // slower on an H200). Measurements: benchmarks/results/fp8_compute_notes.md and fp8_mm_notes.md.
 //
 // Operand policy interface:
+//   Layout         how the weight is stored: its tensor map, the copy of one stage's box, this thread's
+//                  first byte in a stage and where channel ch's scale is (MarlinWeights below: quanto's
+//                  Marlin tiles; int8/int8_mm_sm90.cu: quanto's row-major int8 codes)
 //   kSlices        16-deep k slices per stage (the stage's k; 16 * kSlices * activation bytes is a multiple
 //                  of 128: the stage's boxes of activations, 128 bytes per token each)
 //   kRowScale      true: the epilogue multiplies by xs[token] (fp32)
 //   kActType       element type of the activation tensor map
 //   kActBytes      bytes per activation element
 //   stage<kPartN, kParts>(acc, w, b_tile)
-//                  loads this thread's words of the stage (w: its first word; slices kSliceBytes apart),
+//                  loads this thread's words of the stage (w: its first byte, Layout::thread_offset),
 //                  issues the warpgroup's products for the stage as one committed group: per k-step, part
 //                  p multiplies into acc[p] the tokens p * kPartN .. of the tile: box j of the stage starts at
 //                  b_tile + j * kTokens * 128, part p at + p * kPartN * 128 in it
@@ -83,6 +86,28 @@ struct Tile {
   static_assert(kActBoxes >= 1 && Op::kSlices * 16 * Op::kActBytes == 128 * kActBoxes,
                 "a stage is whole 128-byte rows of activations");
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8 /* barriers */;
+};
+
+// quanto's Marlin tiles ((K/16, 4N) words): a stage's box is the block's two column tiles over the stage's
+// slices, copied as stored (2 KB per slice); scales are Block32-permuted.
+struct MarlinWeights {
+  static cudaError_t make_map(CUtensorMap* map, const void* w, int64_t n, int64_t k, int slices) {
+    // Words viewed as (256 words of one column tile, N/64 column tiles, K/16 slices).
+    const uint64_t dims[3] = {256, static_cast<uint64_t>(n / 64), static_cast<uint64_t>(k / 16)};
+    const uint64_t strides[2] = {1024, static_cast<uint64_t>(n) * 16};
+    const uint32_t box[3] = {256, kChannels / 64, static_cast<uint32_t>(slices)};
+    return make_tma_map(map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, w, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE);
+  }
+  static QK_DEVICE QK_FORCEINLINE void copy(uint32_t dst, const CUtensorMap* map, int64_t col_tile0, int64_t slice0,
+                                            uint32_t bar) {
+    sm90::tma_load_3d(dst, map, 0, static_cast<int32_t>(col_tile0), static_cast<int32_t>(slice0), bar);
+  }
+  // Warp w of warpgroup g loads, at lane t, words 8t + 2w, 8t + 2w + 1 of column tile g's 256 words of a
+  // slice (16-channel sub-tile w); slices are kSliceBytes apart.
+  static QK_DEVICE QK_FORCEINLINE uint32_t thread_offset(int wg, int warp, int lane) {
+    return wg * 1024 + lane * 32 + warp * 8;
+  }
+  static QK_DEVICE QK_FORCEINLINE int64_t scale_slot(int64_t ch) { return block32_slot(ch); }
 };
 
 struct Args {
@@ -183,8 +208,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
                         static_cast<int32_t>((kb_first + kb) * kStageK + j * (128 / Op::kActBytes)),
                         static_cast<int32_t>(tok0), full0 + 8 * s);
     }
-    sm90::tma_load_3d(wgt0 + s * TL::kWeightBytes, &wgt_map, 0, static_cast<int32_t>(col_tile0),
-                      static_cast<int32_t>((kb_first + kb) * Op::kSlices), full0 + 8 * s);
+    Op::Layout::copy(wgt0 + s * TL::kWeightBytes, &wgt_map, col_tile0, (kb_first + kb) * Op::kSlices, full0 + 8 * s);
   };
   if (threadIdx.x == 0) {
     for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
@@ -193,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
   const int wg = threadIdx.x / 128;         // column tile of the block
   const int warp = (threadIdx.x / 32) % 4;  // warp within its warpgroup: 16-channel sub-tile
   const int lane = threadIdx.x % 32;
-  const uint32_t a_offset = wg * 1024 + lane * 32 + warp * 8;  // this thread's 8 bytes of a slice
+  const uint32_t a_offset = Op::Layout::thread_offset(wg, warp, lane);  // this thread's first byte of a stage
 
   constexpr int kAcc = TL::kPartN / 2;
   float acc[TL::kParts][kAcc];
@@ -235,7 +259,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t ch = (col_tile0 + wg) * 64 + 16 * warp + 8 * h + g;
-    ws[h] = cb_valid ? Elem<D>::to_float(scales[block32_slot(ch)]) : 0.0f;
+    ws[h] = cb_valid ? Elem<D>::to_float(scales[Op::Layout::scale_slot(ch)]) : 0.0f;
     bs[h] = cb_valid && bias != nullptr ? Elem<D>::to_float(bias[ch]) : 0.0f;
   }
   __syncthreads();  // both warpgroups are done with the pipeline buffers, which now stage the output
@@ -275,11 +299,11 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
 }
 
 // Launches one tile configuration. act: M rows of K elements, row stride lda elements (16-byte aligned
-// rows); w: the (K/16, 4N) Marlin words. Grid: channel tiles fastest, so neighbouring blocks share the
+// rows); w: the weight in Op::Layout (N % 64 == 0, K % 16 == 0). Grid: channel tiles fastest, so neighbouring blocks share the
 // activation box in L2.
 // splits > 1: args carries the stages per split and the workspace; the counters are zeroed here.
 template <class Op, DType D, int kTpw, int kBlocks = 1>
-cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* w, const Args& args, int splits,
+cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const void* w, const Args& args, int splits,
                                   cudaStream_t stream) {
   using TL = Tile<Op, kTpw, kBlocks>;
   CUtensorMap act_map, wgt_map;
@@ -290,13 +314,7 @@ cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* 
   cudaError_t err = make_tma_map(&act_map, Op::kActType, 2, act, act_dims, act_strides, act_box,
                                  CU_TENSOR_MAP_SWIZZLE_128B);
   if (err != cudaSuccess) return err;
-  // Weight: words viewed as (256 words of one column tile, N/64 column tiles, K/16 slices); a box is the
-  // block's two column tiles over one stage's slices, copied as stored.
-  const uint64_t wgt_dims[3] = {256, static_cast<uint64_t>(args.n / 64), static_cast<uint64_t>(args.k / 16)};
-  const uint64_t wgt_strides[2] = {1024, static_cast<uint64_t>(args.n) * 16};
-  const uint32_t wgt_box[3] = {256, kChannels / 64, Op::kSlices};
-  err = make_tma_map(&wgt_map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, w, wgt_dims, wgt_strides, wgt_box,
-                     CU_TENSOR_MAP_SWIZZLE_NONE);
+  err = Op::Layout::make_map(&wgt_map, w, args.n, args.k, Op::kSlices);
   if (err != cudaSuccess) return err;
   // Raising the dynamic shared-memory limit is per kernel and idempotent; done once per process.
   static const cudaError_t attr = cudaFuncSetAttribute(
@@ -310,6 +328,39 @@ cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const uint32_t* 
   }
   marlin_rs_gemm_kernel<Op, D, kTpw, kBlocks><<<grid, kThreads, TL::kSmemBytes, stream>>>(act_map, wgt_map, args);
   return cudaGetLastError();
+}
+
+// One tile with the plan's blocks per multiprocessor (two only for the tiles that fit them).
+template <class Op, DType D, int kTpw>
+cudaError_t launch_tile(const void* act, const void* w, const Args& args, const SplitPlan& plan,
+                        cudaStream_t stream) {
+  if constexpr (kTpw <= 64) {
+    if (plan.blocks_per_sm == 2) return launch_marlin_rs_gemm<Op, D, kTpw, 2>(act, args.k, w, args, plan.splits, stream);
+  }
+  return launch_marlin_rs_gemm<Op, D, kTpw, 1>(act, args.k, w, args, plan.splits, stream);
+}
+
+// The plan's configuration: tile (tokens per warpgroup), blocks per multiprocessor and split-K.
+template <class Op, DType D>
+cudaError_t launch_plan(const void* act, const void* w, const Args& args, const SplitPlan& plan, cudaStream_t stream) {
+  switch (plan.tpw) {
+    case 32:
+      return launch_tile<Op, D, 32>(act, w, args, plan, stream);
+    case 64:
+      return launch_tile<Op, D, 64>(act, w, args, plan, stream);
+    default:
+      return launch_tile<Op, D, 128>(act, w, args, plan, stream);
+  }
+}
+
+// Points args at the split-K workspace of a split plan (counters first, then the partial sums).
+inline cudaError_t attach_workspace(Args* args, const SplitPlan& plan, void* workspace) {
+  if (plan.splits <= 1) return cudaSuccess;
+  if (workspace == nullptr) return cudaErrorInvalidValue;
+  args->stages_per_split = plan.stages_per_split;
+  args->counters = static_cast<int*>(workspace);
+  args->partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.counter_bytes());
+  return cudaSuccess;
 }
 
 // Blocks of the 256-token tile over an M x N product (the tile rules compare it with the SM count).

@@ -44,5 +44,11 @@ SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int 
   return p;
 }
 
+int tokens_per_warpgroup(int64_t m, int forced) {
+  if (forced == 32 || forced == 64 || forced == 128) return forced;
+  if (m <= 64) return 32;
+  return m <= 128 ? 64 : 128;
+}
+
 }  // namespace sm90_marlin
 }  // namespace qk

@@ -37,5 +37,11 @@ struct PlanOverrides {
 SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int sm_count,
                      const PlanOverrides& forced = PlanOverrides());
 
+// Tokens per warpgroup for M rows: 32, 64 or 128, the smallest whose tile (2 x that many tokens) the rows
+// fill, 128 above 128 rows (on an H200 every stage cost about the same whatever the tile's width, so the
+// widest tile won even where it left multiprocessors idle: fp8_mm_notes.md). A forced 32, 64 or 128 wins;
+// other forced values are ignored.
+int tokens_per_warpgroup(int64_t m, int forced = 0);
+
 }  // namespace sm90_marlin
 }  // namespace qk

@@ -49,3 +49,12 @@
 #define QK_RESTRICT
 #define QK_ALIGN(n) alignas(n)
 #endif
+
+// MSVC flags getenv as unsafe (C4996); the library reads only test and benchmark overrides with it.
+#if defined(QK_COMPILER_MSVC)
+#define QK_GETENV_BEGIN __pragma(warning(push)) __pragma(warning(disable : 4996))
+#define QK_GETENV_END __pragma(warning(pop))
+#else
+#define QK_GETENV_BEGIN
+#define QK_GETENV_END
+#endif

@@ -21,6 +21,7 @@ namespace sm90_marlin_ops {
 using sm90_marlin::kSliceBytes;
 
 struct E4m3Operand {
+  using Layout = sm90_marlin::MarlinWeights;
   static constexpr int kSlices = 8;
   static constexpr bool kRowScale = true;
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT8;

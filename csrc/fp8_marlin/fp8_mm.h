@@ -28,7 +28,5 @@ sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_
 cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
                                void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
                                DType dt, cudaStream_t stream);
-// True when this build carries the kernel (the library was compiled for sm_90a).
-bool fp8_mm_has_sm90_kernel();
 
 }  // namespace qk

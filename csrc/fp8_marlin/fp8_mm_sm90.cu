@@ -12,10 +12,10 @@
 // Numerics: the decode is exact (every e4m3 value is a bf16 and an fp16 value), products are summed in
 // fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to the
 // output type. NaN codes give NaN, as in every other FP8 path of the library.
-#include <cstdlib>
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include "api/device.h"
+#include "common/env.h"
 #include "common/sm90_marlin_gemm.cuh"
 #include "fp8_marlin/fp8_decode.cuh"
 #include "fp8_marlin/fp8_mm.h"
@@ -30,6 +30,7 @@ using sm90_marlin::kSliceBytes;
 // kSlicesT: 16-deep slices per stage, 4 (64 k: one activation box) or 8 (128 k: two boxes).
 template <DType D, int kSlicesT>
 struct Fp8WeightOperand {
+  using Layout = sm90_marlin::MarlinWeights;
   static constexpr int kSlices = kSlicesT;
   static constexpr bool kRowScale = false;
   static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
@@ -89,59 +90,21 @@ namespace {
 
 using sm90_marlin_ops::Fp8WeightOperand;
 
-int env_int(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::atoi(v) : 0;
-}
-
 // Slices per stage: 128 k (two activation boxes: half the barrier round trips and product waits per k)
 // for the 32-token tile, 64 k elsewhere (the 64-token tile would spill at two blocks per multiprocessor,
 // the 256-token one would keep two stages). QK_FP8_MM_SLICES=4 forces 64 k (benchmarks, tests).
 int slices_for(int tpw) { return tpw == 32 && env_int("QK_FP8_MM_SLICES") != 4 ? 8 : 4; }
 
-template <DType D, int kTpw, int kSlices>
-cudaError_t launch_sliced(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
-                          const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
-  using Op = Fp8WeightOperand<D, kSlices>;
-  if constexpr (kTpw <= 64) {  // the tiles that fit two blocks per multiprocessor (sm90_marlin_plan.h)
-    if (plan.blocks_per_sm == 2) {
-      return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 2>(a, args.k, w, args, plan.splits, stream);
-    }
-  }
-  return sm90_marlin::launch_marlin_rs_gemm<Op, D, kTpw, 1>(a, args.k, w, args, plan.splits, stream);
-}
-
-template <DType D, int kTpw>
-cudaError_t launch_tile(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
-                        const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
-  if constexpr (kTpw == 32) {
-    if (plan.stage_k == 128) return launch_sliced<D, kTpw, 8>(a, w, args, plan, stream);
-  }
-  return launch_sliced<D, kTpw, 4>(a, w, args, plan, stream);
-}
-
 template <DType D>
 cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
                          const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
-  switch (plan.tpw) {
-    case 32:
-      return launch_tile<D, 32>(a, w, args, plan, stream);
-    case 64:
-      return launch_tile<D, 64>(a, w, args, plan, stream);
-    default:
-      return launch_tile<D, 128>(a, w, args, plan, stream);
+  if (plan.tpw == 32 && plan.stage_k == 128) {
+    return sm90_marlin::launch_tile<Fp8WeightOperand<D, 8>, D, 32>(a, w, args, plan, stream);
   }
+  return sm90_marlin::launch_plan<Fp8WeightOperand<D, 4>, D>(a, w, args, plan, stream);
 }
 
-// Tokens per warpgroup: the smallest tile the rows fill. Measured on an H200 (fp8_mm_notes.md): every
-// stage costs about the same time whatever its width, so above 128 rows the 256-token tile wins even
-// when it leaves multiprocessors idle.
-int tile_for(int64_t m) {
-  const int forced = env_int("QK_FP8_MM_TILE");
-  if (forced == 32 || forced == 64 || forced == 128) return forced;
-  if (m <= 64) return 32;
-  return m <= 128 ? 64 : 128;
-}
+int tile_for(int64_t m) { return sm90_marlin::tokens_per_warpgroup(m, env_int("QK_FP8_MM_TILE")); }
 
 }  // namespace
 
@@ -153,26 +116,14 @@ sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_
   return sm90_marlin::plan_split(m, n, k, slices_for(tpw) * 16, tpw, sm_count, forced);
 }
 
-bool fp8_mm_has_sm90_kernel() {
-#if defined(QK_HAS_SM90A)
-  return true;
-#else
-  return false;
-#endif
-}
-
 cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
                                void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
                                DType dt, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
   if (m > kFp8MmMaxM) return cudaErrorInvalidValue;
   sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
-  if (plan.splits > 1) {
-    if (workspace == nullptr) return cudaErrorInvalidValue;
-    args.stages_per_split = plan.stages_per_split;
-    args.counters = static_cast<int*>(workspace);
-    args.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.counter_bytes());
-  }
+  const cudaError_t err = sm90_marlin::attach_workspace(&args, plan, workspace);
+  if (err != cudaSuccess) return err;
   return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, plan, stream)
                           : launch_typed<DType::BF16>(a, w, args, plan, stream);
 }

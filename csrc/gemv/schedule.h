@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include "../compat/qk_compat.h"
+#include "common/env.h"
 
 namespace qk {
 namespace gemv {
@@ -171,17 +172,6 @@ struct V4Options {
   bool direct_loads = false;
 };
 
-inline const char* env_get(const char* name) {
-#if defined(_MSC_VER)
-#pragma warning(suppress : 4996)  // getenv is fine here: read-only, and only the tests set these
-#endif
-  return std::getenv(name);
-}
-
-inline int env_int(const char* name, int fallback) {
-  const char* v = env_get(name);
-  return (v != nullptr && *v != '\0') ? std::atoi(v) : fallback;
-}
 
 inline bool env_is(const char* name, const char* value) {
   const char* v = env_get(name);

@@ -588,7 +588,7 @@ def check_huge_m(op):
 
 @pytest.mark.gpu
 @sp.requires_gpu
-@pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin", "fp8_mm"])
+@pytest.mark.parametrize("fmt", ["fp8", "awq", "marlin", "fp8_mm", "int8_mm"])
 @pytest.mark.parametrize("bad", ["too-small", "null", "misaligned"])
 def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
     """The fused kernels' split-K workspace, as the C entry points see it: a short, null or misaligned
@@ -606,6 +606,13 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
             pytest.skip("the tensor-core kernel needs an sm_90 GPU and a library built with sm_90a")
         m = 64  # 2 tiles of 128 channels: the plan splits K over the idle multiprocessors
         need = _fp8_marlin.FAMILY.tc.workspace_bytes(m, n, k, dev)
+    elif fmt == "int8_mm":
+        from quanto_kernels.ops import _int8
+
+        if not lib.abi.int8_mm_available(device=dev):
+            pytest.skip("the tensor-core kernel needs an sm_90 GPU and a library built with sm_90a")
+        m = 64
+        need = _int8.FAMILY.tc.workspace_bytes(m, n, k, dev)
     elif fmt == "fp8":
         need = ops.GEMM_FAMILIES["fp8_marlin"].workspace_bytes(m=m, n=n, k=k, device=dev)
     else:
@@ -622,6 +629,12 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
         w = torch.zeros(k // 16, 4 * n, dtype=i32, device="cuda")
         sc = torch.ones(1, n, dtype=f16, device="cuda")
         call = lambda: lib.abi.fp8_marlin_mm(  # noqa: E731
+            a=a.data_ptr(), w=w.data_ptr(), scales=sc.data_ptr(), bias=None, out=out.data_ptr(), workspace=ptr,
+            workspace_bytes=nbytes, m=m, n=n, k=k, dtype=1, device=dev, stream=stream)
+    elif fmt == "int8_mm":
+        w = torch.zeros(n, k, dtype=torch.int8, device="cuda")
+        sc = torch.ones(n, dtype=f16, device="cuda")
+        call = lambda: lib.abi.int8_mm(  # noqa: E731
             a=a.data_ptr(), w=w.data_ptr(), scales=sc.data_ptr(), bias=None, out=out.data_ptr(), workspace=ptr,
             workspace_bytes=nbytes, m=m, n=n, k=k, dtype=1, device=dev, stream=stream)
     elif fmt == "fp8":

@@ -18,9 +18,20 @@ from . import _common as c
 from . import _validate as v
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
-FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int8_gemv_workspace_bytes")
-# The fused kernel reads K in slices of 32 (one 32-byte memory sector per channel).
+# The tensor-core kernel (sm_90a) serves the same region as the FP8 one, whose mainloop it shares:
+# 33 <= M <= 256 on weights of at least 2^25 elements (measured on an H200: benchmarks/results/int8_mm_notes.md).
+TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 25
+# What the library's plan reads at every call (tests and benchmarks force tile, split-K, blocks per
+# multiprocessor and stage depth with them).
+TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM", "QK_INT8_MM_SLICES")
+FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int8_gemv_workspace_bytes",
+                      tc=c.TensorCoreKernel(available="int8_mm_available", max_m="int8_mm_max_m",
+                                            workspace="int8_mm_workspace_bytes", from_m=TC_FROM_M, to_m=TC_TO_M,
+                                            min_weight=TC_MIN_WEIGHT, plan_env=TC_PLAN_ENV))
+# The fused GEMV reads K in slices of 32 (one 32-byte memory sector per channel).
 GEMV_K_MULTIPLE = 32
+# The tensor-core kernel's shape needs: 64-channel column tiles, 16-deep k slices, 16-byte aligned codes.
+TC_N_MULTIPLE, TC_K_MULTIPLE = 64, 16
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -78,15 +89,47 @@ def run_gemv(a, w, scales, n: int, k: int) -> torch.Tensor:
     return out
 
 
+def run_tc(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
+    """The tensor-core kernel; a must be dense (row stride K) and 16-byte aligned (callers ensure it)."""
+    m, dev = a.shape[0], a.device.index
+    nbytes = FAMILY.tc.workspace_bytes(m, n, k, dev)
+    ws = c.workspace(a, nbytes)
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    abi.int8_mm(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias), out=out.data_ptr(),
+                workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k, dtype=c.DTYPE_CODES[a.dtype],
+                device=dev, stream=c.stream(a))
+    return out
+
+
+def tc_fits(w, n: int, k: int) -> bool:
+    """Whether the weight's shape and storage suit the tensor-core kernel (else: GEMV or dequantize)."""
+    return n % TC_N_MULTIPLE == 0 and k % TC_K_MULTIPLE == 0 and w.is_contiguous() and w.data_ptr() % 16 == 0
+
+
+def tc_with_bias(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
+    """The tensor-core path: a bias of a's dtype, dense and on a's device is added in the kernel's epilogue;
+    any other bias is added afterwards by torch, as on the other paths."""
+    fused = bias is None or (bias.dtype == a.dtype and bias.device == a.device and bias.is_contiguous()
+                             and bias.numel() == n and bias.data_ptr() % 2 == 0)
+    out = run_tc(c.dense_aligned(a), w, scales.contiguous(), bias if fused else None, n, k)
+    return out if fused else out.add_(bias)
+
+
 def matmul(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
+    if c.forced_path() == "tc" and not tc_fits(w, n, k):
+        raise ValueError(f"force_path('tc'): the int8 tensor-core kernel needs N % {TC_N_MULTIPLE} == 0, "
+                         f"K % {TC_K_MULTIPLE} == 0 and a contiguous, 16-byte aligned weight; got N={n}, K={k}")
+    tc = (n, k, lambda b: tc_with_bias(a, w, scales, b, n, k)) if tc_fits(w, n, k) else None
     if k % GEMV_K_MULTIPLE:
         if c.forced_path() == "gemv":
             raise ValueError(f"force_path('gemv'): K={k} is no multiple of {GEMV_K_MULTIPLE}, which the int8 "
                              "fused kernel needs; use the dequant path")
+        if tc is not None and FAMILY.use_tc(a.shape[0], a.device.index, n, k):
+            return tc[2](bias)
         return F.linear(a, run_dequantize(w, scales, n, k), bias)
     return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, w, scales, n, k),
-                             lambda: run_dequantize(w, scales, n, k), bias)
+                             lambda: run_dequantize(w, scales, n, k), bias, tc=tc)
 
 
 # ------------------------------------------------------------------------------------------- ops

@@ -1,0 +1,165 @@
+// Weight-only int8 product on Hopper's warpgroup tensor cores (sm_90a): activations in fp16/bf16 times
+// quanto's int8 codes as stored ((N, K) row-major), each code converted to the activation type in
+// registers and fed to wgmma as its register operand; no dense copy of the weight. This is the int8 operand
+// policy of the shared Marlin-layout GEMM (common/sm90_marlin_gemm.cuh: tile, pipeline, split-K and
+// epilogue), with its own weight layout.
+//
+// Fragment fit: a 16-bit wgmma A fragment holds, for rows g and g + 8, the k pairs (2q, 2q + 1) and
+// (2q + 8, 2q + 9) of a 16-deep slice (q = lane % 4). In a row-major code row those pairs are the
+// (q % 2) halves of words q / 2 and 2 + q / 2 of the slice's 16 bytes: two 4-byte shared-memory loads
+// per row and slice, and the byte selection folds into the conversion's first byte permute. The stage's
+// box (128 channels x 64 or 128 k) is copied with the swizzle of its row length, under which the eight
+// rows a warp's lanes read per load fall in distinct banks.
+//
+// Numerics: the conversion is exact (every int8 value is an fp16 and a bf16 value), products are summed
+// in fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to
+// the output type (docs/numerics.md, "int8").
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include "api/device.h"
+#include "common/env.h"
+#include "common/sm90_marlin_gemm.cuh"
+#include "int8/int8_mm.h"
+
+namespace qk {
+// The operand policy lives outside the unnamed namespace: in builds without sm_90a its members are
+// referenced only by the (empty) kernel body, which nvcc would report as unused entities.
+namespace sm90_marlin_ops {
+
+// quanto's int8 codes, (N, K) row-major. A stage's box is the block's 128 channels x kStageK k (one row of
+// kStageK bytes per channel), copied with the swizzle of that row length: 16-byte chunk c of box row r lands
+// at chunk c ^ ((r >> 1) & 3) (64-byte rows) or c ^ (r & 7) (128-byte rows).
+template <int kStageKT>
+struct RowMajorInt8Weights {
+  static constexpr int kStageK = kStageKT;
+  static_assert(kStageK == 64 || kStageK == 128, "64- or 128-byte rows: the 64- or 128-byte swizzle");
+  static cudaError_t make_map(CUtensorMap* map, const void* w, int64_t n, int64_t k, int slices) {
+    if (slices * 16 != kStageK) return cudaErrorInvalidValue;
+    const uint64_t dims[2] = {static_cast<uint64_t>(k), static_cast<uint64_t>(n)};
+    const uint64_t strides[1] = {static_cast<uint64_t>(k)};
+    const uint32_t box[2] = {kStageK, sm90_marlin::kChannels};
+    return make_tma_map(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, w, dims, strides, box,
+                        kStageK == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B);
+  }
+  static QK_DEVICE QK_FORCEINLINE void copy(uint32_t dst, const CUtensorMap* map, int64_t col_tile0, int64_t slice0,
+                                            uint32_t bar) {
+    sm90::tma_load_2d(dst, map, static_cast<int32_t>(slice0 * 16), static_cast<int32_t>(col_tile0 * 64), bar);
+  }
+  // Row g of the warp's 16-channel sub-tile, word q / 2 of a 16-byte chunk (before the swizzle).
+  static QK_DEVICE QK_FORCEINLINE uint32_t thread_offset(int wg, int warp, int lane) {
+    return (64 * wg + 16 * warp + (lane >> 2)) * kStageK + 4 * ((lane & 3) >> 1);
+  }
+  // What the swizzle XORs into the chunk index of the thread's rows g and g + 8 (box rows are 16-aligned
+  // per warp, so both rows give the same value). Either way the eight rows a load's lanes read fall in
+  // distinct banks.
+  static QK_DEVICE QK_FORCEINLINE int chunk_xor(int lane) {
+    const int g = lane >> 2;
+    return kStageK == 64 ? (g >> 1) & 3 : g & 7;
+  }
+  static QK_DEVICE QK_FORCEINLINE int64_t scale_slot(int64_t ch) { return ch; }
+};
+
+// Bytes j0, j0 + 1 of x (j0 = 0 or 2, chosen by sel) as two exact 16-bit values (low half = byte j0).
+// bf16: the code's low 7 bits under the exponent of 128 give 128 + (b & 127); subtracting 128, or 256
+// when the sign bit is set, gives b. fp16: b + 128 under the exponent of 1024, minus 1152.
+template <DType D>
+QK_DEVICE QK_FORCEINLINE uint32_t int8_pair(uint32_t x, uint32_t sel) {
+  uint32_t r;
+  if constexpr (D == DType::BF16) {
+    const uint32_t t = __byte_perm(x, 0x43u, sel);  // halves 0x43bb
+    const uint32_t v = t & 0xFF7FFF7Fu;
+    const uint32_t c = (t & 0x00800080u) | 0xC300C300u;  // -128 or -256
+    QK_ASM("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(c));
+  } else {
+    const uint32_t t = __byte_perm(x ^ 0x80808080u, 0x64u, sel);  // halves 0x64uu = 1024 + b + 128
+    QK_ASM("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(t), "r"(0x3C003C00u), "r"(0xE480E480u));
+  }
+  return r;
+}
+
+// kSlicesT: 16-deep slices per stage, 4 (64 k: one activation box) or 8 (128 k: two boxes).
+template <DType D, int kSlicesT>
+struct Int8WeightOperand {
+  using Layout = RowMajorInt8Weights<kSlicesT * 16>;
+  static constexpr int kSlices = kSlicesT;
+  static constexpr bool kRowScale = false;
+  static constexpr CUtensorMapDataType kActType = CU_TENSOR_MAP_DATA_TYPE_UINT16;
+  static constexpr int kActBytes = 2;
+
+  // One stage: per slice, rows g and g + 8 give the low-k and high-k registers of the A fragment.
+  template <int kN, int kParts>
+  static QK_DEVICE QK_FORCEINLINE void stage(float (&acc)[kParts][kN / 2], const uint8_t* w, uint32_t b_tile) {
+    const int lane = threadIdx.x % 32;
+    const int swizzle = Layout::chunk_xor(lane);
+    // byte_perm selector: bytes j0, j0 + 1 of x (j0 = 2 (q % 2)) under the 0x43 / 0x64 byte of the constant
+    const uint32_t sel = (lane & 1) ? 0x4342u : 0x4140u;
+    uint32_t a[kSlices][4];  // [slice][fragment register]
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* chunk = w + h * 8 * Layout::kStageK + 16 * (i ^ swizzle);
+        const uint32_t lo = *reinterpret_cast<const uint32_t*>(chunk);      // k 2q, 2q + 1 (among 4)
+        const uint32_t hi = *reinterpret_cast<const uint32_t*>(chunk + 8);  // k 2q + 8, 2q + 9
+        a[i][h] = int8_pair<D>(lo, sel);
+        a[i][2 + h] = int8_pair<D>(hi, sel);
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < kParts; ++p) sm90::fence_registers(acc[p]);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+      for (int p = 0; p < kParts; ++p) {
+        // 16 k of 2 bytes per slice, four slices per 128-byte box; part p starts kN token rows further
+        const uint32_t box = b_tile + (i / 4) * (kParts * kN * 128);
+        const uint64_t desc = sm90::desc_kmajor_sw128(box + p * kN * 128 + (i % 4) * 32);
+        sm90::wgmma_k16_rs<kN, D == DType::BF16>(acc[p], a[i][0], a[i][1], a[i][2], a[i][3], desc);
+      }
+    }
+    sm90::wgmma_commit();
+  }
+};
+
+}  // namespace sm90_marlin_ops
+
+namespace {
+
+// 128-k stages (two activation boxes) for the 32-token tile, 64 k elsewhere, as for the FP8 kernel whose
+// mainloop this is (fp8_mm_sm90.cu says why). QK_INT8_MM_SLICES=4 forces 64 k (benchmarks, tests).
+int stage_k_for(int tpw) { return tpw == 32 && env_int("QK_INT8_MM_SLICES") != 4 ? 128 : 64; }
+
+}  // namespace
+
+sm90_marlin::SplitPlan plan_int8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count) {
+  sm90_marlin::PlanOverrides forced;
+  forced.splits = env_int("QK_INT8_MM_SPLITS");
+  forced.blocks_per_sm = env_int("QK_INT8_MM_BLOCKS_PER_SM");
+  const int tpw = sm90_marlin::tokens_per_warpgroup(m, env_int("QK_INT8_MM_TILE"));
+  return sm90_marlin::plan_split(m, n, k, stage_k_for(tpw), tpw, sm_count, forced);
+}
+
+template <DType D>
+cudaError_t launch_typed(const void* a, const int8_t* w, const sm90_marlin::Args& args,
+                         const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
+  using sm90_marlin_ops::Int8WeightOperand;
+  if (plan.tpw == 32 && plan.stage_k == 128) {
+    return sm90_marlin::launch_tile<Int8WeightOperand<D, 8>, D, 32>(a, w, args, plan, stream);
+  }
+  return sm90_marlin::launch_plan<Int8WeightOperand<D, 4>, D>(a, w, args, plan, stream);
+}
+
+cudaError_t launch_int8_mm_sm90(const void* a, const int8_t* w, const void* scales, const void* bias, void* out,
+                                void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
+                                DType dt, cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  if (m > kInt8MmMaxM) return cudaErrorInvalidValue;
+  sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
+  const cudaError_t err = sm90_marlin::attach_workspace(&args, plan, workspace);
+  if (err != cudaSuccess) return err;
+  return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, plan, stream)
+                          : launch_typed<DType::BF16>(a, w, args, plan, stream);
+}
+
+}  // namespace qk
