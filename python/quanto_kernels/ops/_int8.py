@@ -18,9 +18,12 @@ from . import _common as c
 from . import _validate as v
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
-# The tensor-core kernel (sm_90a) serves the same region as the FP8 one, whose mainloop it shares:
-# 33 <= M <= 256 on weights of at least 2^25 elements (measured on an H200: benchmarks/results/int8_mm_notes.md).
-TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 25
+# Where the tensor-core kernel (sm_90a) is the fastest int8 path (measured on an H200 against the GEMV
+# engine, dequantize + cuBLAS and bf16 cuBLAS: benchmarks/results/int8_mm_notes.md, v2): 17 <= M <= 256 on
+# weights of at least 2^25 elements. Its time is flat up to 64 rows and beat the GEMV engine by 8-22 % at
+# M = 32 on all five layers measured, while the GEMV engine is as fast or faster at M = 16; at M = 512
+# dequantize + cuBLAS won on three of five.
+TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 17, 256, 1 << 25
 # What the library's plan reads at every call (tests and benchmarks force tile, split-K, blocks per
 # multiprocessor and stage depth with them).
 TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM", "QK_INT8_MM_SLICES")
