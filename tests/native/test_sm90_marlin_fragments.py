@@ -1,5 +1,5 @@
-"""CPU model of the Hopper Marlin-layout GEMM's indexing (csrc/common/sm90_marlin_gemm.cuh and its two operand
-policies), checked against the layout formula of docs/layouts.md. No GPU: it replays with numpy what each
+"""CPU model of the Hopper Marlin-layout GEMM's indexing (csrc/common/sm90_marlin_gemm.cuh and its operand
+policies: FP8 weight-only, e4m3 compute, int8 with its row-major layout), checked against the layout formula of docs/layouts.md. No GPU: it replays with numpy what each
 lane of a block loads from the staged weight slice, how the policy forms its wgmma A-fragment registers,
 the PTX fragment semantics of the warpgroup products, and the epilogue's row -> channel map, and compares
 the block's product with the plain product of the codes. Keeps the kernel's index expressions (restated
@@ -115,6 +115,63 @@ def test_e4m3_fragments_with_fragment_order_activations_give_the_product(k):
             a = _a_tile_e4m3(staged[2 * st], staged[2 * st + 1], wg)
             d[wg] += a @ acts_slots[32 * st:32 * st + 32]
     assert np.array_equal(_by_channel(d), codes.numpy().astype(np.int64) @ acts)
+
+
+def _swizzled_int8_box(codes: np.ndarray, stage_k: int) -> np.ndarray:
+    """One stage's (128, stage_k) int8 box as the tensor copy stores it in shared memory (flat bytes): with the
+    64-byte (stage_k 64) or 128-byte (stage_k 128) swizzle, 16-byte chunk c of row r lands at chunk
+    c ^ ((r >> 1) & 3) or c ^ (r & 7), i.e. address bits 4.. XOR address bits 7.. (CUDA's swizzle modes)."""
+    flat = np.zeros(128 * stage_k, dtype=np.int64)
+    span = 3 if stage_k == 128 else 2  # bits of the chunk index the swizzle touches
+    for r in range(128):
+        for c in range(stage_k // 16):
+            addr = r * stage_k + 16 * c
+            phys = addr ^ (((addr >> 7) & ((1 << span) - 1)) << 4)
+            flat[phys:phys + 16] = codes[r, 16 * c:16 * c + 16]
+    return flat
+
+
+def _a_tile_int8(flat: np.ndarray, stage_k: int, wg: int, i: int):
+    """The 64 x 16 A tile of slice i of warpgroup wg as the int8 policy builds it (int8_mm_sm90.cu): a lane's
+    first byte thread_offset = (64 wg + 16 warp + g) * stage_k + 4 (q >> 1); per row h (g, g + 8) the chunk
+    16 (i ^ chunk_xor) with chunk_xor = (g >> 1) & 3 (64 k) or g & 7 (128 k); words at +0 (k 2q..) and +8
+    (k 2q + 8..); the byte permute takes bytes 2 (q & 1) and + 1 of each. Also returns the 32 bank numbers of
+    each 4-byte load of a warp (both words, both rows)."""
+    a = np.full((64, 16), -1, dtype=np.int64)
+    banks = {}
+    for warp in range(4):
+        for lane in range(32):
+            g, q = lane // 4, lane % 4
+            offset = (64 * wg + 16 * warp + g) * stage_k + 4 * (q >> 1)
+            xor = ((g >> 1) & 3) if stage_k == 64 else (g & 7)
+            j0 = 2 * (q & 1)
+            for h in range(2):
+                chunk = offset + h * 8 * stage_k + 16 * (i ^ xor)
+                for word, kbase in ((0, 2 * q), (8, 2 * q + 8)):
+                    addr = chunk + word
+                    banks.setdefault((warp, h, word), []).append((addr // 4) % 32)
+                    row = 16 * warp + g + 8 * h
+                    a[row, kbase], a[row, kbase + 1] = flat[addr + j0], flat[addr + j0 + 1]
+    assert (a >= 0).all(), "every A element must come from exactly one lane register"
+    return a, banks
+
+
+@pytest.mark.parametrize("stage_k", [64, 128])
+def test_int8_fragments_from_the_swizzled_rows_give_the_product(stage_k):
+    g = sp.generator("sm90-frag-int8", stage_k, device="cpu")
+    codes = torch.randint(0, 256, (128, stage_k), generator=g, dtype=torch.uint8).numpy().astype(np.int64)
+    acts = torch.randint(-3, 4, (stage_k, 24), generator=g).numpy()
+    flat = _swizzled_int8_box(codes, stage_k)
+    d = [np.zeros((64, 24), dtype=np.int64) for _ in range(2)]
+    for i in range(stage_k // 16):
+        for wg in range(2):
+            a, banks = _a_tile_int8(flat, stage_k, wg, i)
+            d[wg] += a @ acts[16 * i:16 * i + 16]
+            for (warp, h, word), b in banks.items():
+                # lanes q and q ^ 1 read the same word (a broadcast); otherwise every load of a warp is
+                # conflict-free: 16 distinct words, 16 distinct banks
+                assert len(set(b)) == 16, (stage_k, wg, i, warp, h, word, b)
+    assert np.array_equal(_by_channel(d), codes @ acts)
 
 
 def test_epilogue_store_index_matches_the_accumulator_fragment():
