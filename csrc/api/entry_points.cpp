@@ -237,6 +237,21 @@ bool sm90_tc_runs_on(int32_t device) {
   return false;
 #endif
 }
+
+// The pointer, device and availability checks of a weight-only tensor-core call (after its size checks).
+int32_t check_sm90_mm_call(const char* name, const void* a, const void* w, const void* scales, const void* bias,
+                           const void* out, int32_t device) {
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_TRY(check_ptr2(scales, "scales"));
+  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
+  QK_TRY(qk::check_device(device));
+  if (!sm90_tc_runs_on(device)) {
+    return qk::fail(QK_STATUS_UNSUPPORTED,
+                    "%s: device %d cannot run the tensor-core kernel (needs sm_90 and a library built with sm_90a; "
+                    "see qk_%s_available)", name, device, name);
+  }
+  return QK_STATUS_OK;
+}
 }  // namespace
 
 QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available) {
@@ -273,15 +288,7 @@ QK_API int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales
                                 int32_t dtype, int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
   QK_TRY(check_fp8_mm_sizes(m, n, k));
-  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
-  QK_TRY(check_ptr2(scales, "scales"));
-  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
-  QK_TRY(qk::check_device(device));
-  if (!sm90_tc_runs_on(device)) {
-    return qk::fail(QK_STATUS_UNSUPPORTED,
-                    "fp8_marlin_mm: device %d cannot run the tensor-core kernel (needs sm_90 and a library built "
-                    "with sm_90a; see qk_fp8_marlin_mm_available)", device);
-  }
+  QK_TRY(check_sm90_mm_call("fp8_marlin_mm", a, w, scales, bias, out, device));
   const qk::sm90_marlin::SplitPlan plan = qk::plan_fp8_mm_sm90(m, n, k, qk::sm_count(device));
   QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
   return qk::launch_on(device, stream, "fp8_marlin_mm", [&](cudaStream_t s) {
@@ -368,15 +375,7 @@ QK_API int32_t qk_int8_mm(const void* a, const void* w, const void* scales, cons
                           int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
   QK_TRY(check_int8_mm_sizes(m, n, k));
-  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
-  QK_TRY(check_ptr2(scales, "scales"));
-  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
-  QK_TRY(qk::check_device(device));
-  if (!sm90_tc_runs_on(device)) {
-    return qk::fail(QK_STATUS_UNSUPPORTED,
-                    "int8_mm: device %d cannot run the tensor-core kernel (needs sm_90 and a library built "
-                    "with sm_90a; see qk_int8_mm_available)", device);
-  }
+  QK_TRY(check_sm90_mm_call("int8_mm", a, w, scales, bias, out, device));
   const qk::sm90_marlin::SplitPlan plan = qk::plan_int8_mm_sm90(m, n, k, qk::sm_count(device));
   QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
   return qk::launch_on(device, stream, "int8_mm", [&](cudaStream_t s) {

@@ -110,6 +110,28 @@ struct MarlinWeights {
   static QK_DEVICE QK_FORCEINLINE int64_t scale_slot(int64_t ch) { return block32_slot(ch); }
 };
 
+// One stage's products for policies whose weight is a 16-bit A fragment: a[i] holds the thread's four
+// fragment registers of 16-deep slice i (rows g, g + 8 x k pairs low, high). Per slice, part p multiplies
+// the tokens p * kN ..; the stage's activations are 128-byte boxes of four slices each (box j at
+// b_tile + j * kParts * kN * 128). Issued as one committed group.
+template <int kN, int kParts, int kSlices, bool kBf16>
+QK_DEVICE QK_FORCEINLINE void products_16bit(float (&acc)[kParts][kN / 2], const uint32_t (&a)[kSlices][4],
+                                             uint32_t b_tile) {
+#pragma unroll
+  for (int p = 0; p < kParts; ++p) sm90::fence_registers(acc[p]);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int i = 0; i < kSlices; ++i) {
+#pragma unroll
+    for (int p = 0; p < kParts; ++p) {
+      const uint32_t box = b_tile + (i / 4) * (kParts * kN * 128);
+      const uint64_t desc = sm90::desc_kmajor_sw128(box + p * kN * 128 + (i % 4) * 32);
+      sm90::wgmma_k16_rs<kN, kBf16>(acc[p], a[i][0], a[i][1], a[i][2], a[i][3], desc);
+    }
+  }
+  sm90::wgmma_commit();
+}
+
 struct Args {
   const float* xs;     // per-token scales (policies with kRowScale) or nullptr
   const void* scales;  // N per-channel scales of the output type, Block32-permuted
@@ -361,6 +383,27 @@ inline cudaError_t attach_workspace(Args* args, const SplitPlan& plan, void* wor
   args->counters = static_cast<int*>(workspace);
   args->partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.counter_bytes());
   return cudaSuccess;
+}
+
+// A weight-only product (policy family OpT<dtype, slices per stage>) on the plan: the 32-token tile with
+// 128-k stages runs OpT<D, 8>, every other configuration OpT<D, 4>; the split-K workspace is attached.
+template <template <DType, int> class OpT, DType D>
+cudaError_t launch_weight_only_typed(const void* act, const void* w, const Args& args, const SplitPlan& plan,
+                                     cudaStream_t stream) {
+  if (plan.tpw == 32 && plan.stage_k == 128) return launch_tile<OpT<D, 8>, D, 32>(act, w, args, plan, stream);
+  return launch_plan<OpT<D, 4>, D>(act, w, args, plan, stream);
+}
+
+template <template <DType, int> class OpT>
+cudaError_t launch_weight_only(const void* act, const void* w, const void* scales, const void* bias, void* out,
+                               void* workspace, const SplitPlan& plan, int64_t m, int64_t n, int64_t k, DType dt,
+                               cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  Args args{nullptr, scales, bias, out, m, n, k};
+  const cudaError_t err = attach_workspace(&args, plan, workspace);
+  if (err != cudaSuccess) return err;
+  return dt == DType::F16 ? launch_weight_only_typed<OpT, DType::F16>(act, w, args, plan, stream)
+                          : launch_weight_only_typed<OpT, DType::BF16>(act, w, args, plan, stream);
 }
 
 // Blocks of the 256-token tile over an M x N product (the tile rules compare it with the SM count).

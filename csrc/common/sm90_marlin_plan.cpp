@@ -1,6 +1,9 @@
 // Split-K planning of the Hopper Marlin-layout GEMM (sm90_marlin_plan.h gives the rules).
 #include "common/sm90_marlin_plan.h"
 
+#include <string>
+#include "common/env.h"
+
 namespace qk {
 namespace sm90_marlin {
 
@@ -48,6 +51,16 @@ int tokens_per_warpgroup(int64_t m, int forced) {
   if (forced == 32 || forced == 64 || forced == 128) return forced;
   if (m <= 64) return 32;
   return m <= 128 ? 64 : 128;
+}
+
+SplitPlan plan_weight_only(int64_t m, int64_t n, int64_t k, int sm_count, const char* env_prefix) {
+  const std::string prefix(env_prefix);
+  PlanOverrides forced;
+  forced.splits = env_int((prefix + "SPLITS").c_str());
+  forced.blocks_per_sm = env_int((prefix + "BLOCKS_PER_SM").c_str());
+  const int tpw = tokens_per_warpgroup(m, env_int((prefix + "TILE").c_str()));
+  const int stage_k = tpw == 32 && env_int((prefix + "SLICES").c_str()) != 4 ? 128 : 64;
+  return plan_split(m, n, k, stage_k, tpw, sm_count, forced);
 }
 
 }  // namespace sm90_marlin

@@ -43,5 +43,13 @@ SplitPlan plan_split(int64_t m, int64_t n, int64_t k, int stage_k, int tpw, int 
 // other forced values are ignored.
 int tokens_per_warpgroup(int64_t m, int forced = 0);
 
+// The plan of a weight-only product (FP8 Marlin, int8): the tile for M rows, 128-k stages for the 32-token
+// tile (two activation boxes: half the barrier round trips and product waits per k; the 64-token tile
+// would spill at two blocks per multiprocessor) and 64 k for the others, then plan_split. The environment
+// can force each choice (benchmarks, tests): <prefix>TILE (32, 64, 128), <prefix>SPLITS (>= 1),
+// <prefix>BLOCKS_PER_SM (1, 2), <prefix>SLICES (4: 64-k stages for the 32-token tile too); read at every
+// plan, so a workspace query and the launch of one call agree while the environment does not change.
+SplitPlan plan_weight_only(int64_t m, int64_t n, int64_t k, int sm_count, const char* env_prefix);
+
 }  // namespace sm90_marlin
 }  // namespace qk

@@ -7,7 +7,7 @@
 // (2q + 8, 2q + 9) of a 16-deep slice (q = lane % 4). A Marlin word holds one channel's codes for exactly
 // those four k (bytes: 2q, 2q + 8, 2q + 1, 2q + 9), so each word decodes into two of the fragment's
 // registers (fp8_decode.cuh) with no data exchange between lanes. A stage is 128 k (eight slices) for the
-// 32-tokens-per-warpgroup tile, 64 k (four slices) for the others (slices_for below).
+// 32-tokens-per-warpgroup tile, 64 k (four slices) for the others (sm90_marlin::plan_weight_only).
 //
 // Numerics: the decode is exact (every e4m3 value is a bf16 and an fp16 value), products are summed in
 // fp32 by the tensor cores, the channel scale is applied once to the fp32 sum, then one rounding to the
@@ -15,7 +15,6 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include "api/device.h"
-#include "common/env.h"
 #include "common/sm90_marlin_gemm.cuh"
 #include "fp8_marlin/fp8_decode.cuh"
 #include "fp8_marlin/fp8_mm.h"
@@ -67,65 +66,22 @@ struct Fp8WeightOperand {
         a[i][3] = fp8::fix_nan_pair<D, fp8::kSelHi>(a[i][3], words[i][1]);
       }
     }
-#pragma unroll
-    for (int p = 0; p < kParts; ++p) sm90::fence_registers(acc[p]);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int i = 0; i < kSlices; ++i) {
-#pragma unroll
-      for (int p = 0; p < kParts; ++p) {
-        // 16 k of 2 bytes per slice, four slices per 128-byte box; part p starts kN token rows further
-        const uint32_t box = b_tile + (i / 4) * (kParts * kN * 128);
-        const uint64_t desc = sm90::desc_kmajor_sw128(box + p * kN * 128 + (i % 4) * 32);
-        sm90::wgmma_k16_rs<kN, D == DType::BF16>(acc[p], a[i][0], a[i][1], a[i][2], a[i][3], desc);
-      }
-    }
-    sm90::wgmma_commit();
+    sm90_marlin::products_16bit<kN, kParts, kSlices, D == DType::BF16>(acc, a, b_tile);
   }
 };
 
 }  // namespace sm90_marlin_ops
 
-namespace {
-
-using sm90_marlin_ops::Fp8WeightOperand;
-
-// Slices per stage: 128 k (two activation boxes: half the barrier round trips and product waits per k)
-// for the 32-token tile, 64 k elsewhere (the 64-token tile would spill at two blocks per multiprocessor,
-// the 256-token one would keep two stages). QK_FP8_MM_SLICES=4 forces 64 k (benchmarks, tests).
-int slices_for(int tpw) { return tpw == 32 && env_int("QK_FP8_MM_SLICES") != 4 ? 8 : 4; }
-
-template <DType D>
-cudaError_t launch_typed(const void* a, const uint32_t* w, const sm90_marlin::Args& args,
-                         const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
-  if (plan.tpw == 32 && plan.stage_k == 128) {
-    return sm90_marlin::launch_tile<Fp8WeightOperand<D, 8>, D, 32>(a, w, args, plan, stream);
-  }
-  return sm90_marlin::launch_plan<Fp8WeightOperand<D, 4>, D>(a, w, args, plan, stream);
-}
-
-int tile_for(int64_t m) { return sm90_marlin::tokens_per_warpgroup(m, env_int("QK_FP8_MM_TILE")); }
-
-}  // namespace
-
 sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count) {
-  sm90_marlin::PlanOverrides forced;
-  forced.splits = env_int("QK_FP8_MM_SPLITS");
-  forced.blocks_per_sm = env_int("QK_FP8_MM_BLOCKS_PER_SM");
-  const int tpw = tile_for(m);
-  return sm90_marlin::plan_split(m, n, k, slices_for(tpw) * 16, tpw, sm_count, forced);
+  return sm90_marlin::plan_weight_only(m, n, k, sm_count, "QK_FP8_MM_");
 }
 
 cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
                                void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
                                DType dt, cudaStream_t stream) {
-  if (m == 0) return cudaSuccess;
   if (m > kFp8MmMaxM) return cudaErrorInvalidValue;
-  sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
-  const cudaError_t err = sm90_marlin::attach_workspace(&args, plan, workspace);
-  if (err != cudaSuccess) return err;
-  return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, plan, stream)
-                          : launch_typed<DType::BF16>(a, w, args, plan, stream);
+  return sm90_marlin::launch_weight_only<sm90_marlin_ops::Fp8WeightOperand>(a, w, scales, bias, out, workspace, plan, m,
+                                                                            n, k, dt, stream);
 }
 
 }  // namespace qk

@@ -17,7 +17,6 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include "api/device.h"
-#include "common/env.h"
 #include "common/sm90_marlin_gemm.cuh"
 #include "int8/int8_mm.h"
 
@@ -105,61 +104,22 @@ struct Int8WeightOperand {
         a[i][2 + h] = int8_pair<D>(hi, sel);
       }
     }
-#pragma unroll
-    for (int p = 0; p < kParts; ++p) sm90::fence_registers(acc[p]);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int i = 0; i < kSlices; ++i) {
-#pragma unroll
-      for (int p = 0; p < kParts; ++p) {
-        // 16 k of 2 bytes per slice, four slices per 128-byte box; part p starts kN token rows further
-        const uint32_t box = b_tile + (i / 4) * (kParts * kN * 128);
-        const uint64_t desc = sm90::desc_kmajor_sw128(box + p * kN * 128 + (i % 4) * 32);
-        sm90::wgmma_k16_rs<kN, D == DType::BF16>(acc[p], a[i][0], a[i][1], a[i][2], a[i][3], desc);
-      }
-    }
-    sm90::wgmma_commit();
+    sm90_marlin::products_16bit<kN, kParts, kSlices, D == DType::BF16>(acc, a, b_tile);
   }
 };
 
 }  // namespace sm90_marlin_ops
 
-namespace {
-
-// 128-k stages (two activation boxes) for the 32-token tile, 64 k elsewhere, as for the FP8 kernel whose
-// mainloop this is (fp8_mm_sm90.cu says why). QK_INT8_MM_SLICES=4 forces 64 k (benchmarks, tests).
-int stage_k_for(int tpw) { return tpw == 32 && env_int("QK_INT8_MM_SLICES") != 4 ? 128 : 64; }
-
-}  // namespace
-
 sm90_marlin::SplitPlan plan_int8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count) {
-  sm90_marlin::PlanOverrides forced;
-  forced.splits = env_int("QK_INT8_MM_SPLITS");
-  forced.blocks_per_sm = env_int("QK_INT8_MM_BLOCKS_PER_SM");
-  const int tpw = sm90_marlin::tokens_per_warpgroup(m, env_int("QK_INT8_MM_TILE"));
-  return sm90_marlin::plan_split(m, n, k, stage_k_for(tpw), tpw, sm_count, forced);
-}
-
-template <DType D>
-cudaError_t launch_typed(const void* a, const int8_t* w, const sm90_marlin::Args& args,
-                         const sm90_marlin::SplitPlan& plan, cudaStream_t stream) {
-  using sm90_marlin_ops::Int8WeightOperand;
-  if (plan.tpw == 32 && plan.stage_k == 128) {
-    return sm90_marlin::launch_tile<Int8WeightOperand<D, 8>, D, 32>(a, w, args, plan, stream);
-  }
-  return sm90_marlin::launch_plan<Int8WeightOperand<D, 4>, D>(a, w, args, plan, stream);
+  return sm90_marlin::plan_weight_only(m, n, k, sm_count, "QK_INT8_MM_");
 }
 
 cudaError_t launch_int8_mm_sm90(const void* a, const int8_t* w, const void* scales, const void* bias, void* out,
                                 void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
                                 DType dt, cudaStream_t stream) {
-  if (m == 0) return cudaSuccess;
   if (m > kInt8MmMaxM) return cudaErrorInvalidValue;
-  sm90_marlin::Args args{nullptr, scales, bias, out, m, n, k};
-  const cudaError_t err = sm90_marlin::attach_workspace(&args, plan, workspace);
-  if (err != cudaSuccess) return err;
-  return dt == DType::F16 ? launch_typed<DType::F16>(a, w, args, plan, stream)
-                          : launch_typed<DType::BF16>(a, w, args, plan, stream);
+  return sm90_marlin::launch_weight_only<sm90_marlin_ops::Int8WeightOperand>(a, w, scales, bias, out, workspace, plan,
+                                                                             m, n, k, dt, stream);
 }
 
 }  // namespace qk

@@ -112,3 +112,56 @@ def test_planner_rules(plans):
             assert pb <= n * k // 2, case  # partial sums at most half the weight's bytes
         elif fb == 0:
             assert bps == 1, case  # an unsplit grid that fits keeps one deep pipeline per multiprocessor
+
+
+ENV_DRIVER = r"""
+#include <cstdio>
+#include <cstdlib>
+#include "common/sm90_marlin_plan.h"
+using namespace qk::sm90_marlin;
+int main() {
+  // rows, then the environment of the case: tile, splits, blocks per SM, slices ("" = unset)
+  const long long ms[] = {1, 64, 65, 128, 129, 4096};
+  const char* cases[][4] = {{"", "", "", ""}, {"128", "", "", ""}, {"", "3", "2", ""}, {"32", "", "", "4"},
+                            {"64", "", "1", "4"}, {"7", "", "", ""}};
+  const char* names[] = {"QK_T_TILE", "QK_T_SPLITS", "QK_T_BLOCKS_PER_SM", "QK_T_SLICES"};
+  for (auto& c : cases) {
+    for (int i = 0; i < 4; ++i) setenv(names[i], c[i], 1);
+    for (long long m : ms) {
+      const SplitPlan p = plan_weight_only(m, 256, 4096, 132, "QK_T_");
+      std::printf("%lld %s %s %s %s | %d %d %d %d\n", m, c[0][0] ? c[0] : "-", c[1][0] ? c[1] : "-",
+                  c[2][0] ? c[2] : "-", c[3][0] ? c[3] : "-", p.tpw, p.stage_k, p.splits, p.blocks_per_sm);
+    }
+  }
+  return 0;
+}
+"""
+
+
+def test_weight_only_plan_reads_its_environment(tmp_path):
+    """plan_weight_only: the tile for M (32 / 64 / 128 tokens per warpgroup), 128-k stages for the 32-token
+    tile unless <prefix>SLICES=4, and every forced choice under the caller's prefix; an invalid tile is ignored."""
+    if CXX is None:
+        pytest.skip("no host C++ compiler (c++, g++ or clang++) on PATH")
+    (tmp_path / "env.cpp").write_text(ENV_DRIVER)
+    exe = tmp_path / "env_driver"
+    subprocess.run([CXX, "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", str(tmp_path / "env.cpp"),
+                    str(ROOT / "csrc" / "common" / "sm90_marlin_plan.cpp"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    rows = 0
+    for line in out.splitlines():
+        args, res = line.split("|")
+        m, tile, splits, bps, slices = args.split()
+        tpw, stage_k, got_splits, got_bps = (int(v) for v in res.split())
+        m = int(m)
+        want_tpw = int(tile) if tile in ("32", "64", "128") else (32 if m <= 64 else 64 if m <= 128 else 128)
+        assert tpw == want_tpw, line
+        assert stage_k == (128 if tpw == 32 and slices != "4" else 64), line
+        if splits != "-":
+            assert got_splits == min(int(splits), 4096 // stage_k), line
+        if bps == "1" or tpw > 64:
+            assert got_bps == 1, line
+        elif bps == "2":
+            assert got_bps == 2, line
+        rows += 1
+    assert rows == 36
