@@ -1,4 +1,5 @@
-"""What the raw-ABI probes (gemv_probe.py, fp8_compute_probe.py, fp8_mm_probe.py, int8_mm_probe.py) share: the library loaded
+"""What the raw-ABI probes (gemv_probe.py, fp8_compute_probe.py, fp8_mm_probe.py, int8_mm_probe.py, and
+weight_only_probe.py, the harness of the last two) share: the library loaded
 by path with typed signatures and checked statuses, the current stream handle, dtype codes, and the
 CUDA-graph timing of a sequence of calls."""
 
