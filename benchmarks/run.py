@@ -168,8 +168,8 @@ def layer_tasks(plan, side):
 # What a budget cut should spare first: the reference, our main path and the required compiled rows,
 # then the other formats and competitors (upstream late, so its background JIT build has finished).
 FLUX_ORDER = [("bf16", False), ("fp8", False), ("bf16", True), ("fp8", True), ("int8", False), ("int4", False),
-              ("fp8_compute", False), ("torchao_fp8dq", False), ("upstream_fp8", False), ("fallback_fp8", False),
-              ("fallback_int8", False), ("fp8_compute", True)]
+              ("fp8_compute", False), ("torchao_fp8dq", False), ("fp8_compute", True), ("torchao_fp8dq", True),
+              ("int8", True), ("upstream_fp8", False), ("fallback_fp8", False), ("fallback_int8", False)]
 
 
 def flux_priority(variant, compiled):

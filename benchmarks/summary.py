@@ -44,7 +44,7 @@ SWEEP_FORMAT, SWEEP_ACT = "fp8", "bf16"
 SWEEP_WHO = ("ours", "dense", "upstream")
 FLUX_VARIANTS = ("bf16", "fp8", "int8", "int4", "fp8_compute", "torchao_fp8dq", "upstream_fp8", "fallback_fp8",
                  "fallback_int8")
-FLUX_COMPILED = ("bf16", "fp8", "fp8_compute")
+FLUX_COMPILED = ("bf16", "fp8", "fp8_compute", "int8", "torchao_fp8dq")
 
 _NOTE_SEP = "; "
 
