@@ -89,31 +89,32 @@ def report() -> dict:
         facts["served"] = served
     report_formats()
     facts["formats"] = [f.name for f in served_formats()]
-    facts["fp8_tensor_cores"] = report_fp8_tensor_cores(facts)
+    facts["fp8_tensor_cores"] = report_tensor_cores(facts, "fp8_marlin", "qfloat8")
+    facts["int8_tensor_cores"] = report_tensor_cores(facts, "int8", "qint8")
     facts["fp8_compute"] = report_fp8_compute(facts)
     return facts
 
 
-def report_fp8_tensor_cores(facts) -> dict:
-    """Whether each GPU runs qfloat8 weight-only products of medium M on the tensor-core kernel."""
+def report_tensor_cores(facts, family: str, fmt: str) -> dict:
+    """Whether each GPU runs the format's weight-only products of medium M on its tensor-core kernel."""
     if not (facts.get("gpu") and facts.get("library")):
         return {}
     import torch
 
-    from .ops import _fp8_marlin
+    from .ops import GEMM_FAMILIES
 
-    tc = _fp8_marlin.FAMILY.tc
+    tc = GEMM_FAMILIES[family].tc
     found = {}
     for i in range(torch.cuda.device_count()):
         try:
             ok = tc.available(i)
         except Exception as exc:  # noqa: BLE001 - a library without the entry point: say so, go on
-            _line(f"  qfloat8 tensor-core kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
+            _line(f"  {fmt} tensor-core kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
             continue
         found[str(i)] = ok
         where = (f"yes, for {tc.from_m} <= M <= {tc.to_m} on weights of >= {tc.min_weight} elements (N x K)"
                  if ok else "no (needs an sm_90 GPU and a library built with sm_90a; GEMV and dequantize paths)")
-        _line(f"  qfloat8 tensor-core kernel GPU {i}", where)
+        _line(f"  {fmt} tensor-core kernel GPU {i}", where)
     return found
 
 
@@ -170,7 +171,7 @@ def served_formats():
                {torch.float16: "AWQWeightQBitsTensor", torch.bfloat16: "Bf16AWQWeightQBitsTensor"},
                ("awq_int4_gemv", "awq_int4_dequantize"), "weight-only, fp16/bf16 activations, group 128, via AWQ"),
         Format("qint8", "qint8", (torch.bfloat16, torch.float16), "WeightQBytesTensor",
-               ("int8_gemv", "int8_dequantize"), "weight-only, fp16/bf16 activations, quanto's own int8 layout"),
+               ("int8_gemv", "int8_mm", "int8_dequantize"), "weight-only, fp16/bf16 activations, quanto's own int8 layout"),
     ]
 
 
