@@ -1,10 +1,12 @@
-// Hopper (sm_90a) GEMM over weights in quanto's Marlin tile layout, with the weight as the register
-// operand of wgmma: the mainloop, tile shapes and epilogue shared by every format that reads that layout.
-// A format is an operand policy (`Op`) that turns one pipeline stage of weight words into products.
+// Hopper (sm_90a) GEMM over quantized weights as quanto stores them, with the weight as the register
+// operand of wgmma: the mainloop, tile shapes, split-K and epilogue shared by every weight format. A format
+// is an operand policy (`Op`) that names its weight layout (quanto's Marlin tiles for FP8, its row-major
+// codes for int8) and turns one pipeline stage of weight bytes into products. The name comes from the
+// first layout it served.
 //
 // Roles. The weight is wgmma's "A" operand (64 channels x k, from registers): in the Marlin layout the
 // words a thread needs for a 64-channel product are one 16-byte shared-memory load per 16-deep slice (see
-// docs/layouts.md). The activations are the "B" operand (tokens x k, K-major), copied by the tensor memory
+// docs/layouts.md); in the int8 row-major layout two 4-byte loads per row and slice. The activations are the "B" operand (tokens x k, K-major), copied by the tensor memory
 // accelerator with the 128-byte swizzle that the wgmma descriptor reads. The product is out^T (rows are
 // channels, columns tokens); the epilogue writes it transposed.
 //
