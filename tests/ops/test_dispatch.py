@@ -32,10 +32,11 @@ def test_rule_and_override(ops):
             pass
 
 
-def test_tensor_core_region_is_the_measured_one(ops, monkeypatch):
-    """The FP8 tensor-core kernel's region (ops/_fp8_marlin.py): M in [from_m, to_m] on weights of at least
-    min_weight (N x K) elements; the bounds are inclusive."""
-    fam = ops.GEMM_FAMILIES["fp8_marlin"]
+@pytest.mark.parametrize("family", ["fp8_marlin", "int8"])
+def test_tensor_core_region_is_the_measured_one(ops, monkeypatch, family):
+    """A tensor-core kernel's region (ops/_fp8_marlin.py, ops/_int8.py): M in [from_m, to_m] on weights of at
+    least min_weight (N x K) elements; the bounds are inclusive."""
+    fam = ops.GEMM_FAMILIES[family]
     tc = fam.tc
     n, k = 4096, tc.min_weight // 4096
     assert tc.serves(tc.from_m, n, k) and tc.serves(tc.to_m, n, k)
@@ -51,8 +52,55 @@ def test_tensor_core_region_is_the_measured_one(ops, monkeypatch):
         assert fam.use_tc(1, 0, 64, 16)  # forced: every shape the kernel takes
         assert fam.use_gemv(1)  # families without the kernel keep their own rule under "tc"
     monkeypatch.setattr(tc, "_by_device", {0: False})
-    with ops.force_path("tc"), pytest.raises(ValueError, match=r"force_path\('tc'\): the fp8_marlin family has no"):
+    with ops.force_path("tc"), pytest.raises(ValueError, match=rf"force_path\('tc'\): the {family} family has no"):
         fam.use_tc(128, 0, 8192, 4096)
+
+
+INT8_ROUTES = [  # (M, N, K, path): the rule with a tensor-core kernel present
+    (1, 128, 256, "gemv"), (16, 128, 256, "gemv"), (17, 128, 256, "tc"),
+    (256, 128, 256, "tc"), (257, 128, 256, "dequant"),
+    (64, 100, 256, "gemv"), (100, 100, 256, "dequant"),  # N % 64: no tensor cores
+    (64, 128, 48, "tc"), (8, 128, 48, "dequant"),  # K % 32 != 0: no GEMV
+    (64, 128, 40, "dequant"),  # K % 16 != 0: neither fused kernel
+]  # (the ops refuse weights that are not contiguous and 16-byte aligned before any path is chosen)
+
+
+@pytest.mark.parametrize("m,n,k,path", INT8_ROUTES)
+def test_int8_path_by_rows_and_shape(ops, monkeypatch, m, n, k, path):
+    """Which int8 path the rule picks (ops/_int8.py: matmul), on the CPU with the three paths replaced by
+    recorders and the tensor-core kernel present, its weight threshold lowered to these small shapes."""
+    from quanto_kernels.ops import _int8
+
+    ran = []
+
+    def record(name, rows, cols, dtype):
+        ran.append(name)
+        return torch.zeros(rows, cols, dtype=dtype)
+
+    monkeypatch.setattr(_int8, "run_tc", lambda a, w, s, bias, n_, k_: record("tc", a.shape[0], n_, a.dtype))
+    monkeypatch.setattr(_int8, "run_gemv", lambda a, w, s, n_, k_: record("gemv", a.shape[0], n_, a.dtype))
+    monkeypatch.setattr(_int8, "run_dequantize", lambda w, s, n_, k_: record("dequant", n_, k_, s.dtype))
+    tc = _int8.FAMILY.tc
+    monkeypatch.setattr(tc, "_by_device", {None: True})  # CPU tensors: device index None
+    monkeypatch.setattr(tc, "min_weight", 0)
+    w = torch.zeros(n, k, dtype=torch.int8)
+    s = torch.ones(n, 1, dtype=torch.bfloat16)
+    x = torch.zeros(m, k, dtype=torch.bfloat16)
+    out = _int8.matmul(x, w, s, n, k)
+    assert ran == [path], (m, n, k, ran)
+    assert tuple(out.shape) == (m, n)
+
+
+def test_int8_forced_tensor_cores_refuse_what_they_cannot_take(ops, monkeypatch):
+    from quanto_kernels.ops import _int8
+
+    monkeypatch.setattr(_int8.FAMILY.tc, "_by_device", {None: True})
+    x = torch.zeros(64, 256, dtype=torch.bfloat16)
+    for n, k in ((100, 256), (128, 40)):
+        w, s = torch.zeros(n, k, dtype=torch.int8), torch.ones(n, 1, dtype=torch.bfloat16)
+        with ops.force_path("tc"), pytest.raises(ValueError, match=r"^force_path\('tc'\): the int8 tensor-core kernel "
+                                                              rf"needs N % 64 == 0, K % 16 == 0 .*N={n}, K={k}"):
+            _int8.matmul(x[:, :k], w, s, n, k)
 
 
 def test_workspace_query_is_cached_per_shape(ops, monkeypatch):
