@@ -183,48 +183,39 @@ def sweep_fp8():
                     gemm_close(gu.matmul_reference(a, ref_w), dtype, what))
 
 
-def sweep_fp8_mm():
-    """The weight-only FP8 tensor-core kernel (sm_90 with an sm_90a build), every tile forced."""
-    fam = ops.GEMM_FAMILIES["fp8_marlin"]
-    if fam.tc is None or not fam.tc.available(torch.cuda.current_device()):
-        print("fp8mm: skipped (the tensor-core kernel needs an sm_90 GPU and an sm_90a build)")
-        return
-    from quanto_kernels.ops import _fp8_marlin
+# Tensor-core configurations (tile, splits, blocks per multiprocessor, slices per stage; None: the plan's
+# choice): every tile, split-K and two blocks per multiprocessor forced (the plan does not split shapes this
+# small), and the 64-k stage of the 32-token tile.
+TC_CONFIGS = (("32", None, None, None), ("64", None, None, None), ("128", None, None, None),
+              ("32", "3", "2", None), ("64", "5", "2", None), ("128", "2", "1", None), ("32", None, None, "4"))
 
+
+def _sweep_tc(label, family, module, make_weight):
+    """A family's weight-only tensor-core kernel (sm_90 with an sm_90a build) in every TC_CONFIGS
+    configuration, forced; make_weight(n, k, dtype, g) gives (the CUDA weight arguments, fp64 dense weight)."""
+    fam = ops.GEMM_FAMILIES[family]
+    if fam.tc is None or not fam.tc.available(torch.cuda.current_device()):
+        print(f"{label}: skipped (the tensor-core kernel needs an sm_90 GPU and an sm_90a build)")
+        return
     for dtype in (f16, bf16):
         for k, n in [(16, 64), (272, 192)]:
-            g = gen("fp8mm", str(dtype), k, n)
-            codes = gu.random_fp8_codes(n, k, g, device=CPU)
-            s = gu.random_fp8_scales(n, dtype, g, device=CPU)
+            g = gen(label, str(dtype), k, n)
+            weight, ref_w = make_weight(n, k, dtype, g)
             bias = torch.randn(n, generator=g).to(dtype)
-            packed, s_perm, bias_g = (cuda(gu.fp8_marlin_layout(codes)), cuda(gu.permute_block32(s.reshape(1, n))),
-                                      cuda(bias))
-            ref_w = gu.fp8_dequant_reference(codes, s)
-            # every tile; split-K and two blocks per multiprocessor forced (the plan's own choice
-            # does not split shapes this small)
-            for cfg in (("32", None, None, None), ("64", None, None, None), ("128", None, None, None),
-                        ("32", "3", "2", None), ("64", "5", "2", None), ("128", "2", "1", None),
-                        ("32", None, None, "4")):
-                _set_fp8_mm_plan(cfg)
+            bias_g = cuda(bias)
+            for cfg in TC_CONFIGS:
+                _set_env(module.TC_PLAN_ENV, cfg)
                 for m in (1, 17, 64, 65, 129, 300):
                     a = torch.randn(m, k, generator=g).to(dtype)
                     ag = cuda(a)
-                    what = f"fp8mm gemm M={m} K={k} N={n} tile/splits/blocks/slices={cfg} {dtype}"
+                    what = f"{label} gemm M={m} K={k} N={n} tile/splits/blocks/slices={cfg} {dtype}"
 
                     def forced(ag=ag):
                         with ops.force_path("tc"):
-                            return _fp8_marlin.matmul(ag, packed, s_perm, n, k, bias_g)
+                            return module.matmul(ag, *weight, n, k, bias_g)
 
                     run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
-            _set_fp8_mm_plan((None, None, None, None))
-
-
-def _set_fp8_mm_plan(cfg):
-    """Forces the FP8 tensor-core kernel's tile, split count, blocks per multiprocessor and slices per stage
-    (None: planner)."""
-    from quanto_kernels.ops import _fp8_marlin
-
-    _set_env(_fp8_marlin.TC_PLAN_ENV, cfg)
+            _set_env(module.TC_PLAN_ENV, None)
 
 
 def _set_env(names, values):
@@ -236,38 +227,27 @@ def _set_env(names, values):
             os.environ[name] = value
 
 
+def sweep_fp8_mm():
+    from quanto_kernels.ops import _fp8_marlin
+
+    def make_weight(n, k, dtype, g):
+        codes = gu.random_fp8_codes(n, k, g, device=CPU)
+        s = gu.random_fp8_scales(n, dtype, g, device=CPU)
+        weight = (cuda(gu.fp8_marlin_layout(codes)), cuda(gu.permute_block32(s.reshape(1, n))))
+        return weight, gu.fp8_dequant_reference(codes, s)
+
+    _sweep_tc("fp8mm", "fp8_marlin", _fp8_marlin, make_weight)
+
+
 def sweep_int8_mm():
-    """The weight-only int8 tensor-core kernel (sm_90 with an sm_90a build), every tile forced."""
-    fam = ops.GEMM_FAMILIES["int8"]
-    if fam.tc is None or not fam.tc.available(torch.cuda.current_device()):
-        print("int8mm: skipped (the tensor-core kernel needs an sm_90 GPU and an sm_90a build)")
-        return
     from quanto_kernels.ops import _int8
 
-    for dtype in (f16, bf16):
-        for k, n in [(16, 64), (272, 192)]:
-            g = gen("int8mm", str(dtype), k, n)
-            w = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
-            s = (torch.rand(n, 1, generator=g) * 0.02 + 0.001).to(dtype)
-            bias = torch.randn(n, generator=g).to(dtype)
-            ref_w = w.double() * s.double()
-            wg, sg, bias_g = cuda(w), cuda(s), cuda(bias)
-            # every tile; split-K and two blocks per multiprocessor forced
-            for cfg in (("32", None, None, None), ("64", None, None, None), ("128", None, None, None),
-                        ("32", "3", "2", None), ("64", "5", "2", None), ("128", "2", "1", None),
-                        ("32", None, None, "4")):
-                _set_env(_int8.TC_PLAN_ENV, cfg)
-                for m in (1, 17, 64, 65, 129, 300):
-                    a = torch.randn(m, k, generator=g).to(dtype)
-                    ag = cuda(a)
-                    what = f"int8mm gemm M={m} K={k} N={n} tile/splits/blocks/slices={cfg} {dtype}"
+    def make_weight(n, k, dtype, g):
+        w = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+        s = (torch.rand(n, 1, generator=g) * 0.02 + 0.001).to(dtype)
+        return (cuda(w), cuda(s)), w.double() * s.double()
 
-                    def forced(ag=ag):
-                        with ops.force_path("tc"):
-                            return _int8.matmul(ag, wg, sg, n, k, bias_g)
-
-                    run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
-            _set_env(_int8.TC_PLAN_ENV, None)
+    _sweep_tc("int8mm", "int8", _int8, make_weight)
 
 
 def sweep_awq():

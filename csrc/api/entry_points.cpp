@@ -252,13 +252,27 @@ int32_t check_sm90_mm_call(const char* name, const void* a, const void* w, const
   }
   return QK_STATUS_OK;
 }
-}  // namespace
 
-QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available) {
+int32_t report_sm90_tc(int32_t device, int32_t* available) {
   QK_REQUIRE(available != nullptr, "available: must not be null");
   QK_TRY(qk::check_device(device));
   *available = sm90_tc_runs_on(device) ? 1 : 0;
   return qk::ok();
+}
+
+// The rows of a weight-only tensor-core call, after its family's shape check (n, k): 1..kMaxRows and
+// small enough for int64 products.
+int32_t check_sm90_mm_rows(int64_t m, int64_t n, int64_t k) {
+  QK_REQUIRE(m >= 1 && m <= qk::sm90_marlin::kMaxRows, "m: must be in [1, %lld], got %lld",
+             static_cast<long long>(qk::sm90_marlin::kMaxRows), static_cast<long long>(m));
+  QK_REQUIRE(m <= kMaxDim / k && m <= kMaxDim / n, "m: %lld rows is too large for n=%lld, k=%lld",
+             static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+}  // namespace
+
+QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available) {
+  return report_sm90_tc(device, available);
 }
 
 QK_API int64_t qk_fp8_marlin_mm_max_m(void) { return qk::kFp8MmMaxM; }
@@ -266,12 +280,8 @@ QK_API int64_t qk_fp8_marlin_mm_max_m(void) { return qk::kFp8MmMaxM; }
 namespace {
 // Shape checks shared by the workspace query and the call.
 int32_t check_fp8_mm_sizes(int64_t m, int64_t n, int64_t k) {
-  QK_REQUIRE(m >= 1 && m <= qk::kFp8MmMaxM, "m: must be in [1, %lld], got %lld",
-             static_cast<long long>(qk::kFp8MmMaxM), static_cast<long long>(m));
   QK_TRY(check_fp8_shape(n, k));
-  QK_REQUIRE(m <= kMaxDim / k && m <= kMaxDim / n, "m: %lld rows is too large for n=%lld, k=%lld",
-             static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
-  return QK_STATUS_OK;
+  return check_sm90_mm_rows(m, n, k);
 }
 }  // namespace
 
@@ -341,24 +351,17 @@ QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, vo
 }
 
 QK_API int32_t qk_int8_mm_available(int32_t device, int32_t* available) {
-  QK_REQUIRE(available != nullptr, "available: must not be null");
-  QK_TRY(qk::check_device(device));
-  *available = sm90_tc_runs_on(device) ? 1 : 0;
-  return qk::ok();
+  return report_sm90_tc(device, available);
 }
 
 QK_API int64_t qk_int8_mm_max_m(void) { return qk::kInt8MmMaxM; }
 
 namespace {
 int32_t check_int8_mm_sizes(int64_t m, int64_t n, int64_t k) {
-  QK_REQUIRE(m >= 1 && m <= qk::kInt8MmMaxM, "m: must be in [1, %lld], got %lld",
-             static_cast<long long>(qk::kInt8MmMaxM), static_cast<long long>(m));
   QK_TRY(check_nk(n, k));
   QK_REQUIRE(n % 64 == 0, "n: the int8 tensor-core kernel needs n %% 64 == 0, got %lld", static_cast<long long>(n));
   QK_REQUIRE(k % 16 == 0, "k: the int8 tensor-core kernel needs k %% 16 == 0, got %lld", static_cast<long long>(k));
-  QK_REQUIRE(m <= kMaxDim / k && m <= kMaxDim / n, "m: %lld rows is too large for n=%lld, k=%lld",
-             static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
-  return QK_STATUS_OK;
+  return check_sm90_mm_rows(m, n, k);
 }
 }  // namespace
 

@@ -6,8 +6,9 @@
 //
 // Roles. The weight is wgmma's "A" operand (64 channels x k, from registers): in the Marlin layout the
 // words a thread needs for a 64-channel product are one 16-byte shared-memory load per 16-deep slice (see
-// docs/layouts.md); in the int8 row-major layout two 4-byte loads per row and slice. The activations are the "B" operand (tokens x k, K-major), copied by the tensor memory
-// accelerator with the 128-byte swizzle that the wgmma descriptor reads. The product is out^T (rows are
+// docs/layouts.md); in the int8 row-major layout two 4-byte loads per row and slice. The activations
+// are the "B" operand (tokens x k, K-major), copied by the tensor memory accelerator with the 128-byte
+// swizzle that the wgmma descriptor reads. The product is out^T (rows are
 // channels, columns tokens); the epilogue writes it transposed.
 //
 // Block tile: 128 channels (two 64-channel column tiles of the layout) x 2 * kTpw tokens; a pipeline
@@ -17,8 +18,8 @@
 // block (an earlier split by tokens decoded every word in both warpgroups, and ncu showed the integer
 // pipe, i.e. the decode, as the limiter). Its products per k-step are kParts wgmmas of 64 channels x
 // kPartN tokens (kPartN = min(2 * kTpw, 128)) sharing the A registers. Thread 0 also issues the copies
-// (kActBoxes activation boxes and one weight box per stage) and refills a stage once all eight warps released it;
-// a separate producer warp would cap every thread at 168 registers, fewer than the accumulators plus a
+// (kActBoxes activation boxes and one weight box per stage) and refills a stage once all eight warps
+// released it; a separate producer warp would cap every thread at 168 registers, fewer than the accumulators plus a
 // stage's weight registers need.
 //
 // Weight rows of one warp (w = warp in its warpgroup g): whatever the layout, warp w's products cover
@@ -136,7 +137,7 @@ QK_DEVICE QK_FORCEINLINE void products_16bit(float (&acc)[kParts][kN / 2], const
 
 struct Args {
   const float* xs;     // per-token scales (policies with kRowScale) or nullptr
-  const void* scales;  // N per-channel scales of the output type, Block32-permuted
+  const void* scales;  // N per-channel scales of the output type, in Op::Layout::scale_slot order
   const void* bias;    // N values of the output type in channel order, or nullptr
   void* out;           // M x N, row-major
   int64_t m, n, k;
@@ -221,8 +222,9 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
   }
   __syncthreads();
 
-  // Copies of k-block kb (counted from the block's first) into its stage (thread 0). Boxes are always whole: parts past M, N or K arrive as
-  // zeros and still count as bytes, so every stage runs the same instruction stream.
+  // Copies of k-block kb (counted from the block's first) into its stage (thread 0). Boxes are always
+  // whole: parts past M, N or K arrive as zeros and still count as bytes, so every stage runs the same
+  // instruction stream.
   auto issue = [&](int64_t kb) {
     const int s = static_cast<int>(kb % TL::kStages);
     sm90::mbar_arrive_expect_tx(full0 + 8 * s, TL::kStageBytes);
@@ -232,7 +234,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
                         static_cast<int32_t>((kb_first + kb) * kStageK + j * (128 / Op::kActBytes)),
                         static_cast<int32_t>(tok0), full0 + 8 * s);
     }
-    Op::Layout::copy(wgt0 + s * TL::kWeightBytes, &wgt_map, col_tile0, (kb_first + kb) * Op::kSlices, full0 + 8 * s);
+    Op::Layout::copy(wgt0 + s * TL::kWeightBytes, &wgt_map, col_tile0, (kb_first + kb) * Op::kSlices,
+                     full0 + 8 * s);
   };
   if (threadIdx.x == 0) {
     for (int64_t kb = 0; kb < k_blocks && kb < TL::kStages; ++kb) issue(kb);
@@ -323,8 +326,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
 }
 
 // Launches one tile configuration. act: M rows of K elements, row stride lda elements (16-byte aligned
-// rows); w: the weight in Op::Layout (N % 64 == 0, K % 16 == 0). Grid: channel tiles fastest, so neighbouring blocks share the
-// activation box in L2.
+// rows); w: the weight in Op::Layout (N % 64 == 0, K % 16 == 0). Grid: channel tiles fastest, so
+// neighbouring blocks share the activation box in L2.
 // splits > 1: args carries the stages per split and the workspace; the counters are zeroed here.
 template <class Op, DType D, int kTpw, int kBlocks = 1>
 cudaError_t launch_marlin_rs_gemm(const void* act, int64_t lda, const void* w, const Args& args, int splits,
@@ -359,7 +362,9 @@ template <class Op, DType D, int kTpw>
 cudaError_t launch_tile(const void* act, const void* w, const Args& args, const SplitPlan& plan,
                         cudaStream_t stream) {
   if constexpr (kTpw <= 64) {
-    if (plan.blocks_per_sm == 2) return launch_marlin_rs_gemm<Op, D, kTpw, 2>(act, args.k, w, args, plan.splits, stream);
+    if (plan.blocks_per_sm == 2) {
+      return launch_marlin_rs_gemm<Op, D, kTpw, 2>(act, args.k, w, args, plan.splits, stream);
+    }
   }
   return launch_marlin_rs_gemm<Op, D, kTpw, 1>(act, args.k, w, args, plan.splits, stream);
 }
@@ -401,6 +406,7 @@ cudaError_t launch_weight_only(const void* act, const void* w, const void* scale
                                void* workspace, const SplitPlan& plan, int64_t m, int64_t n, int64_t k, DType dt,
                                cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
+  if (m > kMaxRows) return cudaErrorInvalidValue;
   Args args{nullptr, scales, bias, out, m, n, k};
   const cudaError_t err = attach_workspace(&args, plan, workspace);
   if (err != cudaSuccess) return err;

@@ -10,6 +10,8 @@ namespace sm90_marlin {
 
 constexpr int kChannels = 128;  // output channels per block
 constexpr int kThreads = 256;   // two compute warpgroups
+// Rows per call: 65535 blocks (the grid's y limit) of the smallest tile (64 tokens).
+constexpr int64_t kMaxRows = int64_t(65535) * 64;
 
 struct SplitPlan {
   int tpw = 32;                   // tokens per warpgroup (32, 64 or 128): a tile is 128 channels x 2 * tpw tokens

@@ -10,15 +10,12 @@
 
 namespace qk {
 
-// Rows per call: 65535 blocks of the smallest tile (64 tokens); callers take another path beyond.
-constexpr int64_t kFp8MmMaxM = int64_t(65535) * 64;
+// Rows per call (sm90_marlin::kMaxRows); callers take another path beyond.
+constexpr int64_t kFp8MmMaxM = sm90_marlin::kMaxRows;
 
-// Tile, blocks per multiprocessor and split-K of an M x N x K product on a GPU with sm_count
-// multiprocessors. The environment can force each choice (benchmarks, tests): QK_FP8_MM_TILE (tokens per
-// warpgroup: 32, 64, 128), QK_FP8_MM_SPLITS (>= 1), QK_FP8_MM_BLOCKS_PER_SM (1, 2), QK_FP8_MM_SLICES (4: a
-// 64-k stage for the 32-token tile, which otherwise takes 128 k); read at every plan,
-// so the workspace query and the launch of one call agree as long as the environment does not change
-// between them.
+// The plan of an M x N x K product on a GPU with sm_count multiprocessors: sm90_marlin::plan_weight_only
+// with the environment prefix QK_FP8_MM_ (tests and benchmarks force tile, split-K, blocks per
+// multiprocessor and stage depth through QK_FP8_MM_TILE, _SPLITS, _BLOCKS_PER_SM, _SLICES).
 sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_count);
 
 // out[m, n] = dt( s[n] * sum_k a[m, k] * fp8(W[n, k]) + bias[n] ), fp32 accumulation.

@@ -79,7 +79,6 @@ sm90_marlin::SplitPlan plan_fp8_mm_sm90(int64_t m, int64_t n, int64_t k, int sm_
 cudaError_t launch_fp8_mm_sm90(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
                                void* workspace, const sm90_marlin::SplitPlan& plan, int64_t m, int64_t n, int64_t k,
                                DType dt, cudaStream_t stream) {
-  if (m > kFp8MmMaxM) return cudaErrorInvalidValue;
   return sm90_marlin::launch_weight_only<sm90_marlin_ops::Fp8WeightOperand>(a, w, scales, bias, out, workspace, plan, m,
                                                                             n, k, dt, stream);
 }

@@ -99,8 +99,30 @@ def test_int8_forced_tensor_cores_refuse_what_they_cannot_take(ops, monkeypatch)
     for n, k in ((100, 256), (128, 40)):
         w, s = torch.zeros(n, k, dtype=torch.int8), torch.ones(n, 1, dtype=torch.bfloat16)
         with ops.force_path("tc"), pytest.raises(ValueError, match=r"^force_path\('tc'\): the int8 tensor-core kernel "
-                                                              rf"needs N % 64 == 0, K % 16 == 0 .*N={n}, K={k}"):
+                                                              rf"needs N % 64 == 0 and K % 16 == 0; got N={n}, K={k}"):
             _int8.matmul(x[:, :k], w, s, n, k)
+
+
+def test_tensor_core_call_takes_the_bias_it_can_read():
+    """c.tc_with_bias: a bias of the activations' dtype, dense, with N values, goes to the kernel; any other
+    bias is added to the kernel's output afterwards; a misaligned activation reaches the kernel as an aligned copy."""
+    from quanto_kernels.ops import _common as c
+
+    seen = []
+
+    def run(a, bias):
+        seen.append((a.data_ptr() % 16, bias))
+        return torch.ones(a.shape[0], 8, dtype=a.dtype)
+
+    a = sp.misaligned(torch.randn(3, 16, dtype=torch.bfloat16))
+    own = torch.full((8,), 2.0, dtype=torch.bfloat16)
+    out = c.tc_with_bias(a, own, 8, run)
+    assert seen[-1][0] == 0 and seen[-1][1] is own and torch.equal(out, torch.ones(3, 8, dtype=torch.bfloat16))
+    for other in (own.float(), torch.full((16,), 2.0, dtype=torch.bfloat16)[::2]):
+        out = c.tc_with_bias(a, other, 8, run)
+        assert seen[-1][1] is None and torch.equal(out, torch.full((3, 8), 3.0, dtype=torch.bfloat16))
+    out = c.tc_with_bias(a, None, 8, run)
+    assert seen[-1][1] is None and torch.equal(out, torch.ones(3, 8, dtype=torch.bfloat16))
 
 
 def test_workspace_query_is_cached_per_shape(ops, monkeypatch):

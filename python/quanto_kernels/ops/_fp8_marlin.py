@@ -107,16 +107,7 @@ def matmul(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor]
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
     return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, b_q_weight, b_scales, n, k),
                              lambda: run_dequantize(b_q_weight, b_scales, n, k), bias,
-                             tc=(n, k, lambda b: tc_with_bias(a, b_q_weight, b_scales, b, n, k)))
-
-
-def tc_with_bias(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
-    """The tensor-core path: a bias of a's dtype, dense and on a's device is added in the kernel's epilogue;
-    any other bias (another dtype, a broadcast view) is added afterwards by torch, as on the other paths."""
-    fused = bias is None or (bias.dtype == a.dtype and bias.device == a.device and bias.is_contiguous()
-                             and bias.numel() == n and bias.data_ptr() % 2 == 0)
-    out = run_tc(c.dense_aligned(a), b_q_weight, b_scales, bias if fused else None, n, k)
-    return out if fused else out.add_(bias)
+                             tc=(n, k, lambda x, b: run_tc(x, b_q_weight, b_scales, b, n, k)))
 
 
 # ------------------------------------------------------------------------------------------- ops

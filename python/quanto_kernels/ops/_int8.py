@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from .._native import abi
 from . import _common as c
@@ -33,7 +32,7 @@ FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int
                                             min_weight=TC_MIN_WEIGHT, plan_env=TC_PLAN_ENV))
 # The fused GEMV reads K in slices of 32 (one 32-byte memory sector per channel).
 GEMV_K_MULTIPLE = 32
-# The tensor-core kernel's shape needs: 64-channel column tiles, 16-deep k slices, 16-byte aligned codes.
+# The tensor-core kernel's shape needs: 64-channel column tiles, 16-deep k slices.
 TC_N_MULTIPLE, TC_K_MULTIPLE = 64, 16
 
 
@@ -104,35 +103,24 @@ def run_tc(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
     return out
 
 
-def tc_fits(w, n: int, k: int) -> bool:
-    """Whether the weight's shape and storage suit the tensor-core kernel (else: GEMV or dequantize)."""
-    return n % TC_N_MULTIPLE == 0 and k % TC_K_MULTIPLE == 0 and w.is_contiguous() and w.data_ptr() % 16 == 0
-
-
-def tc_with_bias(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
-    """The tensor-core path: a bias of a's dtype, dense and on a's device is added in the kernel's epilogue;
-    any other bias is added afterwards by torch, as on the other paths."""
-    fused = bias is None or (bias.dtype == a.dtype and bias.device == a.device and bias.is_contiguous()
-                             and bias.numel() == n and bias.data_ptr() % 2 == 0)
-    out = run_tc(c.dense_aligned(a), w, scales.contiguous(), bias if fused else None, n, k)
-    return out if fused else out.add_(bias)
+def tc_fits(n: int, k: int) -> bool:
+    """Whether the tensor-core kernel takes an (N, K) weight (the ops' checks already made it dense and
+    16-byte aligned); other shapes take the GEMV or dequantize path."""
+    return n % TC_N_MULTIPLE == 0 and k % TC_K_MULTIPLE == 0
 
 
 def matmul(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """a (M >= 1, K) times the weight (+ bias), on the path the dispatch rule picks."""
-    if c.forced_path() == "tc" and not tc_fits(w, n, k):
-        raise ValueError(f"force_path('tc'): the int8 tensor-core kernel needs N % {TC_N_MULTIPLE} == 0, "
-                         f"K % {TC_K_MULTIPLE} == 0 and a contiguous, 16-byte aligned weight; got N={n}, K={k}")
-    tc = (n, k, lambda b: tc_with_bias(a, w, scales, b, n, k)) if tc_fits(w, n, k) else None
-    if k % GEMV_K_MULTIPLE:
-        if c.forced_path() == "gemv":
-            raise ValueError(f"force_path('gemv'): K={k} is no multiple of {GEMV_K_MULTIPLE}, which the int8 "
-                             "fused kernel needs; use the dequant path")
-        if tc is not None and FAMILY.use_tc(a.shape[0], a.device.index, n, k):
-            return tc[2](bias)
-        return F.linear(a, run_dequantize(w, scales, n, k), bias)
-    return c.gemv_or_dequant(FAMILY, a, lambda: run_gemv(a, w, scales, n, k),
-                             lambda: run_dequantize(w, scales, n, k), bias, tc=tc)
+    forced = c.forced_path()
+    if forced == "tc" and not tc_fits(n, k):
+        raise ValueError(f"force_path('tc'): the int8 tensor-core kernel needs N % {TC_N_MULTIPLE} == 0 and "
+                         f"K % {TC_K_MULTIPLE} == 0; got N={n}, K={k}")
+    if forced == "gemv" and k % GEMV_K_MULTIPLE:
+        raise ValueError(f"force_path('gemv'): K={k} is no multiple of {GEMV_K_MULTIPLE}, which the int8 "
+                         "fused kernel needs; use the dequant path")
+    gemv = None if k % GEMV_K_MULTIPLE else (lambda: run_gemv(a, w, scales, n, k))
+    tc = (n, k, lambda x, b: run_tc(x, w, scales, b, n, k)) if tc_fits(n, k) else None
+    return c.gemv_or_dequant(FAMILY, a, gemv, lambda: run_dequantize(w, scales, n, k), bias, tc=tc)
 
 
 # ------------------------------------------------------------------------------------------- ops
