@@ -97,21 +97,38 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
     const int64_t count = first < ke ? (ke - first + kGemvWarps - 1) / kGemvWarps : 0;
     const uint32_t* const w_tile = w + 256 * c;
 
-    // Stage i holds block first + i * kGemvWarps. Always commits a group (possibly empty) so
-    // that the wait count below stays uniform at the tail.
-    auto issue = [&](int64_t i) {
-      if (i < count) {
-        const int64_t kt = first + i * kGemvWarps;
-        uint32_t* const st = ring + static_cast<int>(i % kGemvStages) * Shape::kStageWords;
-        const uint32_t* const src = w_tile + kt * row_words;
-        cp_async16(shared_addr(st + 4 * w_piece(lane)), src + 4 * lane);
-        cp_async16(shared_addr(st + 4 * w_piece(lane + 32)), src + 4 * (lane + 32));
+    // Unit u (block first + u * kGemvWarps) goes to ring slot u % kGemvStages. The sources advance one
+    // unit per issue and the slots rotate, so the loop does no 64-bit index arithmetic per unit. Always
+    // commits a group (possibly empty) so that the wait count below stays uniform at the tail.
+    const int units = static_cast<int>(count);
+    const uint32_t ring_s = shared_addr(ring);
+    const uint32_t w_dst0 = ring_s + 16 * w_piece(lane), w_dst1 = ring_s + 16 * w_piece(lane + 32);
+    const uint32_t* w_src = w_tile + first * row_words + 4 * lane;
+    const int64_t w_step = kGemvWarps * row_words;
+    const uint16_t* a_src[Shape::kActCopies];
+    uint32_t a_dst[Shape::kActCopies];
+    bool a_live[Shape::kActCopies];
+#pragma unroll
+    for (int j = 0; j < Shape::kActCopies; ++j) {
+      const int a_row = (lane >> 1) + 16 * j;
+      a_live[j] = a_row < m && a_row < MT * 8;
+      a_src[j] = a + static_cast<int64_t>(a_live[j] ? a_row : 0) * k + 16 * first + 8 * a_half;
+      a_dst[j] = ring_s + 4 * (256 + a_word(a_row, a_half));
+    }
+    int issued = 0, issue_slot = 0;
+    auto issue = [&]() {
+      if (issued < units) {
+        const uint32_t off = static_cast<uint32_t>(issue_slot) * (4 * Shape::kStageWords);
+        cp_async16(w_dst0 + off, w_src);
+        cp_async16(w_dst1 + off, w_src + 128);
+        w_src += w_step;
 #pragma unroll
         for (int j = 0; j < Shape::kActCopies; ++j) {
-          const int a_row = (lane >> 1) + 16 * j;
-          if (a_row < m && a_row < MT * 8)
-            cp_async16(shared_addr(st + 256 + a_word(a_row, a_half)), a + a_row * k + 16 * kt + 8 * a_half);
+          if (a_live[j]) cp_async16(a_dst[j] + off, a_src[j]);
+          a_src[j] += 16 * kGemvWarps;
         }
+        issue_slot = issue_slot == kGemvStages - 1 ? 0 : issue_slot + 1;
+        ++issued;
       }
       cp_async_commit();
     };
@@ -125,12 +142,14 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
         for (int e = 0; e < 4; ++e) acc[s][t][e] = 0.f;
 
 #pragma unroll
-    for (int i = 0; i < kGemvStages - 1; ++i) issue(i);
+    for (int i = 0; i < kGemvStages - 1; ++i) issue();
 
-    for (int64_t i = 0; i < count; ++i) {
+    int read_slot = 0;
+    for (int i = 0; i < units; ++i) {
       cp_async_wait<kGemvStages - 2>();  // this lane's copies for stage i have landed
       __syncwarp();                      // ... and every lane's; also: all reads of stage i-1 are done
-      const uint32_t* const st = ring + static_cast<int>(i % kGemvStages) * Shape::kStageWords;
+      const uint32_t* const st = ring + read_slot * Shape::kStageWords;
+      read_slot = read_slot == kGemvStages - 1 ? 0 : read_slot + 1;
       const uint4 w0 = *reinterpret_cast<const uint4*>(st + 4 * w_piece(2 * lane));
       const uint4 w1 = *reinterpret_cast<const uint4*>(st + 4 * w_piece(2 * lane + 1));
       uint32_t bf[MT][2];
@@ -141,7 +160,7 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
         bf[t][0] = live ? st[256 + a_word(row, 0) + tig] : 0u;
         bf[t][1] = live ? st[256 + a_word(row, 1) + tig] : 0u;
       }
-      issue(i + kGemvStages - 1);  // refills the stage read in iteration i - 1
+      issue();  // unit i + kGemvStages - 1: refills the stage read in iteration i - 1
 
       // words[2 * sub + h]: channel 16 * sub + 8h + g of the tile, rows 2 * tig + (0, 8, 1, 9).
       const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
