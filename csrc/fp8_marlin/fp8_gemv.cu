@@ -7,7 +7,9 @@
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
 #include "common/scale_perm.cuh"
+#include "common/env.h"
 #include "fp8_marlin/fp8_decode.cuh"
+#include "fp8_marlin/fp8_gemv_direct.h"
 
 namespace qk {
 namespace {
@@ -260,12 +262,21 @@ cudaError_t launch_gemv_dtype(const void* a, const uint32_t* w, const void* scal
   }
 }
 
+// The shared-memory ring kernel also for M <= 8, where the register-loaded one would run: a test
+// and benchmark override (QK_FP8_GEMV_KERNEL=ring), read at every launch.
+bool fp8_gemv_ring_forced() {
+  const char* v = env_get("QK_FP8_GEMV_KERNEL");
+  return v != nullptr && v[0] == 'r';
+}
+
 }  // namespace
 
 cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
                             int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
   if (m <= 0 || n <= 0 || k <= 0) return cudaSuccess;
   if (m > kMaxFp8GemvM || splits < 1 || (splits > 1 && ws == nullptr)) return cudaErrorInvalidValue;
+  if (fp8_gemv_direct_fits(m, n, k, splits) && !fp8_gemv_ring_forced())
+    return launch_fp8_gemv_direct(a, w, scales, out, ws, m, n, k, splits, dt, stream);
   return dt == DType::BF16 ? launch_gemv_dtype<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
                            : launch_gemv_dtype<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
 }
@@ -274,8 +285,8 @@ int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
   // Column unit: one 64-channel tile; K unit: one 16-row block (the smallest range a split owns).
   // Blocks per SM: what the register budget keeps resident for this M (GemvOccupancy), capped at 4.
   const int tiles = gemv_row_tiles(m);
-  const int per_sm = tiles <= 2 ? 4 : tiles == 4 ? 3 : 2;
-  return plan_splits(m, n / 64, k / 16, sm_count, per_sm);
+  const int per_sm = env_int("QK_FP8_GEMV_BLOCKS_PER_SM", tiles <= 2 ? 4 : tiles == 4 ? 3 : 2);
+  return plan_splits(m, n / 64, k / 16, sm_count, per_sm > 0 ? per_sm : 1);
 }
 
 }  // namespace qk

@@ -1,0 +1,153 @@
+"""GPU tests of the small-M FP8 kernels behind ``qk_fp8_marlin_gemv`` (csrc/fp8_marlin/): the register-loaded
+kernel (fp8_gemv_direct.cu, M <= 8 where its staged activations fit) and the shared-memory ring kernel
+(fp8_gemv.cu: M <= 64, and M <= 8 when QK_FP8_GEMV_KERNEL=ring forces it).
+
+Every result is compared with the float64 product of the exact operands on fresh random data, from a
+poisoned allocator (an unwritten element reads as NaN):
+  * both kernels over M = 1..8, odd K (K / 16 not a multiple of the 4 warps), N of 1, 3 and 5 tiles;
+  * split-K from 1 to many splits (forced through QK_FP8_GEMV_BLOCKS_PER_SM), incl. splits whose K
+    ranges are uneven and splits owning fewer 16-row blocks than a block has warps;
+  * the two kernels give bit-identical results (same products, same summation order), call after call;
+  * where the direct kernel's staged activations would not fit (K / 16 / splits > 128) the ring runs;
+  * NaN codes make their channel NaN and no other;
+  * which kernel ran is read from the profiler, not assumed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import support as sp
+
+DEV = "cuda"
+DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
+DIRECT, RING = "fp8_gemv_direct_kernel", "fp8_gemv_kernel"
+
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
+
+# (K, N): one 16-row block; K/16 = 3, 5, 37 (fewer blocks than warps; uneven per warp); odd tile counts.
+SHAPES = [(16, 64), (48, 192), (80, 320), (592, 64), (1040, 192), (4096, 320), (3072, 1024)]
+
+
+def _case(m, k, n, dtype, *tag):
+    g = sp.generator("fp8-gemv", m, k, n, str(dtype), *tag)
+    codes, s, packed, s_perm = sp.fp8_weight(k, n, dtype, g)
+    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
+    return codes, s, packed, s_perm, x
+
+
+def _gemv(ops, x, packed, s_perm):
+    sp.poison_allocator()
+    return ops.fp8_marlin_gemm(x, packed, s_perm)
+
+
+def _kernels_run(fn) -> set:
+    """Names of the CUDA kernels fn launched (from the profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+def _ran(names: set, kernel: str) -> bool:
+    return any(kernel in n and (kernel != RING or DIRECT not in n) for n in names)
+
+
+@pytest.fixture(params=["direct", "ring"])
+def kernel(request, monkeypatch):
+    if request.param == "ring":
+        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
+    else:
+        monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,n", SHAPES, ids=[f"K{k}N{n}" for k, n in SHAPES])
+def test_matches_fp64(ops, kernel, k, n, dtype):
+    for m in (1, 2, 3, 5, 8):
+        codes, s, packed, s_perm, x = _case(m, k, n, dtype)
+        out = _gemv(ops, x, packed, s_perm)
+        assert out.dtype == dtype and tuple(out.shape) == (m, n)
+        ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
+        sp.assert_gemm_close(out, ref, dtype, f"{kernel} M={m} K={k} N={n} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("per_sm", ["1", "2", "4", "8", "16"])
+def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
+    """More blocks per SM asks for more K-splits: every split count gives the fp64 result."""
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
+    for m, k, n in [(1, 2048, 64), (4, 1040, 128), (7, 4096, 192), (8, 208, 64)]:
+        codes, s, packed, s_perm, x = _case(m, k, n, dtype, "split", per_sm)
+        out = _gemv(ops, x, packed, s_perm)
+        ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
+        sp.assert_gemm_close(out, ref, dtype, f"{kernel} blocks/SM {per_sm} M={m} K={k} N={n} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
+    """Same products, same summation order: the two kernels' outputs are identical, and so are repeats."""
+    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64)]:
+        codes, s, packed, s_perm, x = _case(m, k, n, dtype, "agree")
+        monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+        direct = [_gemv(ops, x, packed, s_perm) for _ in range(3)]
+        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
+        ring = _gemv(ops, x, packed, s_perm)
+        for d in direct:
+            assert torch.equal(d, ring), f"direct and ring kernels differ at M={m} K={k} N={n} {dtype}"
+
+
+def test_each_kernel_runs_where_it_should(ops, monkeypatch):
+    dtype = torch.bfloat16
+    _, _, packed, s_perm, x = _case(4, 1024, 128, dtype, "which")
+    monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    assert _ran(names, DIRECT) and not _ran(names, RING), names
+    monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
+    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    assert _ran(names, RING) and not _ran(names, DIRECT), names
+    # M = 9 is past the direct kernel's 8 rows: the ring, without any override.
+    monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+    x9 = torch.randn(9, 1024, device=DEV, dtype=dtype)
+    names = _kernels_run(lambda: _gemv(ops, x9, packed, s_perm))
+    assert _ran(names, RING) and not _ran(names, DIRECT), names
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_long_k_falls_back_to_the_ring(ops, monkeypatch, dtype):
+    """One split over K / 16 = 136 blocks is more than the direct kernel stages (128): the ring runs, right."""
+    monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "1")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    k, n, m = 136 * 16, 64 * (sms + 1), 2  # more tiles than SMs: the plan takes one split
+    codes, s, packed, s_perm, x = _case(m, k, n, dtype, "long-k")
+    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    assert _ran(names, RING) and not _ran(names, DIRECT), names
+    out = _gemv(ops, x, packed, s_perm)
+    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
+    sp.assert_gemm_close(out, ref, dtype, f"long K ring fallback {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_codes_poison_only_their_channel(ops, kernel, dtype):
+    m, k, n = 3, 256, 192
+    g = sp.generator("fp8-gemv-nan", str(dtype))
+    codes = sp.random_fp8_codes(n, k, g)
+    codes[5, 17] = 0x7F
+    codes[130, 200] = 0xFF
+    s = sp.random_fp8_scales(n, dtype, g)
+    packed, s_perm = sp.fp8_marlin_layout(codes), sp.permute_block32(s.reshape(1, n))
+    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
+    out = _gemv(ops, x, packed, s_perm)
+    bad = torch.zeros(n, dtype=torch.bool, device=DEV)
+    bad[[5, 130]] = True
+    assert torch.isnan(out[:, bad]).all(), f"{kernel}: a NaN code must make its channel NaN"
+    clean = codes.clone()
+    clean[5, 17] = clean[130, 200] = 0
+    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(clean, s))
+    sp.assert_gemm_close(out[:, ~bad], ref[:, ~bad], dtype, f"{kernel}: channels without NaN codes {dtype}")
