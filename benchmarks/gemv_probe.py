@@ -5,6 +5,8 @@ Paths compared side by side (benchmarks/results/gemv_notes.md):
   fp8-v0      main's FP8 dispatch (QK_GEMV_FP8_ENGINE unset): the register-loaded kernel at M <= 8 where it
               fits, the split-K shared-memory ring kernel otherwise
   fp8-ring    the ring kernel also at M <= 8 (QK_FP8_GEMV_KERNEL=ring)
+  fp8-nocl    main's dispatch with the direct kernel's cluster reduction off (QK_FP8_GEMV_CLUSTER=0): its
+              K-splits finish through the fp32 workspace and a second (split-K reduce) launch
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
   int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
   int8-v4:VAR int8 on engine v4 (the default), variant VAR
@@ -41,7 +43,7 @@ VARIANTS = {
     "direct": {"QK_GEMV_V4_LOADS": "direct"},  # FP8 only: register ring (ld.global.nc) at M <= 16
 }
 FP8_ONLY, INT8_ONLY = {"direct"}, {"k32"}
-ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_FP8_GEMV_KERNEL", "QK_GEMV_INT8_ENGINE", "QK_GEMV_V4_TILES", "QK_GEMV_V4_ORDER", "QK_GEMV_V4_INT8_K",
+ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_FP8_GEMV_KERNEL", "QK_FP8_GEMV_CLUSTER", "QK_GEMV_INT8_ENGINE", "QK_GEMV_V4_TILES", "QK_GEMV_V4_ORDER", "QK_GEMV_V4_INT8_K",
             "QK_GEMV_V4_MAX_SPLITS", "QK_GEMV_V4_BLOCKS_PER_SM", "QK_GEMV_V4_LOADS"]
 
 ap = argparse.ArgumentParser()
@@ -76,6 +78,8 @@ def path_env(path):
     env = {}
     if fam == "fp8-ring":
         env["QK_FP8_GEMV_KERNEL"] = "ring"
+    if fam == "fp8-nocl":
+        env["QK_FP8_GEMV_CLUSTER"] = "0"
     if fam == "fp8-v4":
         env["QK_GEMV_FP8_ENGINE"] = "1"
     if fam == "int8-v3":
@@ -91,7 +95,7 @@ def set_env(env):
 
 
 def fp8_paths():
-    return ["fp8-v0", "fp8-ring"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
+    return ["fp8-v0", "fp8-nocl", "fp8-ring"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
 
 
 def int8_paths():
@@ -250,7 +254,7 @@ def perf():
             v4 = [p for p in fp8_paths() if p.startswith("fp8-v4")]
             best8 = min(r[p + "_ms"] for p in v4) if v4 else float("nan")
             print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  "
-                  f"fp8-ring {r['fp8-ring_ms']:.4f}  fp8-v4 best {best8:.4f}  "
+                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-v4 best {best8:.4f}  "
                   f"int8-v3 {r['int8-v3_ms']:.4f}", flush=True)
         w8s = wi8 = wd = None  # free the rotation sets before the next shape
         torch.cuda.empty_cache()

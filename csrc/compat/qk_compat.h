@@ -42,6 +42,10 @@
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define QK_SM90A_DEVICE 1
 #endif
+// Thread-block clusters (cluster barrier, distributed shared memory): every device pass for sm_90+.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define QK_CLUSTER_DEVICE 1
+#endif
 #else
 #define QK_DEVICE
 #define QK_HOST_DEVICE

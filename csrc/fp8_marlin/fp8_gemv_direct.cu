@@ -8,6 +8,13 @@
 // * no per-unit activation copy: the block stages its split's activations once, already in the
 //   tensor-core B-fragment order, so each unit reads its fragment with one 8-byte shared load;
 // * a register ring of kDepth units, unrolled, so no slot index arithmetic.
+// On sm_90+ a tile's two K-splits run as one thread-block cluster and sum their partials through
+// distributed shared memory: one launch, no fp32 workspace, no second kernel (same summation order as
+// the split-K reduce, so the results are bit-identical either way). Measured on H200 (gemv_notes.md,
+// v6): 4-6 % faster with 2 splits; 5-9 % slower with clusters of 4 and 8, so those keep the reduce.
+#include "common/cluster.cuh"
+#include "common/cluster_launch.h"
+#include "common/env.h"
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
@@ -25,12 +32,13 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = 4;           // weight units (1 KB per warp) in flight per warp
 constexpr int kRedStride = 68;      // floats per partial row: rows 2 apart land 8 banks apart
 constexpr int kRedBytes = kWarps * 8 * kRedStride * 4;
+constexpr int kPartBytes = 8 * 64 * 4;   // a block's summed partials, read by its cluster
 constexpr int kFragBytes = 256;     // one 16-k block of 8 activation rows, in B-fragment order
 
 // Dynamic shared memory of a launch whose splits own at most `blocks` 16-row blocks each.
 int smem_bytes(int64_t blocks) {
   const int64_t staged = blocks * kFragBytes;
-  return static_cast<int>(staged > kRedBytes ? staged : kRedBytes);
+  return static_cast<int>(staged > kRedBytes + kPartBytes ? staged : kRedBytes + kPartBytes);
 }
 
 // Stages activation rows 0..7 (zeros past m) of k blocks [kb, kb + blocks) as B fragments of the
@@ -57,8 +65,9 @@ QK_DEVICE QK_FORCEINLINE void stage_activations(uint2* act, const uint16_t* QK_R
 
 // Work item = (split, 64-channel tile), one per block. Warp w takes the item's 16-row blocks
 // w, w + kWarps, ...; lane t holds bytes 32t..32t+31 of each (the same words the split-K kernel's
-// lane t reads from its ring), kDepth units ahead.
-template <DType D>
+// lane t reads from its ring), kDepth units ahead. kCluster: grid (splits, tiles), each tile's splits
+// one cluster; otherwise a 1-D grid of tiles x splits, split-major.
+template <DType D, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 4)
     fp8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
                            const uint16_t* QK_RESTRICT scales, uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
@@ -71,8 +80,8 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int g = lane >> 2;
   const int tig = lane & 3;
   const int64_t col_tiles = n / 64;
-  const int split = static_cast<int>(blockIdx.x / col_tiles);
-  const int64_t c = blockIdx.x - static_cast<int64_t>(split) * col_tiles;
+  const int split = kCluster ? static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x / col_tiles);
+  const int64_t c = kCluster ? static_cast<int64_t>(blockIdx.y) : blockIdx.x - static_cast<int64_t>(split) * col_tiles;
   const int64_t k_blocks = k / 16;
   const int64_t kb = k_blocks * split / splits;
   const int blocks = static_cast<int>(k_blocks * (split + 1) / splits - kb);
@@ -163,13 +172,44 @@ __global__ void __launch_bounds__(kThreads, 4)
 #pragma unroll
     for (int j = 0; j < kWarps; ++j) sum += red[(j * 8 + r) * kRedStride + ch];  // fixed order
     const int64_t col = 64 * c + ch;
-    if (splits == 1) {
+    if (kCluster) {
+      red[kWarps * 8 * kRedStride + idx] = sum;  // this split's partial, for the cluster to read
+    } else if (splits == 1) {
       const float s = bits16_to_float<D>(scales[block32_slot(col)]);
       out[r * n + col] = static_cast<uint16_t>(float_to_bits16<D>(sum * s));
     } else {
       ws[(static_cast<int64_t>(split) * m + r) * n + col] = sum;  // unscaled; the reduce scales
     }
   }
+  if constexpr (kCluster) {
+    // Split s finishes channels [64 s / splits, 64 (s + 1) / splits) of the tile: the splits' partials
+    // summed in split order from 0 (the split-K reduce's order), then scaled.
+    const float* const part = red + kWarps * 8 * kRedStride;
+    cluster::sync();
+    const int lo = 64 * split / splits;
+    const int width = 64 * (split + 1) / splits - lo;
+    for (int idx = static_cast<int>(threadIdx.x); idx < m * width; idx += kThreads) {
+      const int r = idx / width;
+      const int ch = lo + idx - r * width;
+      float acc = 0.f;
+      for (int s = 0; s < splits; ++s) acc += cluster::load_remote(part + r * 64 + ch, static_cast<uint32_t>(s));
+      const int64_t col = 64 * c + ch;
+      const float sc = bits16_to_float<D>(scales[block32_slot(col)]);
+      out[r * n + col] = static_cast<uint16_t>(float_to_bits16<D>(acc * sc));
+    }
+    cluster::sync();  // no block leaves while another may still read its shared memory
+  }
+}
+
+// The tile's splits as one cluster: sm_90+ images, exactly kClusterSplits splits, the tile count fits
+// grid.y; unless QK_FP8_GEMV_CLUSTER=0 (test and benchmark override, read at every launch).
+constexpr int kClusterSplits = 2;
+static_assert(kClusterSplits <= cluster::kPortableMax, "clusters beyond 8 blocks need an opt-in");
+template <DType D>
+bool use_cluster(int64_t n, int splits) {
+  if (splits != kClusterSplits || n / 64 > 65535) return false;
+  if (env_int("QK_FP8_GEMV_CLUSTER", 1) == 0) return false;
+  return cluster::image_supports_clusters(fp8_gemv_direct_kernel<D, true>);
 }
 
 template <DType D>
@@ -177,8 +217,15 @@ cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, v
                          int64_t n, int64_t k, int splits, cudaStream_t stream) {
   const int64_t blocks = (k / 16 + splits - 1) / splits;
   const int smem = smem_bytes(blocks);
+  if (use_cluster<D>(n, splits)) {
+    return cluster::launch(fp8_gemv_direct_kernel<D, true>,
+                           dim3(static_cast<unsigned>(splits), static_cast<unsigned>(n / 64)), dim3(kThreads), smem,
+                           stream, static_cast<unsigned>(splits), static_cast<const uint16_t*>(a), w,
+                           static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out),
+                           static_cast<float*>(nullptr), static_cast<int>(m), n, k, splits);
+  }
   const int64_t grid = (n / 64) * splits;
-  fp8_gemv_direct_kernel<D><<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(
+  fp8_gemv_direct_kernel<D, false><<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(
       static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out), ws,
       static_cast<int>(m), n, k, splits);
   const cudaError_t err = cudaGetLastError();

@@ -141,6 +141,25 @@ def test_workspace_query_is_cached_per_shape(ops, monkeypatch):
         fam.workspace_bytes.cache_clear()
 
 
+def test_fp8_gemv_workspace_is_keyed_on_the_plan_override(ops, monkeypatch):
+    """QK_FP8_GEMV_BLOCKS_PER_SM changes the small-M split count, so the cached workspace size must follow it."""
+    from quanto_kernels._native import abi
+
+    fam = ops.GEMM_FAMILIES["fp8_marlin"]
+    monkeypatch.setattr(abi, "fp8_marlin_gemv_workspace_bytes",
+                        lambda **kw: 1000 * int(os.environ.get("QK_FP8_GEMV_BLOCKS_PER_SM", "4")))
+    fam.workspace_bytes.cache_clear()
+    try:
+        monkeypatch.delenv("QK_FP8_GEMV_BLOCKS_PER_SM", raising=False)
+        assert fam.workspace_bytes(m=1, n=128, k=256, device=0) == 4000
+        monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "8")
+        assert fam.workspace_bytes(m=1, n=128, k=256, device=0) == 8000
+        monkeypatch.delenv("QK_FP8_GEMV_BLOCKS_PER_SM")
+        assert fam.workspace_bytes(m=1, n=128, k=256, device=0) == 4000
+    finally:
+        fam.workspace_bytes.cache_clear()
+
+
 GPU = [pytest.mark.gpu, sp.requires_gpu]
 
 

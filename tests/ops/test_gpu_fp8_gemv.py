@@ -1,16 +1,19 @@
 """GPU tests of the small-M FP8 kernels behind ``qk_fp8_marlin_gemv`` (csrc/fp8_marlin/): the register-loaded
-kernel (fp8_gemv_direct.cu, M <= 8 where its staged activations fit) and the shared-memory ring kernel
-(fp8_gemv.cu: M <= 64, and M <= 8 when QK_FP8_GEMV_KERNEL=ring forces it).
+kernel (fp8_gemv_direct.cu, M <= 8 where its staged activations fit; on sm_90+ a tile's two K-splits run
+as one cluster and sum through distributed shared memory, QK_FP8_GEMV_CLUSTER=0 turns that off) and the
+shared-memory ring kernel (fp8_gemv.cu: M <= 64, and M <= 8 when QK_FP8_GEMV_KERNEL=ring forces it).
 
 Every result is compared with the float64 product of the exact operands on fresh random data, from a
 poisoned allocator (an unwritten element reads as NaN):
   * both kernels over M = 1..8, odd K (K / 16 not a multiple of the 4 warps), N of 1, 3 and 5 tiles;
   * split-K from 1 to many splits (forced through QK_FP8_GEMV_BLOCKS_PER_SM), incl. splits whose K
-    ranges are uneven and splits owning fewer 16-row blocks than a block has warps;
-  * the two kernels give bit-identical results (same products, same summation order), call after call;
+    ranges are uneven, splits owning fewer 16-row blocks than a block has warps, and 1, 2, 4, 8 and 16
+    splits over one tile per SM (2: the cluster path);
+  * the kernels give bit-identical results (same products, same summation order; cluster or split-K
+    reduce), call after call;
   * where the direct kernel's staged activations would not fit (K / 16 / splits > 128) the ring runs;
   * NaN codes make their channel NaN and no other;
-  * which kernel ran is read from the profiler, not assumed.
+  * which kernels ran is read from the profiler, not assumed (one launch with clusters, two without).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import support as sp
 
 DEV = "cuda"
 DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
-DIRECT, RING = "fp8_gemv_direct_kernel", "fp8_gemv_kernel"
+DIRECT, RING, REDUCE = "fp8_gemv_direct_kernel", "fp8_gemv_kernel", "splitk_reduce_kernel"
 
 pytestmark = [pytest.mark.gpu, sp.requires_gpu]
 
@@ -57,12 +60,29 @@ def _ran(names: set, kernel: str) -> bool:
     return any(kernel in n and (kernel != RING or DIRECT not in n) for n in names)
 
 
-@pytest.fixture(params=["direct", "ring"])
-def kernel(request, monkeypatch):
-    if request.param == "ring":
+def _use(monkeypatch, kernel):
+    """Select a kernel: "direct" (clusters where they apply), "direct-nocluster" or "ring"."""
+    if kernel == "ring":
         monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
     else:
         monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+    if kernel == "direct-nocluster":
+        monkeypatch.setenv("QK_FP8_GEMV_CLUSTER", "0")
+    else:
+        monkeypatch.delenv("QK_FP8_GEMV_CLUSTER", raising=False)
+
+
+def _sms():
+    return torch.cuda.get_device_properties(0).multi_processor_count
+
+
+def _clusters_run():
+    return torch.cuda.get_device_capability(0)[0] >= 9
+
+
+@pytest.fixture(params=["direct", "direct-nocluster", "ring"])
+def kernel(request, monkeypatch):
+    _use(monkeypatch, request.param)
     return request.param
 
 
@@ -82,7 +102,8 @@ def test_matches_fp64(ops, kernel, k, n, dtype):
 def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
     """More blocks per SM asks for more K-splits: every split count gives the fp64 result."""
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
-    for m, k, n in [(1, 2048, 64), (4, 1040, 128), (7, 4096, 192), (8, 208, 64)]:
+    # One tile per SM: the plan takes per_sm splits (capped by K / 16 and 16).
+    for m, k, n in [(1, 2048, 64), (4, 1040, 128), (7, 4096, 192), (8, 208, 64), (3, 2064, 64 * _sms())]:
         codes, s, packed, s_perm, x = _case(m, k, n, dtype, "split", per_sm)
         out = _gemv(ops, x, packed, s_perm)
         ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
@@ -92,14 +113,34 @@ def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
     """Same products, same summation order: the two kernels' outputs are identical, and so are repeats."""
-    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64)]:
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")  # the last shape: 2 splits, the cluster path
+    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64), (2, 4096, 64 * _sms())]:
         codes, s, packed, s_perm, x = _case(m, k, n, dtype, "agree")
-        monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
-        direct = [_gemv(ops, x, packed, s_perm) for _ in range(3)]
-        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
+        _use(monkeypatch, "ring")
         ring = _gemv(ops, x, packed, s_perm)
-        for d in direct:
-            assert torch.equal(d, ring), f"direct and ring kernels differ at M={m} K={k} N={n} {dtype}"
+        for kernel in ("direct", "direct-nocluster"):
+            _use(monkeypatch, kernel)
+            for _ in range(3):
+                out = _gemv(ops, x, packed, s_perm)
+                assert torch.equal(out, ring), f"{kernel} and ring kernels differ at M={m} K={k} N={n} {dtype}"
+
+
+def test_cluster_path_is_one_launch(ops, monkeypatch):
+    """One tile per SM at 2 blocks per SM: 2 splits. With clusters (sm_90+) the direct kernel alone runs;
+    without (override, or an older GPU), it and the split-K reduce; 4 splits always take the reduce."""
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")
+    _, _, packed, s_perm, x = _case(2, 1024, 64 * _sms(), torch.float16, "one-launch")
+    _use(monkeypatch, "direct")
+    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    assert _ran(names, DIRECT), names
+    assert _ran(names, REDUCE) != _clusters_run(), names
+    _use(monkeypatch, "direct-nocluster")
+    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    assert _ran(names, DIRECT) and _ran(names, REDUCE), names
+    _use(monkeypatch, "direct")
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
+    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    assert _ran(names, DIRECT) and _ran(names, REDUCE), names
 
 
 def test_each_kernel_runs_where_it_should(ops, monkeypatch):

@@ -126,15 +126,25 @@ class TensorCoreKernel:
 class GemmFamily:
     """The kernel limits, the cached workspace query and the M rule of one family of GEMM entry points."""
 
-    def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str, tc: Optional[TensorCoreKernel] = None):
+    def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str, tc: Optional[TensorCoreKernel] = None,
+                 plan_env: Tuple[str, ...] = ()):
         self.name = name
         self._max_gemv_m = max_gemv_m  # abi function names
-        # Planning is done once per shape: the per-call path only looks the size up.
-        self.workspace_bytes = functools.lru_cache(maxsize=4096)(self._query_workspace)
+        # Planning is done once per shape: the per-call path only looks the size up. The library reads
+        # the plan_env overrides (tests, benchmarks) at every plan, so their values are part of the key.
         self._workspace_fn = workspace_bytes
+        query = functools.lru_cache(maxsize=4096)(self._query_workspace)
+        if plan_env:
+            def keyed(**sizes) -> int:
+                return query(_env=tuple(os.environ.get(e) for e in plan_env), **sizes)
+
+            keyed.cache_clear = query.cache_clear
+            self.workspace_bytes = keyed
+        else:
+            self.workspace_bytes = query
         self.tc = tc
 
-    def _query_workspace(self, **sizes) -> int:
+    def _query_workspace(self, _env: tuple = (), **sizes) -> int:
         return getattr(abi, self._workspace_fn)(**sizes)
 
     @functools.cached_property
