@@ -12,7 +12,7 @@
 // distributed shared memory: one launch, no fp32 workspace, no second kernel (same summation order as
 // the split-K reduce, so the results are bit-identical either way). Measured on H200 (gemv_notes.md,
 // v6): 4-6 % faster with 2 splits; 5-9 % slower with clusters of 4 and 8, so those keep the reduce.
-#include "common/cluster.cuh"
+#include "common/cluster_finish.cuh"
 #include "common/cluster_launch.h"
 #include "common/env.h"
 #include "common/launchers.h"
@@ -182,22 +182,8 @@ __global__ void __launch_bounds__(kThreads, 4)
     }
   }
   if constexpr (kCluster) {
-    // Split s finishes channels [64 s / splits, 64 (s + 1) / splits) of the tile: the splits' partials
-    // summed in split order from 0 (the split-K reduce's order), then scaled.
-    const float* const part = red + kWarps * 8 * kRedStride;
-    cluster::sync();
-    const int lo = 64 * split / splits;
-    const int width = 64 * (split + 1) / splits - lo;
-    for (int idx = static_cast<int>(threadIdx.x); idx < m * width; idx += kThreads) {
-      const int r = idx / width;
-      const int ch = lo + idx - r * width;
-      float acc = 0.f;
-      for (int s = 0; s < splits; ++s) acc += cluster::load_remote(part + r * 64 + ch, static_cast<uint32_t>(s));
-      const int64_t col = 64 * c + ch;
-      const float sc = bits16_to_float<D>(scales[block32_slot(col)]);
-      out[r * n + col] = static_cast<uint16_t>(float_to_bits16<D>(acc * sc));
-    }
-    cluster::sync();  // no block leaves while another may still read its shared memory
+    cluster::finish_tile<D, ScalePerm::Block32>(red + kWarps * 8 * kRedStride, split, splits, m, n, 64 * c, scales,
+                                                reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
   }
 }
 

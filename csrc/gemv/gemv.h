@@ -20,12 +20,17 @@ constexpr int64_t kMaxEngineGemvM = 64;
 namespace gemv {
 // A plan of either engine version: what the workspace query and the launch share.
 struct GemvPlan {
-  int version = 3;      // 3 or 4
+  int version = 3;      // 3 or 4; 5: int8's register-loaded kernel (csrc/int8/int8_gemv_direct.cu)
   int int8_unit_k = 32;  // v4 int8 only: 32 or 64 k per unit
   bool fp8_direct = false;  // v4 FP8 only: register-ring mainloop (QK_GEMV_V4_LOADS=direct)
   Plan v3;
   Plan4 v4;
-  int64_t workspace_bytes() const { return version == 4 ? v4.workspace_bytes() : v3.workspace_bytes(); }
+  int direct_splits = 0;  // version 5: K-splits
+  int64_t m = 0, n = 0, k = 0;  // version 5: the product's sizes
+  int64_t workspace_bytes() const {
+    if (version == 5) return direct_splits > 1 ? int64_t(direct_splits) * m * n * 4 : 0;
+    return version == 4 ? v4.workspace_bytes() : v3.workspace_bytes();
+  }
 };
 }  // namespace gemv
 

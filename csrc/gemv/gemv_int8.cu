@@ -2,13 +2,37 @@
 // v4 with one column tile per block by default (measured on an H200, 2026-12-01: 15-60 % faster than v3
 // at M = 1..64 on 4096 x 14336, 14336 x 4096, 3072 x 12288 and 12288 x 3072; one tile per block beat the
 // wider groups; benchmarks/results/gemv_notes.md), v3 behind QK_GEMV_INT8_ENGINE=v3 (csrc/gemv/schedule.h).
+// M <= 8 on shapes it takes (N % 64 == 0, K % 64 == 0) goes to the register-loaded kernel
+// (csrc/int8/int8_gemv_direct.cu); QK_INT8_GEMV_KERNEL=engine keeps those on engine v4 (test and
+// benchmark override, read at every plan).
+#include "common/env.h"
 #include "gemv/gemv.h"
 #include "gemv/launch.cuh"
 #include "gemv/launch_v4.cuh"
+#include "int8/int8_gemv_direct.h"
 
 namespace qk {
+namespace {
+
+bool int8_engine_forced() {
+  const char* v = env_get("QK_INT8_GEMV_KERNEL");
+  return v != nullptr && v[0] == 'e';
+}
+
+}  // namespace
 
 cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::GemvPlan* plan) {
+  if (!gemv::int8_v3_requested() && !int8_engine_forced() && int8_gemv_direct_fits(m, n, k)) {
+    int sms = 0;
+    const cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err != cudaSuccess) return err;
+    plan->version = 5;
+    plan->m = m;
+    plan->n = n;
+    plan->direct_splits = plan_int8_gemv_direct_splits(m, n, k, sms);
+    plan->k = k;
+    return cudaSuccess;
+  }
   if (gemv::int8_v3_requested()) {
     plan->version = 3;
     return gemv::make_plan_for<gemv::Int8Rows>(m, n, k, device, &plan->v3);
@@ -25,6 +49,10 @@ cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv
 cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, void* out, void* ws,
                              const gemv::GemvPlan& plan, DType dt, cudaStream_t stream) {
   const auto* s = static_cast<const uint16_t*>(scales);
+  if (plan.version == 5) {
+    return launch_int8_gemv_direct(a, w, scales, out, static_cast<float*>(ws), plan.m, plan.n, plan.k,
+                                   plan.direct_splits, dt, stream);
+  }
   if (plan.version != 4) {
     const gemv::Int8Rows::Args args{w, s, plan.v3.n, plan.v3.k};
     return gemv::launch<gemv::Int8Rows>(args, a, out, ws, plan.v3, dt, stream);

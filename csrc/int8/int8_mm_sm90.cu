@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 #include "api/device.h"
 #include "common/sm90_marlin_gemm.cuh"
+#include "int8/int8_decode.cuh"
 #include "int8/int8_mm.h"
 
 namespace qk {
@@ -58,24 +59,6 @@ struct RowMajorInt8Weights {
   static QK_DEVICE QK_FORCEINLINE int64_t scale_slot(int64_t ch) { return ch; }
 };
 
-// Bytes j0, j0 + 1 of x (j0 = 0 or 2, chosen by sel) as two exact 16-bit values (low half = byte j0).
-// bf16: the code's low 7 bits under the exponent of 128 give 128 + (b & 127); subtracting 128, or 256
-// when the sign bit is set, gives b. fp16: b + 128 under the exponent of 1024, minus 1152.
-template <DType D>
-QK_DEVICE QK_FORCEINLINE uint32_t int8_pair(uint32_t x, uint32_t sel) {
-  uint32_t r;
-  if constexpr (D == DType::BF16) {
-    const uint32_t t = __byte_perm(x, 0x43u, sel);  // halves 0x43bb
-    const uint32_t v = t & 0xFF7FFF7Fu;
-    const uint32_t c = (t & 0x00800080u) | 0xC300C300u;  // -128 or -256
-    QK_ASM("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(c));
-  } else {
-    const uint32_t t = __byte_perm(x ^ 0x80808080u, 0x64u, sel);  // halves 0x64uu = 1024 + b + 128
-    QK_ASM("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(t), "r"(0x3C003C00u), "r"(0xE480E480u));
-  }
-  return r;
-}
-
 // kSlicesT: 16-deep slices per stage, 4 (64 k: one activation box) or 8 (128 k: two boxes).
 template <DType D, int kSlicesT>
 struct Int8WeightOperand {
@@ -91,7 +74,7 @@ struct Int8WeightOperand {
     const int lane = threadIdx.x % 32;
     const int swizzle = Layout::chunk_xor(lane);
     // byte_perm selector: bytes j0, j0 + 1 of x (j0 = 2 (q % 2)) under the 0x43 / 0x64 byte of the constant
-    const uint32_t sel = (lane & 1) ? 0x4342u : 0x4140u;
+    const uint32_t sel = (lane & 1) ? kInt8SelHi : kInt8SelLo;
     uint32_t a[kSlices][4];  // [slice][fragment register]
 #pragma unroll
     for (int i = 0; i < kSlices; ++i) {

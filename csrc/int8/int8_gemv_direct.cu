@@ -1,0 +1,208 @@
+// int8 weights in quanto's own (N, K) layout, M <= 8: the fused product with the weight loaded straight
+// into registers, the int8 sibling of the FP8 register-loaded kernel (fp8_gemv_direct.cu).
+//
+// Block = 64 channels x one K-split; warp w owns channels 16w..16w+15 over the whole split, so no
+// partial sums cross warps. A unit is 16 channels x 64 k (1 KB): lane (g, t) loads 16 bytes of channel
+// g and 16 of channel g + 8, at k 16t..16t+15 of the unit. The product over k does not care about the
+// order of k, so the four tensor-core steps of a unit take their k from those bytes directly: step s
+// reads k 16t + 4s..+3 as the fragment's (2t, 2t+1, 2t+8, 2t+9); the activations are staged once per
+// block as plain rows, and the same k come out of them with one 16-byte shared load per two steps.
+// On sm_90+ a tile's two K-splits run as one cluster (cluster_finish.cuh), as for FP8.
+#include "common/cluster_finish.cuh"
+#include "common/cluster_launch.h"
+#include "common/env.h"
+#include "common/launchers.h"
+#include "common/numeric.cuh"
+#include "common/ptx.cuh"
+#include "int8/int8_decode.cuh"
+#include "int8/int8_gemv_direct.h"
+
+namespace qk {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kDepth = 4;      // units (1 KB per warp) in flight per warp
+constexpr int kUnitK = 64;
+constexpr int kRowPad = 8;     // activation row stride = span + 8 values: rows 16 bytes apart in banks
+constexpr int kPartBytes = 8 * 64 * 4;
+
+int smem_bytes(int64_t units) {
+  const int64_t staged = 8 * (units * kUnitK + kRowPad) * 2;
+  return static_cast<int>(staged > kPartBytes ? staged : kPartBytes);
+}
+
+// Rows 0..7 (zeros past m) of k [k0, k0 + span) as bf16/fp16 rows of `stride` values.
+QK_DEVICE QK_FORCEINLINE void stage_rows(uint16_t* act, const uint16_t* QK_RESTRICT a, int m, int64_t k, int64_t k0,
+                                         int span, int stride) {
+  const int pieces = span / 8;  // 16-byte pieces per row
+  for (int e = static_cast<int>(threadIdx.x); e < 8 * pieces; e += kThreads) {
+    const int r = e / pieces;
+    const int p = e - r * pieces;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r < m) v = *reinterpret_cast<const uint4*>(a + r * k + k0 + 8 * p);
+    *reinterpret_cast<uint4*>(act + r * stride + 8 * p) = v;
+  }
+}
+
+template <DType D, bool kCluster>
+__global__ void __launch_bounds__(kThreads, 4)
+    int8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const int8_t* QK_RESTRICT w,
+                            const uint16_t* QK_RESTRICT scales, uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
+                            int64_t n, int64_t k, int splits) {
+  extern __shared__ uint4 smem[];
+  uint16_t* const act = reinterpret_cast<uint16_t*>(smem);
+
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int g = lane >> 2;
+  const int tig = lane & 3;
+  const int64_t col_tiles = n / 64;
+  const int split = kCluster ? static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x / col_tiles);
+  const int64_t c = kCluster ? static_cast<int64_t>(blockIdx.y) : blockIdx.x - static_cast<int64_t>(split) * col_tiles;
+  const int64_t k_units = k / kUnitK;
+  const int64_t u0 = k_units * split / splits;
+  const int units = static_cast<int>(k_units * (split + 1) / splits - u0);
+  const int stride = units * kUnitK + kRowPad;
+
+  // Weight loads first, in flight while the activations are staged.
+  const uint64_t policy = l2_evict_first_policy();
+  const int64_t ch = 64 * c + 16 * warp + g;
+  const int8_t* next = w + ch * k + kUnitK * u0 + 16 * tig;
+  const int64_t hi_off = 8 * k;  // channel g + 8
+  uint4 ring[kDepth][2];
+#pragma unroll
+  for (int d = 0; d < kDepth; ++d) {
+    if (d < units) {
+      ring[d][0] = ld_stream_v4(next, policy);
+      ring[d][1] = ld_stream_v4(next + hi_off, policy);
+      next += kUnitK;
+    }
+  }
+  stage_rows(act, a, m, k, kUnitK * u0, units * kUnitK, stride);
+  __syncthreads();
+
+  float acc[2][4];
+#pragma unroll
+  for (int p = 0; p < 2; ++p)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[p][e] = 0.f;
+
+  const uint16_t* frag = act + g * stride + 16 * tig;  // row g, k 16 tig of unit 0
+  for (int base = 0; base < units; base += kDepth) {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) {
+      if (base + d >= units) break;  // uniform across the block
+      const uint32_t lo[4] = {ring[d][0].x, ring[d][0].y, ring[d][0].z, ring[d][0].w};  // channel g
+      const uint32_t hi[4] = {ring[d][1].x, ring[d][1].y, ring[d][1].z, ring[d][1].w};  // channel g + 8
+      uint32_t af[4][4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        af[s][0] = int8_pair<D>(lo[s], kInt8SelLo);
+        af[s][1] = int8_pair<D>(hi[s], kInt8SelLo);
+        af[s][2] = int8_pair<D>(lo[s], kInt8SelHi);
+        af[s][3] = int8_pair<D>(hi[s], kInt8SelHi);
+      }
+      // The slot's words are decoded: refill it (the load may reuse their registers).
+      if (base + d + kDepth < units) {
+        ring[d][0] = ld_stream_v4(next, policy);
+        ring[d][1] = ld_stream_v4(next + hi_off, policy);
+        next += kUnitK;
+      }
+      const uint4 b01 = *reinterpret_cast<const uint4*>(frag);      // k 16 tig + 0..7: steps 0, 1
+      const uint4 b23 = *reinterpret_cast<const uint4*>(frag + 8);  // k 16 tig + 8..15: steps 2, 3
+      frag += kUnitK;
+      const uint32_t bf[4][2] = {{b01.x, b01.y}, {b01.z, b01.w}, {b23.x, b23.y}, {b23.z, b23.w}};
+#pragma unroll
+      for (int s = 0; s < 4; ++s) mma_16816<D>(acc[s & 1], af[s], bf[s]);
+    }
+  }
+
+  // acc: (channel g, row 2 tig), (g, row 2 tig + 1), (g + 8, row 2 tig), (g + 8, row 2 tig + 1).
+  const float v[4] = {acc[0][0] + acc[1][0], acc[0][1] + acc[1][1], acc[0][2] + acc[1][2], acc[0][3] + acc[1][3]};
+  if constexpr (kCluster) {
+    __syncthreads();  // every warp is done with the staged activations: reuse them for the partials
+    float* const part = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = 2 * tig + (e & 1);
+      if (row < m) part[row * 64 + 16 * warp + g + 8 * (e >> 1)] = v[e];
+    }
+    cluster::finish_tile<D, ScalePerm::None>(part, split, splits, m, n, 64 * c, scales,
+                                             reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
+  } else {
+    auto* const o = reinterpret_cast<typename Elem<D>::T*>(out);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = 2 * tig + (e & 1);
+      const int64_t col = ch + 8 * (e >> 1);
+      if (row >= m) continue;
+      if (splits == 1) {
+        o[row * n + col] = Elem<D>::from_float(v[e] * bits16_to_float<D>(scales[col]));
+      } else {
+        ws[(static_cast<int64_t>(split) * m + row) * n + col] = v[e];  // unscaled; the reduce scales
+      }
+    }
+  }
+}
+
+// The tile's splits as one cluster where that measured faster for FP8 (exactly 2 splits; sm_90+ images),
+// unless QK_INT8_GEMV_CLUSTER=0 (test and benchmark override, read at every launch).
+constexpr int kClusterSplits = 2;
+template <DType D>
+bool use_cluster(int64_t n, int splits) {
+  if (splits != kClusterSplits || n / 64 > 65535) return false;
+  if (env_int("QK_INT8_GEMV_CLUSTER", 1) == 0) return false;
+  return cluster::image_supports_clusters(int8_gemv_direct_kernel<D, true>);
+}
+
+template <DType D>
+cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
+                         int64_t n, int64_t k, int splits, cudaStream_t stream) {
+  const int64_t units = (k / kUnitK + splits - 1) / splits;
+  const int smem = smem_bytes(units);
+  const auto* a16 = static_cast<const uint16_t*>(a);
+  const auto* s16 = static_cast<const uint16_t*>(scales);
+  auto* o16 = static_cast<uint16_t*>(out);
+  if (use_cluster<D>(n, splits)) {
+    return cluster::launch(int8_gemv_direct_kernel<D, true>,
+                           dim3(static_cast<unsigned>(splits), static_cast<unsigned>(n / 64)), dim3(kThreads), smem,
+                           stream, static_cast<unsigned>(splits), a16, w, s16, o16, static_cast<float*>(nullptr),
+                           static_cast<int>(m), n, k, splits);
+  }
+  const int64_t grid = (n / 64) * splits;
+  int8_gemv_direct_kernel<D, false><<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(
+      a16, w, s16, o16, ws, static_cast<int>(m), n, k, splits);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || splits == 1) return err;
+  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::None, D, out, stream);
+}
+
+}  // namespace
+
+bool int8_gemv_direct_fits(int64_t m, int64_t n, int64_t k) {
+  return m >= 1 && m <= kInt8GemvDirectMaxM && n >= 64 && n % 64 == 0 && k >= kUnitK && k % kUnitK == 0 &&
+         k <= kMaxSplits * kInt8GemvDirectMaxSpanK && n / 64 * kMaxSplits <= 0x7FFFFFFF;
+}
+
+int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
+  const int per_sm = env_int("QK_INT8_GEMV_BLOCKS_PER_SM", 4);
+  const int64_t k_units = k / kUnitK;
+  int splits = plan_splits(m, n / 64, k_units, sm_count, per_sm > 0 ? per_sm : 1);
+  // Each split stages its activations (8 rows x its k span) in shared memory: at most kMaxSpanK.
+  const int64_t min_splits = (k + kInt8GemvDirectMaxSpanK - 1) / kInt8GemvDirectMaxSpanK;
+  if (splits < min_splits) splits = static_cast<int>(min_splits);
+  return splits;
+}
+
+cudaError_t launch_int8_gemv_direct(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
+                                    int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
+  if (!int8_gemv_direct_fits(m, n, k) || splits < 1 || splits > k / kUnitK ||
+      (k / kUnitK + splits - 1) / splits * kUnitK > kInt8GemvDirectMaxSpanK || (splits > 1 && ws == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  return dt == DType::BF16 ? launch_typed<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
+                           : launch_typed<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
+}
+
+}  // namespace qk

@@ -1,0 +1,142 @@
+"""GPU tests of the register-loaded int8 GEMV (csrc/int8/int8_gemv_direct.cu): M <= 8 over quanto's (N, K)
+int8 codes with N % 64 == 0 and K % 64 == 0; on sm_90+ a tile's two K-splits run as one cluster
+(QK_INT8_GEMV_CLUSTER=0 turns that off); QK_INT8_GEMV_KERNEL=engine sends those shapes to GEMV engine v4.
+
+Every result is checked against the fp64 product by the int8 suite's element-wise bound of the fused path
+(support.int8_gemm_bound) and its relative tolerance, on fresh random data (codes over -128..127) from a
+poisoned allocator:
+  * M = 1..8, K = 64 (one unit) to 8192, N of 1, 3 and 7 tiles, fp16 and bf16;
+  * split-K from 1 to 16 splits (QK_INT8_GEMV_BLOCKS_PER_SM), with and without the cluster path, and
+    splits forced up by the staging limit (K > 2048 on few tiles); the cluster and the split-K reduce give
+    the same bits;
+  * the engine (override) agrees within the same bound;
+  * where the kernel does not apply (M = 9, K % 64 == 32, N % 64 != 0) the engine runs, and which kernels
+    ran is read from the profiler.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import support as sp
+
+DEV = "cuda"
+DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
+DIRECT, REDUCE = "int8_gemv_direct_kernel", "splitk_reduce_kernel"
+
+pytestmark = [pytest.mark.gpu, sp.requires_gpu]
+
+SHAPES = [(64, 64), (192, 128), (448, 576), (64, 2112), (192, 4096), (448, 8192)]  # (N, K)
+
+
+def _use(monkeypatch, kernel):
+    """"direct" (clusters where they apply), "direct-nocluster" or "engine"."""
+    if kernel == "engine":
+        monkeypatch.setenv("QK_INT8_GEMV_KERNEL", "engine")
+    else:
+        monkeypatch.delenv("QK_INT8_GEMV_KERNEL", raising=False)
+    if kernel == "direct-nocluster":
+        monkeypatch.setenv("QK_INT8_GEMV_CLUSTER", "0")
+    else:
+        monkeypatch.delenv("QK_INT8_GEMV_CLUSTER", raising=False)
+
+
+def _sms():
+    return torch.cuda.get_device_properties(0).multi_processor_count
+
+
+def _case(m, n, k, dtype, *tag):
+    g = sp.generator("int8-gemv-direct", m, n, k, str(dtype), *tag)
+    w, s = sp.random_int8_weight(n, k, dtype, g)
+    a = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
+    return a, w, s
+
+
+def _gemm(ops, a, w, s):
+    sp.poison_allocator()
+    with ops.force_path("gemv"):
+        return ops.int8_gemm(a, w, s)
+
+
+def _check(out, a, w, s, dtype, what):
+    m, n = a.shape[0], w.shape[0]
+    assert out.dtype == dtype and tuple(out.shape) == (m, n), what
+    sp.assert_all_finite(out, what)
+    wd = sp.int8_dequant_reference(w, s)
+    ref = sp.matmul_reference(a, wd)
+    excess = (out.double() - ref).abs() - sp.int8_gemm_bound(a, wd, dtype, "gemv")
+    assert float(excess.max()) <= 0, f"{what}: {int((excess > 0).sum())} elements over the fused path's bound"
+    if m * n >= 64:
+        sp.assert_gemm_close(out, ref, dtype, what)
+
+
+def _kernels_run(fn) -> set:
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+def _ran(names, kernel):
+    return any(kernel in n for n in names)
+
+
+@pytest.fixture(params=["direct", "direct-nocluster", "engine"])
+def kernel(request, monkeypatch):
+    _use(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SHAPES, ids=[f"N{n}K{k}" for n, k in SHAPES])
+def test_matches_fp64(ops, kernel, n, k, dtype):
+    for m in (1, 2, 5, 8):
+        a, w, s = _case(m, n, k, dtype)
+        _check(_gemm(ops, a, w, s), a, w, s, dtype, f"{kernel} M={m} N={n} K={k} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("per_sm", ["1", "2", "4", "8", "16"])
+def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
+    """One tile per SM: the plan takes per_sm splits (2: the cluster path), capped by K / 64 and 16."""
+    monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", per_sm)
+    for m, n, k in [(1, 64, 4096), (3, 64 * _sms(), 1024), (8, 128, 64 * 3), (6, 64 * _sms(), 2048 + 64)]:
+        a, w, s = _case(m, n, k, dtype, "split", per_sm)
+        _check(_gemm(ops, a, w, s), a, w, s, dtype, f"{kernel} blocks/SM {per_sm} M={m} N={n} K={k} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cluster_and_reduce_agree_bit_for_bit(ops, monkeypatch, dtype):
+    monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "2")
+    for m, n, k in [(1, 64 * _sms(), 4096), (7, 64 * _sms(), 1024), (4, 192, 4096)]:
+        a, w, s = _case(m, n, k, dtype, "agree")
+        _use(monkeypatch, "direct-nocluster")
+        ref = _gemm(ops, a, w, s)
+        _use(monkeypatch, "direct")
+        for _ in range(3):
+            assert torch.equal(_gemm(ops, a, w, s), ref), f"cluster and reduce differ at M={m} N={n} K={k} {dtype}"
+
+
+def test_which_kernels_run(ops, monkeypatch):
+    dtype = torch.bfloat16
+    monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "2")
+    a, w, s = _case(2, 64 * _sms(), 1024, dtype, "which")  # 2 splits
+    _use(monkeypatch, "direct")
+    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    assert _ran(names, DIRECT) and _ran(names, REDUCE) != (torch.cuda.get_device_capability(0)[0] >= 9), names
+    _use(monkeypatch, "direct-nocluster")
+    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    assert _ran(names, DIRECT) and _ran(names, REDUCE), names
+    _use(monkeypatch, "engine")
+    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    assert not _ran(names, DIRECT), names
+    _use(monkeypatch, "direct")
+    for m, n, k in [(9, 128, 1024), (2, 128, 1024 + 32), (2, 136, 1024)]:  # past M, K % 64, N % 64
+        a, w, s = _case(m, n, k, dtype, "engine-shapes")
+        names = _kernels_run(lambda: _gemm(ops, a, w, s))
+        assert not _ran(names, DIRECT), (m, n, k, names)
+        _check(_gemm(ops, a, w, s), a, w, s, dtype, f"engine shape M={m} N={n} K={k}")
