@@ -3,8 +3,9 @@
 // at M = 1..64 on 4096 x 14336, 14336 x 4096, 3072 x 12288 and 12288 x 3072; one tile per block beat the
 // wider groups; benchmarks/results/gemv_notes.md), v3 behind QK_GEMV_INT8_ENGINE=v3 (csrc/gemv/schedule.h).
 // M <= 8 on shapes it takes (N % 64 == 0, K % 64 == 0) goes to the register-loaded kernel
-// (csrc/int8/int8_gemv_direct.cu); QK_INT8_GEMV_KERNEL=engine keeps those on engine v4 (test and
-// benchmark override, read at every plan).
+// (csrc/int8/int8_gemv_direct.cu) where its grid spreads evenly over the SMs (int8_gemv_direct_balanced);
+// QK_INT8_GEMV_KERNEL=engine keeps every shape on engine v4, =direct takes the kernel wherever it fits
+// (test and benchmark overrides, read at every plan).
 #include "common/env.h"
 #include "gemv/gemv.h"
 #include "gemv/launch.cuh"
@@ -14,24 +15,29 @@
 namespace qk {
 namespace {
 
-bool int8_engine_forced() {
+// 'e': engine forced, 'd': the register-loaded kernel forced where it fits, 0: the rule.
+char int8_kernel_override() {
   const char* v = env_get("QK_INT8_GEMV_KERNEL");
-  return v != nullptr && v[0] == 'e';
+  return (v != nullptr && (v[0] == 'e' || v[0] == 'd')) ? v[0] : 0;
 }
 
 }  // namespace
 
 cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::GemvPlan* plan) {
-  if (!gemv::int8_v3_requested() && !int8_engine_forced() && int8_gemv_direct_fits(m, n, k)) {
+  const char override_kernel = int8_kernel_override();
+  if (!gemv::int8_v3_requested() && override_kernel != 'e' && int8_gemv_direct_fits(m, n, k)) {
     int sms = 0;
     const cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (err != cudaSuccess) return err;
-    plan->version = 5;
-    plan->m = m;
-    plan->n = n;
-    plan->direct_splits = plan_int8_gemv_direct_splits(m, n, k, sms);
-    plan->k = k;
-    return cudaSuccess;
+    const int splits = plan_int8_gemv_direct_splits(m, n, k, sms);
+    if (override_kernel == 'd' || int8_gemv_direct_balanced(n, splits, sms)) {
+      plan->version = 5;
+      plan->m = m;
+      plan->n = n;
+      plan->k = k;
+      plan->direct_splits = splits;
+      return cudaSuccess;
+    }
   }
   if (gemv::int8_v3_requested()) {
     plan->version = 3;

@@ -195,6 +195,13 @@ int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count) 
   return splits;
 }
 
+bool int8_gemv_direct_balanced(int64_t n, int splits, int sm_count) {
+  const int64_t ctas = (n / 64) * splits;
+  if (ctas <= 0 || sm_count <= 0) return false;
+  const int64_t per_sm = (ctas + sm_count - 1) / sm_count;  // blocks on the busiest SM
+  return per_sm * sm_count * 10 <= ctas * 11;
+}
+
 cudaError_t launch_int8_gemv_direct(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
                                     int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
   if (!int8_gemv_direct_fits(m, n, k) || splits < 1 || splits > k / kUnitK ||

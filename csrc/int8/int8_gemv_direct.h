@@ -20,6 +20,12 @@ bool int8_gemv_direct_fits(int64_t m, int64_t n, int64_t k);
 // about 4 blocks per SM (QK_INT8_GEMV_BLOCKS_PER_SM overrides), at least enough for the staging limit.
 int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count);
 
+// Whether its grid spreads evenly: the busiest SM has at most 10 % more blocks than the average.
+// Measured on H200 (gemv_notes.md, v7): on the even grids (384-528 blocks on 132 SMs) the kernel was
+// 0-20 % faster than GEMV engine v4, on 448 blocks (4 on some SMs, 3 on others) 17 % slower; the
+// engine's plan balances uneven shapes better, so those stay on it.
+bool int8_gemv_direct_balanced(int64_t n, int splits, int sm_count);
+
 // out[m, n] = dt(s[n] * sum_k a[m, k] * w[n, k]); a: M x K of dt (16-byte aligned rows), w: (N, K) int8,
 // scales: N values of dt. splits > 1 without a cluster: ws holds splits * M * N floats and the split-K
 // reduce finishes. cudaErrorInvalidValue for a shape or split count it does not take.

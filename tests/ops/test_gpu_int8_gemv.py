@@ -1,6 +1,7 @@
 """GPU tests of the register-loaded int8 GEMV (csrc/int8/int8_gemv_direct.cu): M <= 8 over quanto's (N, K)
-int8 codes with N % 64 == 0 and K % 64 == 0; on sm_90+ a tile's two K-splits run as one cluster
-(QK_INT8_GEMV_CLUSTER=0 turns that off); QK_INT8_GEMV_KERNEL=engine sends those shapes to GEMV engine v4.
+int8 codes with N % 64 == 0 and K % 64 == 0, taken where its grid spreads evenly over the SMs (GEMV
+engine v4 elsewhere); on sm_90+ a tile's two K-splits run as one cluster (QK_INT8_GEMV_CLUSTER=0 turns
+that off). QK_INT8_GEMV_KERNEL=direct forces the kernel wherever it fits, =engine forces engine v4.
 
 Every result is checked against the fp64 product by the int8 suite's element-wise bound of the fused path
 (support.int8_gemm_bound) and its relative tolerance, on fresh random data (codes over -128..127) from a
@@ -10,8 +11,8 @@ poisoned allocator:
     splits forced up by the staging limit (K > 2048 on few tiles); the cluster and the split-K reduce give
     the same bits;
   * the engine (override) agrees within the same bound;
-  * where the kernel does not apply (M = 9, K % 64 == 32, N % 64 != 0) the engine runs, and which kernels
-    ran is read from the profiler.
+  * where the kernel does not apply (M = 9, K % 64 == 32, N % 64 != 0) or its grid would be uneven the
+    engine runs, and which kernels ran is read from the profiler.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ SHAPES = [(64, 64), (192, 128), (448, 576), (64, 2112), (192, 4096), (448, 8192)
 
 
 def _use(monkeypatch, kernel):
-    """"direct" (clusters where they apply), "direct-nocluster" or "engine"."""
-    if kernel == "engine":
-        monkeypatch.setenv("QK_INT8_GEMV_KERNEL", "engine")
-    else:
+    """"auto" (the rule), "direct" (forced; clusters where they apply), "direct-nocluster" or "engine"."""
+    if kernel == "auto":
         monkeypatch.delenv("QK_INT8_GEMV_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("QK_INT8_GEMV_KERNEL", "engine" if kernel == "engine" else "direct")
     if kernel == "direct-nocluster":
         monkeypatch.setenv("QK_INT8_GEMV_CLUSTER", "0")
     else:
@@ -124,8 +125,8 @@ def test_cluster_and_reduce_agree_bit_for_bit(ops, monkeypatch, dtype):
 def test_which_kernels_run(ops, monkeypatch):
     dtype = torch.bfloat16
     monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "2")
-    a, w, s = _case(2, 64 * _sms(), 1024, dtype, "which")  # 2 splits
-    _use(monkeypatch, "direct")
+    a, w, s = _case(2, 64 * _sms(), 1024, dtype, "which")  # 2 splits, 2 blocks on every SM
+    _use(monkeypatch, "auto")
     names = _kernels_run(lambda: _gemm(ops, a, w, s))
     assert _ran(names, DIRECT) and _ran(names, REDUCE) != (torch.cuda.get_device_capability(0)[0] >= 9), names
     _use(monkeypatch, "direct-nocluster")
@@ -134,6 +135,12 @@ def test_which_kernels_run(ops, monkeypatch):
     _use(monkeypatch, "engine")
     names = _kernels_run(lambda: _gemm(ops, a, w, s))
     assert not _ran(names, DIRECT), names
+    # One tile and 16 splits: 16 blocks, uneven on most GPUs (the busiest SM > 1.1x the average).
+    _use(monkeypatch, "auto")
+    a, w, s = _case(2, 64, 4096, dtype, "uneven")
+    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    even = -(-16 // _sms()) * _sms() * 10 <= 16 * 11
+    assert _ran(names, DIRECT) == even, names
     _use(monkeypatch, "direct")
     for m, n, k in [(9, 128, 1024), (2, 128, 1024 + 32), (2, 136, 1024)]:  # past M, K % 64, N % 64
         a, w, s = _case(m, n, k, dtype, "engine-shapes")
