@@ -35,9 +35,10 @@ cudaError_t launch_marlin_repack(const uint32_t* in, const int32_t* perm, uint32
 // Dequantize into a natural (N, K) row-major matrix of `dt`: out[n,k] = dt(fp8(W[n,k]) * s[n]).
 cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
                                cudaStream_t stream);
-// Fused small-M product (csrc/fp8_marlin/fp8_gemv.cu): out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k])),
-// fp32 accumulation. splits > 1: each K-split writes fp32 partials to ws (splits*M*N floats) and
-// launch_splitk_reduce finishes. splits == 1: ws may be nullptr.
+// Fused small-M product (csrc/fp8_marlin/fp8_gemv.cu, M <= 8 mostly fp8_gemv_direct.cu):
+// out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k])), fp32 accumulation. splits > 1: each K-split writes
+// fp32 partials to ws (splits*M*N floats) and launch_splitk_reduce finishes (or, for two splits on
+// sm_90+, a cluster finishes them in the same launch). splits == 1: ws may be nullptr.
 cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
                             int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
 // K-splits the fused kernel wants for this shape (1 <= result <= kMaxSplits); the caller sizes ws from it.

@@ -1,8 +1,8 @@
 // FP8 e4m3fn weights in quanto's Marlin layout (docs/layouts.md, "FP8 Marlin layout"): the fused
 // small-M product, split-K over a grid planned from the SM count, finished by the shared split-K
-// reduction. Measured on H200 it streams the FP8 weight faster than the stream-K GEMV engine
-// (csrc/gemv/) at M >= 16 (benchmarks/results/gemv_notes.md), so FP8 stays on it while the engine
-// serves int8.
+// reduction. launch_fp8_gemv sends M <= 8 to the register-loaded kernel (fp8_gemv_direct.cu) where it
+// fits; this shared-memory ring kernel serves the rest (measured on H200: faster than the stream-K GEMV
+// engine, csrc/gemv/, at every M it serves; benchmarks/results/gemv_notes.md).
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
