@@ -696,3 +696,41 @@ def assert_w8a8_close(out: torch.Tensor, ref: torch.Tensor, sum_abs: torch.Tenso
         f"out={float(out2.reshape(-1)[worst]):.6g} ref={float(ref.reshape(-1)[worst]):.6g} "
         f"bound={float(bound.reshape(-1)[worst]):.3g}"
     )
+
+
+def cuda_kernels_run(fn) -> set:
+    """Names of the CUDA kernels fn() launched, read from the profiler (which kernel ran, not assumed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+def sm_count(device_index: int = 0) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def fp8_nan_case(m: int, k: int, n: int, dtype: torch.dtype, *tag):
+    """An FP8 Marlin weight with NaN codes at (5, 17) = 0x7F and (130, 200) = 0xFF (n > 130, k > 200) and
+    activations: (x, packed, s_perm, bad channel mask, fp64 reference of the weight with those codes 0)."""
+    g = generator("fp8-nan", m, k, n, str(dtype), *tag)
+    codes = random_fp8_codes(n, k, g)
+    codes[5, 17] = 0x7F
+    codes[130, 200] = 0xFF
+    s = random_fp8_scales(n, dtype, g)
+    packed, s_perm = fp8_marlin_layout(codes), permute_block32(s.reshape(1, n))
+    x = torch.randn(m, k, generator=g, device="cuda", dtype=dtype)
+    bad = torch.zeros(n, dtype=torch.bool, device="cuda")
+    bad[[5, 130]] = True
+    clean = codes.clone()
+    clean[5, 17] = clean[130, 200] = 0
+    return x, packed, s_perm, bad, matmul_reference(x, fp8_dequant_reference(clean, s))
+
+
+def assert_nan_only_in(out: torch.Tensor, bad: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str):
+    """Every output of a `bad` channel is NaN; the others match `ref`."""
+    assert torch.isnan(out[:, bad]).all(), f"{what}: a NaN code must make its channel NaN"
+    assert_gemm_close(out[:, ~bad], ref[:, ~bad], dtype, f"{what}: channels without NaN codes")

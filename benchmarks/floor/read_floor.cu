@@ -286,26 +286,27 @@ int splits_for(int64_t tiles, int64_t kblocks, int sms, int blocks_per_sm, int w
   return static_cast<int>(std::max<int64_t>(1, s));
 }
 
-template <int W, int S>
-void ring_row(const Buffers& b, uint32_t* sink, int64_t n, int64_t k, int sms, int bps) {
+// One row of a Marlin-ordered kernel (ring or direct) with W warps and parameter P, at bps blocks per SM.
+template <int W, int P>
+void marlin_row(const char* kind, void (*kernel)(const uint8_t*, MarlinGrid, int64_t, uint32_t*), const Buffers& b,
+                uint32_t* sink, int64_t n, int64_t k, int sms, int bps) {
   MarlinGrid g{n / 64, k / 16, splits_for(n / 64, k / 16, sms, bps, W)};
   const int64_t items = g.tiles * g.splits;
-  const std::string name = "ring W" + std::to_string(W) + " S" + std::to_string(S) + " bps" + std::to_string(bps) +
-                           " sp" + std::to_string(g.splits);
+  const std::string name = std::string(kind) + " W" + std::to_string(W) + (kind[0] == 'r' ? " S" : " D") +
+                           std::to_string(P) + " bps" + std::to_string(bps) + " sp" + std::to_string(g.splits);
   time_row(name.c_str(), b, sink, [&](const uint8_t* w) {
-    ring_kernel<W, S><<<static_cast<unsigned>(items), W * 32>>>(w, g, 16 * n, sink);
+    kernel<<<static_cast<unsigned>(items), W * 32>>>(w, g, 16 * n, sink);
   });
+}
+
+template <int W, int S>
+void ring_row(const Buffers& b, uint32_t* sink, int64_t n, int64_t k, int sms, int bps) {
+  marlin_row<W, S>("ring", ring_kernel<W, S>, b, sink, n, k, sms, bps);
 }
 
 template <int W, int D>
 void direct_row(const Buffers& b, uint32_t* sink, int64_t n, int64_t k, int sms, int bps) {
-  MarlinGrid g{n / 64, k / 16, splits_for(n / 64, k / 16, sms, bps, W)};
-  const int64_t items = g.tiles * g.splits;
-  const std::string name = "direct W" + std::to_string(W) + " D" + std::to_string(D) + " bps" + std::to_string(bps) +
-                           " sp" + std::to_string(g.splits);
-  time_row(name.c_str(), b, sink, [&](const uint8_t* w) {
-    direct_kernel<W, D><<<static_cast<unsigned>(items), W * 32>>>(w, g, 16 * n, sink);
-  });
+  marlin_row<W, D>("direct", direct_kernel<W, D>, b, sink, n, k, sms, bps);
 }
 
 template <int CHUNK, int S>

@@ -167,25 +167,7 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
       // words[2 * sub + h]: channel 16 * sub + 8h + g of the tile, rows 2 * tig + (0, 8, 1, 9).
       const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
       uint32_t af[4][4];
-#pragma unroll
-      for (int sub = 0; sub < 4; ++sub) {
-        af[sub][0] = fp8_pair<D, kSelLo>(words[2 * sub]);      // channel g,     k 2tig, +1
-        af[sub][1] = fp8_pair<D, kSelLo>(words[2 * sub + 1]);  // channel g + 8, k 2tig, +1
-        af[sub][2] = fp8_pair<D, kSelHi>(words[2 * sub]);      // channel g,     k 2tig + 8, +9
-        af[sub][3] = fp8_pair<D, kSelHi>(words[2 * sub + 1]);  // channel g + 8, k 2tig + 8, +9
-      }
-      uint32_t any_nan = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) any_nan |= nan_bytes(words[j]);
-      if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never produces NaN codes
-#pragma unroll
-        for (int sub = 0; sub < 4; ++sub) {
-          af[sub][0] = fix_nan_pair<D, kSelLo>(af[sub][0], words[2 * sub]);
-          af[sub][1] = fix_nan_pair<D, kSelLo>(af[sub][1], words[2 * sub + 1]);
-          af[sub][2] = fix_nan_pair<D, kSelHi>(af[sub][2], words[2 * sub]);
-          af[sub][3] = fix_nan_pair<D, kSelHi>(af[sub][3], words[2 * sub + 1]);
-        }
-      }
+      decode_unit<D>(words, af);
 #pragma unroll
       for (int sub = 0; sub < 4; ++sub)
 #pragma unroll

@@ -10,11 +10,9 @@
 // * a register ring of kDepth units, unrolled, so no slot index arithmetic.
 // On sm_90+ a tile's two K-splits run as one thread-block cluster and sum their partials through
 // distributed shared memory: one launch, no fp32 workspace, no second kernel (same summation order as
-// the split-K reduce, so the results are bit-identical either way). Measured on H200 (gemv_notes.md,
-// v6): 4-6 % faster with 2 splits; 5-9 % slower with clusters of 4 and 8, so those keep the reduce.
+// the split-K reduce, so the results are bit-identical either way; common/split_grid.cuh).
 #include "common/cluster_finish.cuh"
-#include "common/cluster_launch.h"
-#include "common/env.h"
+#include "common/split_grid.cuh"
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
@@ -65,8 +63,7 @@ QK_DEVICE QK_FORCEINLINE void stage_activations(uint2* act, const uint16_t* QK_R
 
 // Work item = (split, 64-channel tile), one per block. Warp w takes the item's 16-row blocks
 // w, w + kWarps, ...; lane t holds bytes 32t..32t+31 of each (the same words the split-K kernel's
-// lane t reads from its ring), kDepth units ahead. kCluster: grid (splits, tiles), each tile's splits
-// one cluster; otherwise a 1-D grid of tiles x splits, split-major.
+// lane t reads from its ring), kDepth units ahead. kCluster: the clustered grid of split_grid.cuh.
 template <DType D, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 4)
     fp8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
@@ -79,9 +76,9 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const int g = lane >> 2;
   const int tig = lane & 3;
-  const int64_t col_tiles = n / 64;
-  const int split = kCluster ? static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x / col_tiles);
-  const int64_t c = kCluster ? static_cast<int64_t>(blockIdx.y) : blockIdx.x - static_cast<int64_t>(split) * col_tiles;
+  const split_grid::Item it = split_grid::item<kCluster>(n / 64);
+  const int split = it.split;
+  const int64_t c = it.tile;
   const int64_t k_blocks = k / 16;
   const int64_t kb = k_blocks * split / splits;
   const int blocks = static_cast<int>(k_blocks * (split + 1) / splits - kb);
@@ -122,25 +119,7 @@ __global__ void __launch_bounds__(kThreads, 4)
 
       // words[2 * sub + h]: channel 16 * sub + 8h + g of the tile, k 2 * tig + (0, 8, 1, 9).
       uint32_t af[4][4];
-#pragma unroll
-      for (int sub = 0; sub < 4; ++sub) {
-        af[sub][0] = fp8_pair<D, kSelLo>(words[2 * sub]);
-        af[sub][1] = fp8_pair<D, kSelLo>(words[2 * sub + 1]);
-        af[sub][2] = fp8_pair<D, kSelHi>(words[2 * sub]);
-        af[sub][3] = fp8_pair<D, kSelHi>(words[2 * sub + 1]);
-      }
-      uint32_t any_nan = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) any_nan |= nan_bytes(words[j]);
-      if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never produces NaN codes
-#pragma unroll
-        for (int sub = 0; sub < 4; ++sub) {
-          af[sub][0] = fix_nan_pair<D, kSelLo>(af[sub][0], words[2 * sub]);
-          af[sub][1] = fix_nan_pair<D, kSelLo>(af[sub][1], words[2 * sub + 1]);
-          af[sub][2] = fix_nan_pair<D, kSelHi>(af[sub][2], words[2 * sub]);
-          af[sub][3] = fix_nan_pair<D, kSelHi>(af[sub][3], words[2 * sub + 1]);
-        }
-      }
+      decode_unit<D>(words, af);
       // Refill the slot only now that its words are decoded: the load may then write the same
       // registers (issuing it first made the compiler copy the slot, 16 moves per unit).
       if (base + d + kDepth < count) {
@@ -187,35 +166,18 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
 }
 
-// The tile's splits as one cluster: sm_90+ images, exactly kClusterSplits splits, the tile count fits
-// grid.y; unless QK_FP8_GEMV_CLUSTER=0 (test and benchmark override, read at every launch).
-constexpr int kClusterSplits = 2;
-static_assert(kClusterSplits <= cluster::kPortableMax, "clusters beyond 8 blocks need an opt-in");
-template <DType D>
-bool use_cluster(int64_t n, int splits) {
-  if (splits != kClusterSplits || n / 64 > 65535) return false;
-  if (env_int("QK_FP8_GEMV_CLUSTER", 1) == 0) return false;
-  return cluster::image_supports_clusters(fp8_gemv_direct_kernel<D, true>);
-}
-
 template <DType D>
 cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
                          int64_t n, int64_t k, int splits, cudaStream_t stream) {
   const int64_t blocks = (k / 16 + splits - 1) / splits;
   const int smem = smem_bytes(blocks);
-  if (use_cluster<D>(n, splits)) {
-    return cluster::launch(fp8_gemv_direct_kernel<D, true>,
-                           dim3(static_cast<unsigned>(splits), static_cast<unsigned>(n / 64)), dim3(kThreads), smem,
-                           stream, static_cast<unsigned>(splits), static_cast<const uint16_t*>(a), w,
-                           static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out),
-                           static_cast<float*>(nullptr), static_cast<int>(m), n, k, splits);
-  }
-  const int64_t grid = (n / 64) * splits;
-  fp8_gemv_direct_kernel<D, false><<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(
-      static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out), ws,
+  const bool clustered =
+      split_grid::use_clusters(fp8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_FP8_GEMV_CLUSTER");
+  const cudaError_t err = split_grid::launch(
+      fp8_gemv_direct_kernel<D, false>, fp8_gemv_direct_kernel<D, true>, clustered, n / 64, splits, kThreads, smem,
+      stream, static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out), ws,
       static_cast<int>(m), n, k, splits);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || splits == 1) return err;
+  if (err != cudaSuccess || splits == 1 || clustered) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream);
 }
 

@@ -7,13 +7,13 @@
 // order of k, so the four tensor-core steps of a unit take their k from those bytes directly: step s
 // reads k 16t + 4s..+3 as the fragment's (2t, 2t+1, 2t+8, 2t+9); the activations are staged once per
 // block as plain rows, and the same k come out of them with one 16-byte shared load per two steps.
-// On sm_90+ a tile's two K-splits run as one cluster (cluster_finish.cuh), as for FP8.
+// On sm_90+ a tile's two K-splits run as one cluster (split_grid.cuh, cluster_finish.cuh), as for FP8.
 #include "common/cluster_finish.cuh"
-#include "common/cluster_launch.h"
 #include "common/env.h"
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
+#include "common/split_grid.cuh"
 #include "int8/int8_decode.cuh"
 #include "int8/int8_gemv_direct.h"
 
@@ -57,9 +57,9 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const int g = lane >> 2;
   const int tig = lane & 3;
-  const int64_t col_tiles = n / 64;
-  const int split = kCluster ? static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x / col_tiles);
-  const int64_t c = kCluster ? static_cast<int64_t>(blockIdx.y) : blockIdx.x - static_cast<int64_t>(split) * col_tiles;
+  const split_grid::Item it = split_grid::item<kCluster>(n / 64);
+  const int split = it.split;
+  const int64_t c = it.tile;
   const int64_t k_units = k / kUnitK;
   const int64_t u0 = k_units * split / splits;
   const int units = static_cast<int>(k_units * (split + 1) / splits - u0);
@@ -146,16 +146,6 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
 }
 
-// The tile's splits as one cluster where that measured faster for FP8 (exactly 2 splits; sm_90+ images),
-// unless QK_INT8_GEMV_CLUSTER=0 (test and benchmark override, read at every launch).
-constexpr int kClusterSplits = 2;
-template <DType D>
-bool use_cluster(int64_t n, int splits) {
-  if (splits != kClusterSplits || n / 64 > 65535) return false;
-  if (env_int("QK_INT8_GEMV_CLUSTER", 1) == 0) return false;
-  return cluster::image_supports_clusters(int8_gemv_direct_kernel<D, true>);
-}
-
 template <DType D>
 cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
                          int64_t n, int64_t k, int splits, cudaStream_t stream) {
@@ -164,17 +154,12 @@ cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, voi
   const auto* a16 = static_cast<const uint16_t*>(a);
   const auto* s16 = static_cast<const uint16_t*>(scales);
   auto* o16 = static_cast<uint16_t*>(out);
-  if (use_cluster<D>(n, splits)) {
-    return cluster::launch(int8_gemv_direct_kernel<D, true>,
-                           dim3(static_cast<unsigned>(splits), static_cast<unsigned>(n / 64)), dim3(kThreads), smem,
-                           stream, static_cast<unsigned>(splits), a16, w, s16, o16, static_cast<float*>(nullptr),
-                           static_cast<int>(m), n, k, splits);
-  }
-  const int64_t grid = (n / 64) * splits;
-  int8_gemv_direct_kernel<D, false><<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(
-      a16, w, s16, o16, ws, static_cast<int>(m), n, k, splits);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || splits == 1) return err;
+  const bool clustered =
+      split_grid::use_clusters(int8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_INT8_GEMV_CLUSTER");
+  const cudaError_t err =
+      split_grid::launch(int8_gemv_direct_kernel<D, false>, int8_gemv_direct_kernel<D, true>, clustered, n / 64,
+                         splits, kThreads, smem, stream, a16, w, s16, o16, ws, static_cast<int>(m), n, k, splits);
+  if (err != cudaSuccess || splits == 1 || clustered) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::None, D, out, stream);
 }
 

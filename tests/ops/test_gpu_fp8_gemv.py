@@ -45,17 +45,6 @@ def _gemv(ops, x, packed, s_perm):
     return ops.fp8_marlin_gemm(x, packed, s_perm)
 
 
-def _kernels_run(fn) -> set:
-    """Names of the CUDA kernels fn launched (from the profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
-
-
 def _ran(names: set, kernel: str) -> bool:
     return any(kernel in n and (kernel != RING or DIRECT not in n) for n in names)
 
@@ -70,10 +59,6 @@ def _use(monkeypatch, kernel):
         monkeypatch.setenv("QK_FP8_GEMV_CLUSTER", "0")
     else:
         monkeypatch.delenv("QK_FP8_GEMV_CLUSTER", raising=False)
-
-
-def _sms():
-    return torch.cuda.get_device_properties(0).multi_processor_count
 
 
 def _clusters_run():
@@ -103,7 +88,7 @@ def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
     """More blocks per SM asks for more K-splits: every split count gives the fp64 result."""
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
     # One tile per SM: the plan takes per_sm splits (capped by K / 16 and 16).
-    for m, k, n in [(1, 2048, 64), (4, 1040, 128), (7, 4096, 192), (8, 208, 64), (3, 2064, 64 * _sms())]:
+    for m, k, n in [(1, 2048, 64), (4, 1040, 128), (7, 4096, 192), (8, 208, 64), (3, 2064, 64 * sp.sm_count())]:
         codes, s, packed, s_perm, x = _case(m, k, n, dtype, "split", per_sm)
         out = _gemv(ops, x, packed, s_perm)
         ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
@@ -114,7 +99,7 @@ def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
 def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
     """Same products, same summation order: the two kernels' outputs are identical, and so are repeats."""
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")  # the last shape: 2 splits, the cluster path
-    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64), (2, 4096, 64 * _sms())]:
+    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64), (2, 4096, 64 * sp.sm_count())]:
         codes, s, packed, s_perm, x = _case(m, k, n, dtype, "agree")
         _use(monkeypatch, "ring")
         ring = _gemv(ops, x, packed, s_perm)
@@ -129,17 +114,17 @@ def test_cluster_path_is_one_launch(ops, monkeypatch):
     """One tile per SM at 2 blocks per SM: 2 splits. With clusters (sm_90+) the direct kernel alone runs;
     without (override, or an older GPU), it and the split-K reduce; 4 splits always take the reduce."""
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")
-    _, _, packed, s_perm, x = _case(2, 1024, 64 * _sms(), torch.float16, "one-launch")
+    _, _, packed, s_perm, x = _case(2, 1024, 64 * sp.sm_count(), torch.float16, "one-launch")
     _use(monkeypatch, "direct")
-    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
     assert _ran(names, DIRECT), names
     assert _ran(names, REDUCE) != _clusters_run(), names
     _use(monkeypatch, "direct-nocluster")
-    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
     assert _ran(names, DIRECT) and _ran(names, REDUCE), names
     _use(monkeypatch, "direct")
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
-    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
     assert _ran(names, DIRECT) and _ran(names, REDUCE), names
 
 
@@ -147,15 +132,15 @@ def test_each_kernel_runs_where_it_should(ops, monkeypatch):
     dtype = torch.bfloat16
     _, _, packed, s_perm, x = _case(4, 1024, 128, dtype, "which")
     monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
-    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
     assert _ran(names, DIRECT) and not _ran(names, RING), names
     monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
-    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
     assert _ran(names, RING) and not _ran(names, DIRECT), names
     # M = 9 is past the direct kernel's 8 rows: the ring, without any override.
     monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
     x9 = torch.randn(9, 1024, device=DEV, dtype=dtype)
-    names = _kernels_run(lambda: _gemv(ops, x9, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x9, packed, s_perm))
     assert _ran(names, RING) and not _ran(names, DIRECT), names
 
 
@@ -167,7 +152,7 @@ def test_long_k_falls_back_to_the_ring(ops, monkeypatch, dtype):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     k, n, m = 136 * 16, 64 * (sms + 1), 2  # more tiles than SMs: the plan takes one split
     codes, s, packed, s_perm, x = _case(m, k, n, dtype, "long-k")
-    names = _kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
     assert _ran(names, RING) and not _ran(names, DIRECT), names
     out = _gemv(ops, x, packed, s_perm)
     ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
@@ -176,19 +161,5 @@ def test_long_k_falls_back_to_the_ring(ops, monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_codes_poison_only_their_channel(ops, kernel, dtype):
-    m, k, n = 3, 256, 192
-    g = sp.generator("fp8-gemv-nan", str(dtype))
-    codes = sp.random_fp8_codes(n, k, g)
-    codes[5, 17] = 0x7F
-    codes[130, 200] = 0xFF
-    s = sp.random_fp8_scales(n, dtype, g)
-    packed, s_perm = sp.fp8_marlin_layout(codes), sp.permute_block32(s.reshape(1, n))
-    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
-    out = _gemv(ops, x, packed, s_perm)
-    bad = torch.zeros(n, dtype=torch.bool, device=DEV)
-    bad[[5, 130]] = True
-    assert torch.isnan(out[:, bad]).all(), f"{kernel}: a NaN code must make its channel NaN"
-    clean = codes.clone()
-    clean[5, 17] = clean[130, 200] = 0
-    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(clean, s))
-    sp.assert_gemm_close(out[:, ~bad], ref[:, ~bad], dtype, f"{kernel}: channels without NaN codes {dtype}")
+    x, packed, s_perm, bad, ref = sp.fp8_nan_case(3, 256, 192, dtype)
+    sp.assert_nan_only_in(_gemv(ops, x, packed, s_perm), bad, ref, dtype, f"{kernel} kernel {dtype}")

@@ -147,22 +147,8 @@ def test_public_op_on_views_misaligned_rows_and_foreign_bias(ops, native_calls, 
 @sp.requires_gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_codes_poison_only_their_channel(ops, dtype):
-    m, k, n = 130, 256, 192
-    g = sp.generator("fp8-mm-nan", str(dtype))
-    codes = sp.random_fp8_codes(n, k, g)
-    codes[5, 17] = 0x7F
-    codes[130, 200] = 0xFF
-    s = sp.random_fp8_scales(n, dtype, g)
-    packed, s_perm = sp.fp8_marlin_layout(codes), sp.permute_block32(s.reshape(1, n))
-    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
-    out = _run(ops, x, packed, s_perm)
-    bad = torch.zeros(n, dtype=torch.bool, device=DEV)
-    bad[[5, 130]] = True
-    assert torch.isnan(out[:, bad]).all(), "a NaN code must make its channel NaN"
-    clean = codes.clone()
-    clean[5, 17] = clean[130, 200] = 0
-    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(clean, s))
-    sp.assert_gemm_close(out[:, ~bad], ref[:, ~bad], dtype, f"channels without NaN codes {dtype}")
+    x, packed, s_perm, bad, ref = sp.fp8_nan_case(130, 256, 192, dtype)
+    sp.assert_nan_only_in(_run(ops, x, packed, s_perm), bad, ref, dtype, f"tensor-core kernel {dtype}")
 
 
 @pytest.mark.gpu

@@ -32,7 +32,7 @@ SHAPES = [(64, 64), (192, 128), (448, 576), (64, 2112), (192, 4096), (448, 8192)
 
 
 def _use(monkeypatch, kernel):
-    """"auto" (the rule), "direct" (forced; clusters where they apply), "direct-nocluster" or "engine"."""
+    """Selects a kernel: "auto" (the rule), "direct" (forced; clusters where they apply), "direct-nocluster", "engine"."""
     if kernel == "auto":
         monkeypatch.delenv("QK_INT8_GEMV_KERNEL", raising=False)
     else:
@@ -41,10 +41,6 @@ def _use(monkeypatch, kernel):
         monkeypatch.setenv("QK_INT8_GEMV_CLUSTER", "0")
     else:
         monkeypatch.delenv("QK_INT8_GEMV_CLUSTER", raising=False)
-
-
-def _sms():
-    return torch.cuda.get_device_properties(0).multi_processor_count
 
 
 def _case(m, n, k, dtype, *tag):
@@ -72,16 +68,6 @@ def _check(out, a, w, s, dtype, what):
         sp.assert_gemm_close(out, ref, dtype, what)
 
 
-def _kernels_run(fn) -> set:
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
-
-
 def _ran(names, kernel):
     return any(kernel in n for n in names)
 
@@ -105,7 +91,7 @@ def test_matches_fp64(ops, kernel, n, k, dtype):
 def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
     """One tile per SM: the plan takes per_sm splits (2: the cluster path), capped by K / 64 and 16."""
     monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", per_sm)
-    for m, n, k in [(1, 64, 4096), (3, 64 * _sms(), 1024), (8, 128, 64 * 3), (6, 64 * _sms(), 2048 + 64)]:
+    for m, n, k in [(1, 64, 4096), (3, 64 * sp.sm_count(), 1024), (8, 128, 64 * 3), (6, 64 * sp.sm_count(), 2048 + 64)]:
         a, w, s = _case(m, n, k, dtype, "split", per_sm)
         _check(_gemm(ops, a, w, s), a, w, s, dtype, f"{kernel} blocks/SM {per_sm} M={m} N={n} K={k} {dtype}")
 
@@ -113,7 +99,7 @@ def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cluster_and_reduce_agree_bit_for_bit(ops, monkeypatch, dtype):
     monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "2")
-    for m, n, k in [(1, 64 * _sms(), 4096), (7, 64 * _sms(), 1024), (4, 192, 4096)]:
+    for m, n, k in [(1, 64 * sp.sm_count(), 4096), (7, 64 * sp.sm_count(), 1024), (4, 192, 4096)]:
         a, w, s = _case(m, n, k, dtype, "agree")
         _use(monkeypatch, "direct-nocluster")
         ref = _gemm(ops, a, w, s)
@@ -125,25 +111,25 @@ def test_cluster_and_reduce_agree_bit_for_bit(ops, monkeypatch, dtype):
 def test_which_kernels_run(ops, monkeypatch):
     dtype = torch.bfloat16
     monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "2")
-    a, w, s = _case(2, 64 * _sms(), 1024, dtype, "which")  # 2 splits, 2 blocks on every SM
+    a, w, s = _case(2, 64 * sp.sm_count(), 1024, dtype, "which")  # 2 splits, 2 blocks on every SM
     _use(monkeypatch, "auto")
-    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
     assert _ran(names, DIRECT) and _ran(names, REDUCE) != (torch.cuda.get_device_capability(0)[0] >= 9), names
     _use(monkeypatch, "direct-nocluster")
-    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
     assert _ran(names, DIRECT) and _ran(names, REDUCE), names
     _use(monkeypatch, "engine")
-    names = _kernels_run(lambda: _gemm(ops, a, w, s))
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
     assert not _ran(names, DIRECT), names
     # One tile and 16 splits: 16 blocks, uneven on most GPUs (the busiest SM > 1.1x the average).
     _use(monkeypatch, "auto")
     a, w, s = _case(2, 64, 4096, dtype, "uneven")
-    names = _kernels_run(lambda: _gemm(ops, a, w, s))
-    even = -(-16 // _sms()) * _sms() * 10 <= 16 * 11
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
+    even = -(-16 // sp.sm_count()) * sp.sm_count() * 10 <= 16 * 11
     assert _ran(names, DIRECT) == even, names
     _use(monkeypatch, "direct")
     for m, n, k in [(9, 128, 1024), (2, 128, 1024 + 32), (2, 136, 1024)]:  # past M, K % 64, N % 64
         a, w, s = _case(m, n, k, dtype, "engine-shapes")
-        names = _kernels_run(lambda: _gemm(ops, a, w, s))
+        names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
         assert not _ran(names, DIRECT), (m, n, k, names)
         _check(_gemm(ops, a, w, s), a, w, s, dtype, f"engine shape M={m} N={n} K={k}")
