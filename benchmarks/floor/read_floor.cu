@@ -6,10 +6,13 @@
 // Build and run (Linux, CUDA 12.4+, one GPU; sm_90a for the bulk-copy rows):
 //   nvcc -O3 -std=c++17 -arch=sm_90a -I csrc benchmarks/floor/read_floor.cu -o /tmp/read_floor
 //   /tmp/read_floor            # default shapes: 4096 x 14336 and 14336 x 4096 one-byte weights
+//   /tmp/read_floor K N        # one shape
 //
 // Each row: one kernel over a K x N one-byte weight, the buffer rotated among enough copies to
-// exceed L2, timed with events per launch (median of 200 after warm-up), reported as µs per
-// launch and TB/s of weight read. Every kernel folds the bytes it read into a checksum that is
+// exceed L2, timed two ways: with events around each launch (median of 200 after warm-up; includes the
+// launch overhead) and as CUDA-graph replay (one graph launching the kernel once per copy, replayed 40
+// times, time per launch; how the library's kernel benchmarks time), reported as µs per launch and
+// TB/s of weight read. Every kernel folds the bytes it read into a checksum that is
 // compared with the host's, so a row that skipped bytes fails loudly.
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -33,6 +36,8 @@
   } while (0)
 
 namespace {
+
+cudaStream_t g_stream = nullptr;  // every launch goes here (graphs cannot capture the legacy stream)
 
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   uint4 v;
@@ -250,11 +255,12 @@ template <class Launch>
 void time_row(const char* name, const Buffers& b, uint32_t* sink, Launch launch) {
   // Check: one launch per copy, xor of the fold must equal the host's.
   for (size_t c = 0; c < b.bufs.size(); ++c) {
-    CHECK(cudaMemset(sink, 0, 4));
+    CHECK(cudaMemsetAsync(sink, 0, 4, g_stream));
     launch(b.bufs[c]);
     CHECK(cudaGetLastError());
     uint32_t got = 0;
-    CHECK(cudaMemcpy(&got, sink, 4, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpyAsync(&got, sink, 4, cudaMemcpyDeviceToHost, g_stream));
+    CHECK(cudaStreamSynchronize(g_stream));
     if (got != b.sums[c]) {
       std::printf("%-34s CHECK FAILED (copy %zu: %08x vs %08x)\n", name, c, got, b.sums[c]);
       return;
@@ -265,19 +271,41 @@ void time_row(const char* name, const Buffers& b, uint32_t* sink, Launch launch)
   for (auto& e : ev) CHECK(cudaEventCreate(&e));
   for (int i = 0; i < 20; ++i) launch(b.bufs[i % b.bufs.size()]);
   for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(ev[2 * i]));
+    CHECK(cudaEventRecord(ev[2 * i], g_stream));
     launch(b.bufs[i % b.bufs.size()]);
-    CHECK(cudaEventRecord(ev[2 * i + 1]));
+    CHECK(cudaEventRecord(ev[2 * i + 1], g_stream));
   }
-  CHECK(cudaDeviceSynchronize());
+  CHECK(cudaStreamSynchronize(g_stream));
   CHECK(cudaGetLastError());
   std::vector<float> ms(reps);
   for (int i = 0; i < reps; ++i) CHECK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-  for (auto& e : ev) CHECK(cudaEventDestroy(e));
   std::sort(ms.begin(), ms.end());
   const double us = 1e3 * ms[reps / 2];
-  std::printf("%-34s %8.2f us  %5.2f TB/s   (p10 %.2f, p90 %.2f)\n", name, us, b.bytes / us * 1e-6, 1e3 * ms[reps / 10],
-              1e3 * ms[9 * reps / 10]);
+
+  // Graph replay: one graph with one launch per copy, replayed; the median replay over the launches in it.
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+  for (const uint8_t* buf : b.bufs) launch(buf);
+  CHECK(cudaStreamEndCapture(g_stream, &graph));
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const int replays = 40;
+  for (int i = 0; i < 3; ++i) CHECK(cudaGraphLaunch(exec, g_stream));
+  std::vector<float> gms(replays);
+  for (int i = 0; i < replays; ++i) {
+    CHECK(cudaEventRecord(ev[0], g_stream));
+    CHECK(cudaGraphLaunch(exec, g_stream));
+    CHECK(cudaEventRecord(ev[1], g_stream));
+    CHECK(cudaEventSynchronize(ev[1]));
+    CHECK(cudaEventElapsedTime(&gms[i], ev[0], ev[1]));
+  }
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(graph));
+  for (auto& e : ev) CHECK(cudaEventDestroy(e));
+  std::sort(gms.begin(), gms.end());
+  const double gus = 1e3 * gms[replays / 2] / static_cast<double>(b.bufs.size());
+  std::printf("%-34s %8.2f us  %5.2f TB/s   (p10 %.2f, p90 %.2f)   graph %8.2f us  %5.2f TB/s\n", name, us,
+              b.bytes / us * 1e-6, 1e3 * ms[reps / 10], 1e3 * ms[9 * reps / 10], gus, b.bytes / gus * 1e-6);
 }
 
 int splits_for(int64_t tiles, int64_t kblocks, int sms, int blocks_per_sm, int warps) {
@@ -295,7 +323,7 @@ void marlin_row(const char* kind, void (*kernel)(const uint8_t*, MarlinGrid, int
   const std::string name = std::string(kind) + " W" + std::to_string(W) + (kind[0] == 'r' ? " S" : " D") +
                            std::to_string(P) + " bps" + std::to_string(bps) + " sp" + std::to_string(g.splits);
   time_row(name.c_str(), b, sink, [&](const uint8_t* w) {
-    kernel<<<static_cast<unsigned>(items), W * 32>>>(w, g, 16 * n, sink);
+    kernel<<<static_cast<unsigned>(items), W * 32, 0, g_stream>>>(w, g, 16 * n, sink);
   });
 }
 
@@ -319,7 +347,7 @@ void bulk_row(const Buffers& b, uint32_t* sink, int64_t n, int64_t k, int sms, i
   const std::string name = "bulk " + std::to_string(CHUNK) + "B S" + std::to_string(S) + " bps" + std::to_string(bps) +
                            " sp" + std::to_string(splits);
   time_row(name.c_str(), b, sink, [&](const uint8_t* w) {
-    bulk_kernel<CHUNK, S><<<static_cast<unsigned>(cols * splits), 128, smem>>>(w, rows, row_bytes, splits, sink);
+    bulk_kernel<CHUNK, S><<<static_cast<unsigned>(cols * splits), 128, smem, g_stream>>>(w, rows, row_bytes, splits, sink);
   });
 }
 
@@ -332,6 +360,7 @@ int main(int argc, char** argv) {
   std::printf("%s, %d SMs, L2 %d MB\n", prop.name, sms, prop.l2CacheSize >> 20);
   uint32_t* sink = nullptr;
   CHECK(cudaMalloc(&sink, 4));
+  CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
   std::vector<std::pair<int64_t, int64_t>> shapes = {{4096, 14336}, {14336, 4096}};  // (K, N)
   if (argc == 3) shapes = {{std::atoll(argv[1]), std::atoll(argv[2])}};
   for (auto [k, n] : shapes) {
@@ -344,7 +373,7 @@ int main(int argc, char** argv) {
         constexpr int U = decltype(u_tag)::value;
         const std::string name = std::string(nm) + " bps" + std::to_string(bps);
         time_row(name.c_str(), b, sink, [&](const uint8_t* w) {
-          linear_kernel<U><<<sms * bps, 256>>>(reinterpret_cast<const uint4*>(w), pieces, sink);
+          linear_kernel<U><<<sms * bps, 256, 0, g_stream>>>(reinterpret_cast<const uint4*>(w), pieces, sink);
         });
       };
       lin(std::integral_constant<int, 2>{}, "linear U2");
