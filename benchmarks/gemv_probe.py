@@ -21,7 +21,7 @@ workspace query and the launch (the library reads them at every plan):
   direct  FP8 only: weight pieces straight into registers (ld.global.nc, evict-first), no shared-memory
         ring, at M <= 16 (larger M: the ring)
 
-Usage: python benchmarks/gemv_probe.py LIB [check|perf|all|one M N K] [--variant auto,t4,t2,t1,group,b2,direct] [--quick]
+Usage: python benchmarks/gemv_probe.py LIB [check|perf|all|sweep|one M N K] [--variant auto,t4,t2,t1,group,b2,direct] [--quick]
 Writes $OUT/probe_check.json and $OUT/probe_perf.json ($OUT defaults to /tmp)."""
 import argparse
 import ctypes
@@ -267,6 +267,49 @@ def perf():
     table(rows)
 
 
+SWEEP_BPS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 28]
+
+
+def sweep():
+    """Split counts (through the blocks-per-SM override) against time: FP8 main dispatch, FP8 ring, int8 main."""
+    rows = []
+    dt = torch.bfloat16
+    keys = {"fp8-v0": "QK_FP8_GEMV_BLOCKS_PER_SM", "fp8-ring": "QK_FP8_GEMV_BLOCKS_PER_SM",
+            "int8-main": "QK_INT8_GEMV_BLOCKS_PER_SM"}
+    for (k, n) in PERF_SHAPES:
+        L = max(3, int(400e6 // (n * k)) + 1)
+        w8s = [rand_fp8_words(n, k) for _ in range(L)]
+        s8s = [(torch.rand(n, device=dev) * 0.01).to(dt) for _ in range(L)]
+        wi8 = [torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev) for _ in range(L)]
+        si8 = [(torch.rand(n, 1, device=dev) * 0.01).to(dt) for _ in range(L)]
+        for m in (1, 4, 8, 16):
+            a = torch.randn(m, k, device=dev).to(dt)
+            outs = torch.empty(m, n, dtype=dt, device=dev)
+            line = []
+            for path, key in keys.items():
+                fp8 = path.startswith("fp8")
+                cells = []
+                for bps in SWEEP_BPS:
+                    env = dict(path_env(path))
+                    env[key] = str(bps)
+                    set_env(env)
+                    nb = ws_bytes(fp8_ws if fp8 else i8_ws, m, n, k)
+                    splits = max(1, nb // (4 * m * n))
+                    ws = torch.zeros(max(nb, 16) // 4 + 4, dtype=torch.int32, device=dev)
+                    fn, W, S = (fp8_gemv, w8s, s8s) if fp8 else (i8_gemv, wi8, si8)
+                    ms = bench_graph(
+                        lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), outs.data_ptr(), ws.data_ptr(),
+                                     nb, m, n, k, DT[dt], 0, stream()), L, reps=20)
+                    rows.append(dict(M=m, K=k, N=n, path=path, bps=bps, splits=splits, ms=ms))
+                    cells.append(f"{bps}:{splits}:{ms:.4f}")
+                line.append(f"  {path:9} " + " ".join(cells))
+            set_env({})
+            print(f"{m}x{k}x{n} (bps:splits:ms)\n" + "\n".join(line), flush=True)
+        w8s = wi8 = None
+        torch.cuda.empty_cache()
+    json.dump(rows, open(os.path.join(OUT, "probe_sweep.json"), "w"), indent=1)
+
+
 def best(r, paths):
     """(ms, variant) of the fastest of `paths` in row r."""
     p = min(paths, key=lambda q: r[q + "_ms"])
@@ -321,4 +364,6 @@ if __name__ == "__main__":
         perf()
     if args.mode == "one":
         one()
+    if args.mode == "sweep":
+        sweep()
     sys.exit(1 if fails else 0)
