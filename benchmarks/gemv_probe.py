@@ -2,9 +2,10 @@
 (check), CUDA-graph timing against bf16 cuBLAS (perf), one call of each path for ncu / compute-sanitizer (one).
 
 Paths compared side by side (benchmarks/results/gemv_notes.md):
-  fp8-v0      main's FP8 dispatch (QK_GEMV_FP8_ENGINE unset): the register-loaded kernel at M <= 8 where it
+  fp8-v0      main's FP8 dispatch (QK_GEMV_FP8_ENGINE unset): the register-loaded kernel at M <= 4 where it
               fits, the split-K shared-memory ring kernel otherwise
-  fp8-ring    the ring kernel also at M <= 8 (QK_FP8_GEMV_KERNEL=ring)
+  fp8-ring    the ring kernel also at M <= 4 (QK_FP8_GEMV_KERNEL=ring)
+  fp8-direct  the register-loaded kernel up to M = 8 (QK_FP8_GEMV_KERNEL=direct)
   fp8-nocl    main's dispatch with the direct kernel's cluster reduction off (QK_FP8_GEMV_CLUSTER=0): its
               K-splits finish through the fp32 workspace and a second (split-K reduce) launch
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
@@ -80,6 +81,8 @@ def path_env(path):
     env = {}
     if fam == "fp8-ring":
         env["QK_FP8_GEMV_KERNEL"] = "ring"
+    if fam == "fp8-direct":
+        env["QK_FP8_GEMV_KERNEL"] = "direct"
     if fam == "fp8-nocl":
         env["QK_FP8_GEMV_CLUSTER"] = "0"
     if fam == "fp8-v4":
@@ -99,7 +102,7 @@ def set_env(env):
 
 
 def fp8_paths():
-    return ["fp8-v0", "fp8-nocl", "fp8-ring"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
+    return ["fp8-v0", "fp8-nocl", "fp8-ring", "fp8-direct"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
 
 
 def int8_paths():
@@ -258,7 +261,7 @@ def perf():
             v4 = [p for p in fp8_paths() if p.startswith("fp8-v4")]
             best8 = min(r[p + "_ms"] for p in v4) if v4 else float("nan")
             print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  "
-                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-v4 best {best8:.4f}  "
+                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-direct {r['fp8-direct_ms']:.4f}  fp8-v4 best {best8:.4f}  "
                   f"int8-v3 {r['int8-v3_ms']:.4f}  int8-main {r['int8-main_ms']:.4f}  "
                   f"int8-engine {r['int8-engine_ms']:.4f}", flush=True)
         w8s = wi8 = wd = None  # free the rotation sets before the next shape
@@ -267,22 +270,23 @@ def perf():
     table(rows)
 
 
-SWEEP_BPS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 28]
+SWEEP_BPS = [0, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 28]
 
 
 def sweep():
-    """Split counts (through the blocks-per-SM override) against time: FP8 main dispatch, FP8 ring, int8 main."""
+    """Split counts (through the blocks-per-SM override; 0 = the balanced plan) against time: FP8 main dispatch,
+    FP8 ring, FP8 direct, int8 main."""
     rows = []
     dt = torch.bfloat16
     keys = {"fp8-v0": "QK_FP8_GEMV_BLOCKS_PER_SM", "fp8-ring": "QK_FP8_GEMV_BLOCKS_PER_SM",
-            "int8-main": "QK_INT8_GEMV_BLOCKS_PER_SM"}
+            "fp8-direct": "QK_FP8_GEMV_BLOCKS_PER_SM", "int8-main": "QK_INT8_GEMV_BLOCKS_PER_SM"}
     for (k, n) in PERF_SHAPES:
         L = max(3, int(400e6 // (n * k)) + 1)
         w8s = [rand_fp8_words(n, k) for _ in range(L)]
         s8s = [(torch.rand(n, device=dev) * 0.01).to(dt) for _ in range(L)]
         wi8 = [torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev) for _ in range(L)]
         si8 = [(torch.rand(n, 1, device=dev) * 0.01).to(dt) for _ in range(L)]
-        for m in (1, 4, 8, 16):
+        for m in (1, 2, 4, 6, 8, 16):
             a = torch.randn(m, k, device=dev).to(dt)
             outs = torch.empty(m, n, dtype=dt, device=dev)
             line = []
@@ -291,7 +295,8 @@ def sweep():
                 cells = []
                 for bps in SWEEP_BPS:
                     env = dict(path_env(path))
-                    env[key] = str(bps)
+                    if bps:
+                        env[key] = str(bps)
                     set_env(env)
                     nb = ws_bytes(fp8_ws if fp8 else i8_ws, m, n, k)
                     splits = max(1, nb // (4 * m * n))

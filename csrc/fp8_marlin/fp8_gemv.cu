@@ -1,8 +1,9 @@
 // FP8 e4m3fn weights in quanto's Marlin layout (docs/layouts.md, "FP8 Marlin layout"): the fused
 // small-M product, split-K over a grid planned from the SM count, finished by the shared split-K
-// reduction. launch_fp8_gemv sends M <= 8 to the register-loaded kernel (fp8_gemv_direct.cu) where it
+// reduction. launch_fp8_gemv sends M <= 4 to the register-loaded kernel (fp8_gemv_direct.cu) where it
 // fits; this shared-memory ring kernel serves the rest (measured on H200: faster than the stream-K GEMV
 // engine, csrc/gemv/, at every M it serves; benchmarks/results/gemv_notes.md).
+#include "common/balanced_splits.h"
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
@@ -244,11 +245,14 @@ cudaError_t launch_gemv_dtype(const void* a, const uint32_t* w, const void* scal
   }
 }
 
-// The shared-memory ring kernel also for M <= 8, where the register-loaded one would run: a test
-// and benchmark override (QK_FP8_GEMV_KERNEL=ring), read at every launch.
-bool fp8_gemv_ring_forced() {
+// Which kernel serves m rows: the register-loaded one at M <= kFp8GemvDirectDefaultM (where it fits),
+// the shared-memory ring above. QK_FP8_GEMV_KERNEL=ring or =direct (tests and benchmarks, read at every
+// plan and launch) forces one: direct up to the kernel's kFp8GemvDirectMaxM rows.
+bool fp8_gemv_wants_direct(int64_t m) {
   const char* v = env_get("QK_FP8_GEMV_KERNEL");
-  return v != nullptr && v[0] == 'r';
+  if (v != nullptr && v[0] == 'r') return false;
+  if (v != nullptr && v[0] == 'd') return m <= kFp8GemvDirectMaxM;
+  return m <= kFp8GemvDirectDefaultM;
 }
 
 }  // namespace
@@ -257,18 +261,33 @@ cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales
                             int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
   if (m <= 0 || n <= 0 || k <= 0) return cudaSuccess;
   if (m > kMaxFp8GemvM || splits < 1 || (splits > 1 && ws == nullptr)) return cudaErrorInvalidValue;
-  if (fp8_gemv_direct_fits(m, n, k, splits) && !fp8_gemv_ring_forced())
+  if (fp8_gemv_wants_direct(m) && fp8_gemv_direct_fits(m, n, k, splits))
     return launch_fp8_gemv_direct(a, w, scales, out, ws, m, n, k, splits, dt, stream);
   return dt == DType::BF16 ? launch_gemv_dtype<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
                            : launch_gemv_dtype<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
 }
 
 int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
-  // Column unit: one 64-channel tile; K unit: one 16-row block (the smallest range a split owns).
-  // Blocks per SM: what the register budget keeps resident for this M (GemvOccupancy), capped at 4.
+  // Column unit: one 64-channel tile (1 KB of weight per 16-row block); K unit: one 16-row block.
+  const int64_t col_tiles = n / 64;
+  const int64_t k_units = k / 16;
+  // The register-loaded kernel stages a split's activations: at most kFp8GemvDirectMaxBlocks K units
+  // each (past 16 splits' worth it does not fit and the ring runs).
+  const int min_splits = fp8_gemv_wants_direct(m)
+                             ? static_cast<int>((k_units + kFp8GemvDirectMaxBlocks - 1) / kFp8GemvDirectMaxBlocks)
+                             : 1;
+  const int forced_per_sm = env_int("QK_FP8_GEMV_BLOCKS_PER_SM", 0);
   const int tiles = gemv_row_tiles(m);
-  const int per_sm = env_int("QK_FP8_GEMV_BLOCKS_PER_SM", tiles <= 2 ? 4 : tiles == 4 ? 3 : 2);
-  return plan_splits(m, n / 64, k / 16, sm_count, per_sm > 0 ? per_sm : 1);
+  if (forced_per_sm > 0 || tiles > 2) {
+    // Forced (tests and benchmarks), or M > 16 (not swept): about that many blocks per SM, what the
+    // register budget keeps resident (GemvOccupancy), capped at 4.
+    const int per_sm = forced_per_sm > 0 ? forced_per_sm : tiles == 4 ? 3 : 2;
+    const int splits = plan_splits(m, col_tiles, k_units, sm_count, per_sm);
+    const int64_t most = k_units < kMaxSplits ? k_units : kMaxSplits;
+    return splits >= min_splits ? splits : static_cast<int>(min_splits < most ? min_splits : most);
+  }
+  return plan_balanced_splits(col_tiles, k_units, sm_count, min_splits, kMaxSplits,
+                              SplitCost{1024, kBlockCostBytes, kFinishCostBytes});
 }
 
 }  // namespace qk

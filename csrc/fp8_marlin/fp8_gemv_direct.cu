@@ -1,5 +1,5 @@
-// FP8 e4m3fn weights in quanto's Marlin layout, M <= 8: the fused product with the weight loaded
-// straight into registers. Same work split and results as the split-K kernel (fp8_gemv.cu), fewer
+// FP8 e4m3fn weights in quanto's Marlin layout, M <= 8 (the dispatch sends it M <= 4 by default,
+// fp8_gemv_direct.h): the fused product with the weight loaded straight into registers. Same work split and results as the split-K kernel (fp8_gemv.cu), fewer
 // instructions per weight byte: at M <= 8 that kernel is issue-bound, not memory-bound (gemv_notes.md).
 //
 // What it saves per 1 KB weight unit and warp, against the shared-memory ring:

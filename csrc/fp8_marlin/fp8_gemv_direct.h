@@ -1,4 +1,4 @@
-// The register-loaded FP8 GEMV (fp8_gemv_direct.cu): the M <= 8 kernel behind launch_fp8_gemv
+// The register-loaded FP8 GEMV (fp8_gemv_direct.cu): the M <= 4 kernel behind launch_fp8_gemv
 // (common/launchers.h), with the split-K kernel's plan, workspace and results.
 #pragma once
 
@@ -8,8 +8,11 @@
 
 namespace qk {
 
-// Activation rows it serves (one 8-row tensor-core tile).
+// Activation rows it can serve (one 8-row tensor-core tile), and the rows the dispatch sends it by
+// default: on an H200 it beat the ring kernel by 0-5 % at M = 1, tied at M = 4 and lost by 2-10 % at
+// M = 8, each with its best split count (benchmarks/results/gemv_notes.md, v8).
 constexpr int64_t kFp8GemvDirectMaxM = 8;
+constexpr int64_t kFp8GemvDirectDefaultM = 4;
 // 16-row blocks of K one split may own: a block stages its split's activations in shared memory
 // (256 bytes per block, 32 KB at this limit).
 constexpr int64_t kFp8GemvDirectMaxBlocks = 128;

@@ -8,6 +8,7 @@
 // reads k 16t + 4s..+3 as the fragment's (2t, 2t+1, 2t+8, 2t+9); the activations are staged once per
 // block as plain rows, and the same k come out of them with one 16-byte shared load per two steps.
 // On sm_90+ a tile's two K-splits run as one cluster (split_grid.cuh, cluster_finish.cuh), as for FP8.
+#include "common/balanced_splits.h"
 #include "common/cluster_finish.cuh"
 #include "common/env.h"
 #include "common/launchers.h"
@@ -171,13 +172,18 @@ bool int8_gemv_direct_fits(int64_t m, int64_t n, int64_t k) {
 }
 
 int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
-  const int per_sm = env_int("QK_INT8_GEMV_BLOCKS_PER_SM", 4);
+  (void)m;
   const int64_t k_units = k / kUnitK;
-  int splits = plan_splits(m, n / 64, k_units, sm_count, per_sm > 0 ? per_sm : 1);
   // Each split stages its activations (8 rows x its k span) in shared memory: at most kMaxSpanK.
-  const int64_t min_splits = (k + kInt8GemvDirectMaxSpanK - 1) / kInt8GemvDirectMaxSpanK;
-  if (splits < min_splits) splits = static_cast<int>(min_splits);
-  return splits;
+  const int min_splits = static_cast<int>((k + kInt8GemvDirectMaxSpanK - 1) / kInt8GemvDirectMaxSpanK);
+  const int forced_per_sm = env_int("QK_INT8_GEMV_BLOCKS_PER_SM", 0);
+  if (forced_per_sm > 0) {  // tests and benchmarks: about that many blocks per SM
+    const int splits = plan_splits(m, n / 64, k_units, sm_count, forced_per_sm);
+    return splits >= min_splits ? splits : min_splits;
+  }
+  // A (tile, K unit) is 64 channels x kUnitK bytes of weight.
+  return plan_balanced_splits(n / 64, k_units, sm_count, min_splits, kMaxSplits,
+                              SplitCost{64 * kUnitK, kBlockCostBytes, kFinishCostBytes});
 }
 
 bool int8_gemv_direct_balanced(int64_t n, int splits, int sm_count) {

@@ -16,8 +16,9 @@ constexpr int64_t kInt8GemvDirectMaxSpanK = 2048;
 // Whether the kernel takes an M x N x K product: M <= 8, N % 64 == 0, K % 64 == 0, K within 16 splits.
 bool int8_gemv_direct_fits(int64_t m, int64_t n, int64_t k);
 
-// K-splits for a shape it fits (the split-K workspace is splits * M * N floats when splits > 1):
-// about 4 blocks per SM (QK_INT8_GEMV_BLOCKS_PER_SM overrides), at least enough for the staging limit.
+// K-splits for a shape it fits (the split-K workspace is splits * M * N floats when splits > 1): the
+// balanced plan (common/balanced_splits.h), or about QK_INT8_GEMV_BLOCKS_PER_SM blocks per SM where that
+// override is set; at least enough for the staging limit.
 int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count);
 
 // Whether its grid spreads evenly: the busiest SM has at most 10 % more blocks than the average.

@@ -1,17 +1,21 @@
 """GPU tests of the small-M FP8 kernels behind ``qk_fp8_marlin_gemv`` (csrc/fp8_marlin/): the register-loaded
-kernel (fp8_gemv_direct.cu, M <= 8 where its staged activations fit; on sm_90+ a tile's two K-splits run
-as one cluster and sum through distributed shared memory, QK_FP8_GEMV_CLUSTER=0 turns that off) and the
-shared-memory ring kernel (fp8_gemv.cu: M <= 64, and M <= 8 when QK_FP8_GEMV_KERNEL=ring forces it).
+kernel (fp8_gemv_direct.cu: M <= 4 by default, up to 8 when QK_FP8_GEMV_KERNEL=direct forces it, where its
+staged activations fit; on sm_90+ a tile's two K-splits run as one cluster and sum through distributed
+shared memory, QK_FP8_GEMV_CLUSTER=0 turns that off) and the shared-memory ring kernel (fp8_gemv.cu: the
+rest up to M = 64, and every M when QK_FP8_GEMV_KERNEL=ring forces it). Without QK_FP8_GEMV_BLOCKS_PER_SM
+the split count comes from the balanced planner (csrc/common/balanced_splits.cpp).
 
 Every result is compared with the float64 product of the exact operands on fresh random data, from a
 poisoned allocator (an unwritten element reads as NaN):
-  * both kernels over M = 1..8, odd K (K / 16 not a multiple of the 4 warps), N of 1, 3 and 5 tiles;
+  * the default dispatch and plan and both kernels forced, over M = 1..8, odd K (K / 16 not a multiple of
+    the 4 warps), N of 1, 3 and 5 tiles;
   * split-K from 1 to many splits (forced through QK_FP8_GEMV_BLOCKS_PER_SM), incl. splits whose K
     ranges are uneven, splits owning fewer 16-row blocks than a block has warps, and 1, 2, 4, 8 and 16
     splits over one tile per SM (2: the cluster path);
   * the kernels give bit-identical results (same products, same summation order; cluster or split-K
     reduce), call after call;
-  * where the direct kernel's staged activations would not fit (K / 16 / splits > 128) the ring runs;
+  * the plan splits K far enough for the direct kernel to stage a split's activations (K / 16 / splits <=
+    128); past 16 splits' worth the ring runs;
   * NaN codes make their channel NaN and no other;
   * which kernels ran is read from the profiler, not assumed (one launch with clusters, two without).
 """
@@ -50,11 +54,12 @@ def _ran(names: set, kernel: str) -> bool:
 
 
 def _use(monkeypatch, kernel):
-    """Select a kernel: "direct" (clusters where they apply), "direct-nocluster" or "ring"."""
-    if kernel == "ring":
-        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
-    else:
+    """Select a kernel: "default" (the dispatch's choice), "direct" (clusters where they apply),
+    "direct-nocluster" or "ring"."""
+    if kernel == "default":
         monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring" if kernel == "ring" else "direct")
     if kernel == "direct-nocluster":
         monkeypatch.setenv("QK_FP8_GEMV_CLUSTER", "0")
     else:
@@ -65,7 +70,7 @@ def _clusters_run():
     return torch.cuda.get_device_capability(0)[0] >= 9
 
 
-@pytest.fixture(params=["direct", "direct-nocluster", "ring"])
+@pytest.fixture(params=["default", "direct", "direct-nocluster", "ring"])
 def kernel(request, monkeypatch):
     _use(monkeypatch, request.param)
     return request.param
@@ -130,33 +135,39 @@ def test_cluster_path_is_one_launch(ops, monkeypatch):
 
 def test_each_kernel_runs_where_it_should(ops, monkeypatch):
     dtype = torch.bfloat16
-    _, _, packed, s_perm, x = _case(4, 1024, 128, dtype, "which")
-    monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-    assert _ran(names, DIRECT) and not _ran(names, RING), names
-    monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring")
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-    assert _ran(names, RING) and not _ran(names, DIRECT), names
-    # M = 9 is past the direct kernel's 8 rows: the ring, without any override.
-    monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
-    x9 = torch.randn(9, 1024, device=DEV, dtype=dtype)
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x9, packed, s_perm))
-    assert _ran(names, RING) and not _ran(names, DIRECT), names
+    _, _, packed, s_perm, _ = _case(4, 1024, 128, dtype, "which")
+    # (override, M, the kernel that must run): by default the direct kernel takes M <= 4, the ring the
+    # rest; forced, the direct kernel takes up to its 8 rows and the ring every M.
+    cases = [(None, 1, DIRECT), (None, 4, DIRECT), (None, 5, RING), (None, 8, RING), (None, 9, RING),
+             ("direct", 5, DIRECT), ("direct", 8, DIRECT), ("direct", 9, RING), ("ring", 1, RING), ("ring", 4, RING)]
+    for override, m, kernel in cases:
+        if override is None:
+            monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
+        else:
+            monkeypatch.setenv("QK_FP8_GEMV_KERNEL", override)
+        x = torch.randn(m, 1024, device=DEV, dtype=dtype)
+        names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+        other = RING if kernel == DIRECT else DIRECT
+        assert _ran(names, kernel) and not _ran(names, other), (override, m, names)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_long_k_falls_back_to_the_ring(ops, monkeypatch, dtype):
-    """One split over K / 16 = 136 blocks is more than the direct kernel stages (128): the ring runs, right."""
+def test_long_k_splits_for_the_direct_kernel(ops, monkeypatch, dtype):
+    """One split would own K / 16 = 136 blocks, more than the direct kernel stages (128): the plan splits
+    twice instead and the direct kernel runs. Past 16 splits' worth (K / 16 > 2048) the ring runs."""
     monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
-    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "1")
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    k, n, m = 136 * 16, 64 * (sms + 1), 2  # more tiles than SMs: the plan takes one split
-    codes, s, packed, s_perm, x = _case(m, k, n, dtype, "long-k")
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-    assert _ran(names, RING) and not _ran(names, DIRECT), names
-    out = _gemv(ops, x, packed, s_perm)
-    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
-    sp.assert_gemm_close(out, ref, dtype, f"long K ring fallback {dtype}")
+    for per_sm in ("1", None):  # forced: more tiles than SMs asks for one split; and the balanced plan
+        if per_sm is None:
+            monkeypatch.delenv("QK_FP8_GEMV_BLOCKS_PER_SM", raising=False)
+        else:
+            monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
+        for m, k, n, kernel in [(2, 136 * 16, 64 * (sp.sm_count() + 1), DIRECT), (3, 2064 * 16, 64, RING)]:
+            codes, s, packed, s_perm, x = _case(m, k, n, dtype, "long-k")
+            names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+            assert _ran(names, kernel) and not _ran(names, DIRECT if kernel == RING else RING), (k, n, names)
+            out = _gemv(ops, x, packed, s_perm)
+            ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s))
+            sp.assert_gemm_close(out, ref, dtype, f"long K M={m} K={k} N={n} blocks/SM {per_sm} {dtype}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

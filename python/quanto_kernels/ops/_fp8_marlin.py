@@ -26,8 +26,9 @@ TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 25
 # What the library's plan reads at every call (tests and benchmarks force the tensor-core kernel's tile,
 # split-K, blocks per multiprocessor and stage depth with them).
 TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
-# The small-M kernels' plan reads QK_FP8_GEMV_BLOCKS_PER_SM the same way (its split count sizes the workspace).
-GEMV_PLAN_ENV = ("QK_FP8_GEMV_BLOCKS_PER_SM",)
+# The small-M kernels' plan reads QK_FP8_GEMV_BLOCKS_PER_SM and QK_FP8_GEMV_KERNEL the same way (the kernel
+# sets the least split count; the split count sizes the workspace).
+GEMV_PLAN_ENV = ("QK_FP8_GEMV_BLOCKS_PER_SM", "QK_FP8_GEMV_KERNEL")
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
                       workspace_bytes="fp8_marlin_gemv_workspace_bytes", plan_env=GEMV_PLAN_ENV,
                       tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
