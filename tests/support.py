@@ -18,12 +18,16 @@ Contents:
   * random weights in each layout (``fp8_weight``, ``awq_weight``, ``mi4_weight``, ``random_int8_weight``
     for quanto's own qint8 layout), odd tensors (``misaligned``), small quanto-ready models (``linear_case``);
   * fp64 references and error checks (relative Frobenius error plus an element-wise bound; for int8
-    also the exact rounded dequantization and a per-path element-wise GEMM bound, ``int8_gemm_bound``).
+    also the exact rounded dequantization and a per-path element-wise GEMM bound, ``int8_gemm_bound``);
+  * ``run_host_driver``: compiles a C++ test driver with host-only library sources and runs it.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import zlib
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -734,3 +738,18 @@ def assert_nan_only_in(out: torch.Tensor, bad: torch.Tensor, ref: torch.Tensor, 
     """Every output of a `bad` channel is NaN; the others match `ref`."""
     assert torch.isnan(out[:, bad]).all(), f"{what}: a NaN code must make its channel NaN"
     assert_gemm_close(out[:, ~bad], ref[:, ~bad], dtype, f"{what}: channels without NaN codes")
+
+
+def run_host_driver(directory: Path, driver: str, sources: Sequence[str]) -> str:
+    """Compiles `driver` (C++17, warnings as errors) with the host-only library files `sources` (paths under
+    csrc/) in `directory` (a test's temporary directory), runs it and returns its stdout. Skips when no
+    host C++ compiler is on PATH: the planners under test are plain C++ and need no GPU."""
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler (c++, g++ or clang++) on PATH")
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    (directory / "driver.cpp").write_text(driver)
+    exe = directory / "driver"
+    subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Werror", f"-I{csrc}", str(directory / "driver.cpp"),
+                    *(str(csrc / src) for src in sources), "-o", str(exe)], check=True)
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout

@@ -14,14 +14,11 @@ compiler. No GPU: the plan is host-only code; the FP8 and int8 workspace queries
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+import support as sp
+
 BLOCK, FINISH, FILL = 4096, 10240, 3  # the header's default costs
 
 DRIVER = r"""
@@ -51,14 +48,7 @@ int main() {
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory):
-    if CXX is None:
-        pytest.skip("no host C++ compiler (c++, g++ or clang++) on PATH")
-    d = tmp_path_factory.mktemp("balanced")
-    (d / "driver.cpp").write_text(DRIVER)
-    exe = d / "balanced_driver"
-    subprocess.run([CXX, "-std=c++17", "-O1", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}", str(d / "driver.cpp"),
-                    str(ROOT / "csrc" / "common" / "balanced_splits.cpp"), "-o", str(exe)], check=True)
-    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
+    lines = sp.run_host_driver(tmp_path_factory.mktemp("balanced"), DRIVER, ["common/balanced_splits.cpp"]).splitlines()
     assert lines[-1] == f"defaults {BLOCK} {FINISH} {FILL}", lines[-1]
     return {tuple(int(v) for v in ln.split()[:6]): int(ln.split()[6]) for ln in lines[:-1]}
 

@@ -11,14 +11,9 @@ workspace query and the launch both follow it, so its invariants are what keeps 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+import support as sp
 
 DRIVER = r"""
 #include <cstdio>
@@ -49,14 +44,7 @@ int main() {
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory):
-    if CXX is None:
-        pytest.skip("no host C++ compiler (c++, g++ or clang++) on PATH")
-    d = tmp_path_factory.mktemp("plan")
-    (d / "driver.cpp").write_text(DRIVER)
-    exe = d / "plan_driver"
-    subprocess.run([CXX, "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", str(d / "driver.cpp"),
-                    str(ROOT / "csrc" / "common" / "sm90_marlin_plan.cpp"), "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    out = sp.run_host_driver(tmp_path_factory.mktemp("plan"), DRIVER, ["common/sm90_marlin_plan.cpp"])
     rows = []
     for line in out.splitlines():
         args, res = line.split("|")
@@ -141,13 +129,7 @@ int main() {
 def test_weight_only_plan_reads_its_environment(tmp_path):
     """plan_weight_only: the tile for M (32 / 64 / 128 tokens per warpgroup), 128-k stages for the 32-token
     tile unless <prefix>SLICES=4, and every forced choice under the caller's prefix; an invalid tile is ignored."""
-    if CXX is None:
-        pytest.skip("no host C++ compiler (c++, g++ or clang++) on PATH")
-    (tmp_path / "env.cpp").write_text(ENV_DRIVER)
-    exe = tmp_path / "env_driver"
-    subprocess.run([CXX, "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", str(tmp_path / "env.cpp"),
-                    str(ROOT / "csrc" / "common" / "sm90_marlin_plan.cpp"), "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    out = sp.run_host_driver(tmp_path, ENV_DRIVER, ["common/sm90_marlin_plan.cpp"])
     rows = 0
     for line in out.splitlines():
         args, res = line.split("|")
