@@ -77,23 +77,20 @@ dev = torch.device("cuda:0")
 
 
 # ---- paths: name -> (family, environment) ----
+# The overrides that select each path family (fp8-v0, int8-main: none, the library's own choice).
+FAMILY_ENV = {
+    "fp8-ring": {"QK_FP8_GEMV_KERNEL": "ring"},
+    "fp8-direct": {"QK_FP8_GEMV_KERNEL": "direct"},
+    "fp8-nocl": {"QK_FP8_GEMV_CLUSTER": "0"},
+    "fp8-v4": {"QK_GEMV_FP8_ENGINE": "1"},
+    "int8-engine": {"QK_INT8_GEMV_KERNEL": "engine"},
+    "int8-v3": {"QK_GEMV_INT8_ENGINE": "v3"},
+}
+
+
 def path_env(path):
     fam, _, var = path.partition(":")
-    env = {}
-    if fam == "fp8-ring":
-        env["QK_FP8_GEMV_KERNEL"] = "ring"
-    if fam == "fp8-direct":
-        env["QK_FP8_GEMV_KERNEL"] = "direct"
-    if fam == "fp8-nocl":
-        env["QK_FP8_GEMV_CLUSTER"] = "0"
-    if fam == "fp8-v4":
-        env["QK_GEMV_FP8_ENGINE"] = "1"
-    if fam == "int8-engine":
-        env["QK_INT8_GEMV_KERNEL"] = "engine"
-    if fam == "int8-v3":
-        env["QK_GEMV_INT8_ENGINE"] = "v3"
-    env.update(VARIANTS.get(var, {}))
-    return env
+    return {**FAMILY_ENV.get(fam, {}), **VARIANTS.get(var, {})}
 
 
 def set_env(env):

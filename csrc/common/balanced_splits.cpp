@@ -2,7 +2,9 @@
 #include "common/balanced_splits.h"
 
 namespace qk {
+namespace {
 
+// The busiest SM's cost of a grid of col_tiles x splits blocks (balanced_splits.h).
 int64_t split_grid_cost(int64_t col_tiles, int64_t k_units, int sm_count, int splits, const SplitCost& cost) {
   const int64_t blocks = col_tiles * splits;
   const int64_t busiest = (blocks + sm_count - 1) / sm_count;  // blocks the busiest SM runs
@@ -11,6 +13,8 @@ int64_t split_grid_cost(int64_t col_tiles, int64_t k_units, int sm_count, int sp
   const int64_t fill = kFillBlocks * sm_count;
   return blocks < fill ? total * fill / blocks : total;
 }
+
+}  // namespace
 
 int plan_balanced_splits(int64_t col_tiles, int64_t k_units, int sm_count, int min_splits, int max_splits,
                          const SplitCost& cost) {

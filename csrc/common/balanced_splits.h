@@ -26,14 +26,11 @@ constexpr int64_t kFinishCostBytes = 10240;
 // kFillBlocks / average (e.g. 288 blocks on 132 SMs measured 1.19x slower than 384).
 constexpr int64_t kFillBlocks = 3;
 
-// Busiest SM's cost of a grid of col_tiles x splits blocks, each ceil(k_units / splits) units:
-// ceil(blocks / SMs) x (units x unit_bytes + block_bytes), + finish_bytes past two splits, scaled by
-// kFillBlocks x SMs / blocks when that is above 1.
-int64_t split_grid_cost(int64_t col_tiles, int64_t k_units, int sm_count, int splits, const SplitCost& cost);
-
-// The split count in [min_splits, max_splits], at most k_units, with the least split_grid_cost (the
-// smallest such count on ties); 1 for an empty shape or no SMs. min_splits past the other bounds wins
-// over them only up to min(max_splits, k_units).
+// The split count in [min_splits, max_splits], at most k_units, with the least cost (the smallest such
+// count on ties); 1 for an empty shape or no SMs. The cost of a grid of col_tiles x s blocks, each
+// ceil(k_units / s) units: ceil(blocks / SMs) x (units x unit_bytes + block_bytes), + finish_bytes past
+// two splits, scaled by kFillBlocks x SMs / blocks when that is above 1. A min_splits past the other
+// bounds is clamped to min(max_splits, k_units).
 int plan_balanced_splits(int64_t col_tiles, int64_t k_units, int sm_count, int min_splits, int max_splits,
                          const SplitCost& cost);
 

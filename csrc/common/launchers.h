@@ -35,7 +35,7 @@ cudaError_t launch_marlin_repack(const uint32_t* in, const int32_t* perm, uint32
 // Dequantize into a natural (N, K) row-major matrix of `dt`: out[n,k] = dt(fp8(W[n,k]) * s[n]).
 cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
                                cudaStream_t stream);
-// Fused small-M product (csrc/fp8_marlin/fp8_gemv.cu, M <= 8 mostly fp8_gemv_direct.cu):
+// Fused small-M product (csrc/fp8_marlin/fp8_gemv.cu; M <= 4 where it fits: fp8_gemv_direct.cu):
 // out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k])), fp32 accumulation. splits > 1: each K-split writes
 // fp32 partials to ws (splits*M*N floats) and launch_splitk_reduce finishes (or, for two splits on
 // sm_90+, a cluster finishes them in the same launch). splits == 1: ws may be nullptr.
@@ -78,8 +78,10 @@ cudaError_t launch_splitk_reduce(const float* ws, int splits, int64_t m, int64_t
 
 // ---- planning (csrc/common/plan.cpp) -----------------------------------------------------
 // Shared rule behind the plan_*_splits functions: enough blocks (col_tiles * splits) to give every
-// SM a few, never more than `k_tiles` (the smallest unit of K one split may own) nor kMaxSplits.
+// SM a few, never more than `k_tiles` (the smallest unit of K one split may own) nor kMaxSplits, and
+// at least min_splits (within those bounds: what a kernel's staging needs).
 constexpr int kMaxSplits = 16;
-int plan_splits(int64_t m, int64_t col_tiles, int64_t k_tiles, int sm_count, int blocks_per_sm = 4);
+int plan_splits(int64_t m, int64_t col_tiles, int64_t k_tiles, int sm_count, int blocks_per_sm = 4,
+                int min_splits = 1);
 
 }  // namespace qk

@@ -21,6 +21,17 @@ struct Item {
   int64_t tile;
 };
 
+// Split `split` of `splits` contiguous, possibly uneven ranges over [0, total): [begin, begin + count).
+// Every range is non-empty when splits <= total (the split-K kernels' K ranges).
+struct Range {
+  int64_t begin;
+  int64_t count;
+};
+QK_HOST_DEVICE QK_FORCEINLINE Range range(int64_t total, int split, int splits) {
+  const int64_t begin = total * split / splits;
+  return {begin, total * (split + 1) / splits - begin};
+}
+
 // This block's (split, tile).
 template <bool kCluster>
 QK_DEVICE QK_FORCEINLINE Item item(int64_t tiles) {

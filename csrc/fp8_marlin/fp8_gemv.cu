@@ -8,6 +8,7 @@
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
 #include "common/scale_perm.cuh"
+#include "common/split_grid.cuh"
 #include "common/env.h"
 #include "fp8_marlin/fp8_decode.cuh"
 #include "fp8_marlin/fp8_gemv_direct.h"
@@ -93,9 +94,9 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     const int split = static_cast<int>(item / col_tiles);
     const int64_t c = item - static_cast<int64_t>(split) * col_tiles;
-    // Contiguous, possibly uneven K ranges; every split is non-empty when splits <= K/16.
-    const int64_t kb = k_blocks * split / splits;
-    const int64_t ke = k_blocks * (split + 1) / splits;
+    const split_grid::Range ks = split_grid::range(k_blocks, split, splits);  // non-empty: splits <= K/16
+    const int64_t kb = ks.begin;
+    const int64_t ke = ks.begin + ks.count;
     const int64_t first = kb + warp;
     const int64_t count = first < ke ? (ke - first + kGemvWarps - 1) / kGemvWarps : 0;
     const uint32_t* const w_tile = w + 256 * c;
@@ -282,9 +283,7 @@ int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
     // Forced (tests and benchmarks), or M > 16 (not swept): about that many blocks per SM, what the
     // register budget keeps resident (GemvOccupancy), capped at 4.
     const int per_sm = forced_per_sm > 0 ? forced_per_sm : tiles == 4 ? 3 : 2;
-    const int splits = plan_splits(m, col_tiles, k_units, sm_count, per_sm);
-    const int64_t most = k_units < kMaxSplits ? k_units : kMaxSplits;
-    return splits >= min_splits ? splits : static_cast<int>(min_splits < most ? min_splits : most);
+    return plan_splits(m, col_tiles, k_units, sm_count, per_sm, min_splits);
   }
   return plan_balanced_splits(col_tiles, k_units, sm_count, min_splits, kMaxSplits,
                               SplitCost{1024, kBlockCostBytes, kFinishCostBytes});

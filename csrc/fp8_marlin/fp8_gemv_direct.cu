@@ -79,9 +79,9 @@ __global__ void __launch_bounds__(kThreads, 4)
   const split_grid::Item it = split_grid::item<kCluster>(n / 64);
   const int split = it.split;
   const int64_t c = it.tile;
-  const int64_t k_blocks = k / 16;
-  const int64_t kb = k_blocks * split / splits;
-  const int blocks = static_cast<int>(k_blocks * (split + 1) / splits - kb);
+  const split_grid::Range ks = split_grid::range(k / 16, split, splits);  // this split's 16-row blocks
+  const int64_t kb = ks.begin;
+  const int blocks = static_cast<int>(ks.count);
   const int count = blocks > warp ? (blocks - warp + kWarps - 1) / kWarps : 0;
 
   // Weight loads first, so they are in flight while the activations are staged.

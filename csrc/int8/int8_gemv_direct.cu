@@ -61,9 +61,9 @@ __global__ void __launch_bounds__(kThreads, 4)
   const split_grid::Item it = split_grid::item<kCluster>(n / 64);
   const int split = it.split;
   const int64_t c = it.tile;
-  const int64_t k_units = k / kUnitK;
-  const int64_t u0 = k_units * split / splits;
-  const int units = static_cast<int>(k_units * (split + 1) / splits - u0);
+  const split_grid::Range ks = split_grid::range(k / kUnitK, split, splits);  // this split's k units
+  const int64_t u0 = ks.begin;
+  const int units = static_cast<int>(ks.count);
   const int stride = units * kUnitK + kRowPad;
 
   // Weight loads first, in flight while the activations are staged.
@@ -172,14 +172,12 @@ bool int8_gemv_direct_fits(int64_t m, int64_t n, int64_t k) {
 }
 
 int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count) {
-  (void)m;
   const int64_t k_units = k / kUnitK;
   // Each split stages its activations (8 rows x its k span) in shared memory: at most kMaxSpanK.
   const int min_splits = static_cast<int>((k + kInt8GemvDirectMaxSpanK - 1) / kInt8GemvDirectMaxSpanK);
   const int forced_per_sm = env_int("QK_INT8_GEMV_BLOCKS_PER_SM", 0);
   if (forced_per_sm > 0) {  // tests and benchmarks: about that many blocks per SM
-    const int splits = plan_splits(m, n / 64, k_units, sm_count, forced_per_sm);
-    return splits >= min_splits ? splits : min_splits;
+    return plan_splits(m, n / 64, k_units, sm_count, forced_per_sm, min_splits);
   }
   // A (tile, K unit) is 64 channels x kUnitK bytes of weight.
   return plan_balanced_splits(n / 64, k_units, sm_count, min_splits, kMaxSplits,
