@@ -68,10 +68,10 @@ OUT = os.environ.get("OUT", "/tmp")
 
 
 fp8_ws = sig("qk_fp8_marlin_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
-fp8_gemv = sig("qk_fp8_marlin_gemv", P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
+fp8_gemv = sig("qk_fp8_marlin_gemv", P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)  # a, w, s, bias, out, ws
 fp8_deq = sig("qk_fp8_marlin_dequantize", P, P, P, I64, I64, I32, I32, P)
 i8_ws = sig("qk_int8_gemv_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
-i8_gemv = sig("qk_int8_gemv", P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
+i8_gemv = sig("qk_int8_gemv", P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
 i8_deq = sig("qk_int8_dequantize", P, P, P, I64, I64, I32, I32, P)
 dev = torch.device("cuda:0")
 
@@ -126,8 +126,9 @@ def poisoned_ws(nb):
     return torch.full((max(nb, 16) // 4 + 4,), 0x7F7F7F7F, dtype=torch.int32, device=dev)
 
 
-def run(path, a, w, s, n, k, out=None):
-    """One call of `path`; out poisoned with NaN unless given."""
+def run(path, a, w, s, n, k, out=None, bias=None):
+    """One call of `path` (bias: N values of a's dtype, added in the kernel's epilogue, or None); out
+    poisoned with NaN unless given."""
     m = a.shape[0]
     set_env(path_env(path))
     fp8 = path.startswith("fp8")
@@ -136,7 +137,8 @@ def run(path, a, w, s, n, k, out=None):
     if out is None:
         out = torch.full((m, n), float("nan"), dtype=a.dtype, device=dev)
     fn = fp8_gemv if fp8 else i8_gemv
-    chk(fn(a.data_ptr(), w.data_ptr(), s.data_ptr(), out.data_ptr(), ws.data_ptr(), nb, m, n, k, DT[a.dtype], 0,
+    bias_ptr = None if bias is None else bias.data_ptr()
+    chk(fn(a.data_ptr(), w.data_ptr(), s.data_ptr(), bias_ptr, out.data_ptr(), ws.data_ptr(), nb, m, n, k, DT[a.dtype], 0,
            stream()), path)
     return out
 
@@ -180,9 +182,13 @@ def check():
             for m in ms:
                 a = torch.randn(m, k, device=dev).to(dt)
                 ref = a.double() @ wd.T
+                # Odd M with a bias (the kernels' epilogue adds it before the single rounding), even M without.
+                bias = (torch.randn(n, device=dev) * ref.std()).to(dt) if m % 2 else None
+                if bias is not None:
+                    ref = ref + bias.double()
                 for path in fp8_paths():
-                    out = run(path, a, w, s, n, k)
-                    out2 = run(path, a, w, s, n, k)
+                    out = run(path, a, w, s, n, k, bias=bias)
+                    out2 = run(path, a, w, s, n, k, bias=bias)
                     torch.cuda.synchronize()
                     e = rel(out, ref)
                     bad = bool(torch.isnan(out).any().item()) or e > 1e-2
@@ -193,9 +199,12 @@ def check():
                     counts[path] = counts.get(path, 0) + 1
                 for (n8, w8, s8, ref_w) in i8:
                     ref8 = a.double() @ ref_w.T
+                    bias8 = (torch.randn(n8, device=dev) * ref8.std()).to(dt) if m % 2 else None
+                    if bias8 is not None:
+                        ref8 = ref8 + bias8.double()
                     for path in int8_paths():
-                        out = run(path, a, w8, s8, n8, k)
-                        out2 = run(path, a, w8, s8, n8, k)
+                        out = run(path, a, w8, s8, n8, k, bias=bias8)
+                        out2 = run(path, a, w8, s8, n8, k, bias=bias8)
                         torch.cuda.synchronize()
                         e = rel(out, ref8)
                         bad = bool(torch.isnan(out).any().item()) or e > 1e-2
@@ -251,7 +260,7 @@ def perf():
                 ws = torch.zeros(max(nb, 16) // 4 + 4, dtype=torch.int32, device=dev)
                 fn, W, S = (fp8_gemv, w8s, s8s) if fp8 else (i8_gemv, wi8, si8)
                 r[path + "_ms"] = bench_graph(
-                    lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), outs.data_ptr(), ws.data_ptr(), nb, m,
+                    lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), None, outs.data_ptr(), ws.data_ptr(), nb, m,
                                  n, k, DT[dt], 0, stream()), L, reps=40)
                 r[path + "_ws"] = nb
             set_env({})
@@ -301,7 +310,7 @@ def sweep():
                     ws = torch.zeros(max(nb, 16) // 4 + 4, dtype=torch.int32, device=dev)
                     fn, W, S = (fp8_gemv, w8s, s8s) if fp8 else (i8_gemv, wi8, si8)
                     ms = bench_graph(
-                        lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), outs.data_ptr(), ws.data_ptr(),
+                        lambda i: fn(a.data_ptr(), W[i].data_ptr(), S[i].data_ptr(), None, outs.data_ptr(), ws.data_ptr(),
                                      nb, m, n, k, DT[dt], 0, stream()), L, reps=20)
                     rows.append(dict(M=m, K=k, N=n, path=path, bps=bps, splits=splits, ms=ms))
                     cells.append(f"{bps}:{splits}:{ms:.4f}")
@@ -347,13 +356,16 @@ def one():
     w = rand_fp8_words(n, k)
     s = (torch.rand(n, device=dev) * 0.02).to(dt)
     a = torch.randn(m, k, device=dev).to(dt)
+    bias = torch.randn(n, device=dev).to(dt)
     for path in fp8_paths():
         run(path, a, w, s, n, k)
+        run(path, a, w, s, n, k, bias=bias)
     if k % 32 == 0:
         w8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev)
         s8 = (torch.rand(n, 1, device=dev) * 0.02).to(dt)
         for path in int8_paths():
             run(path, a, w8, s8, n, k)
+            run(path, a, w8, s8, n, k, bias=bias)
     torch.cuda.synchronize()
     set_env({})
     print("one ok")

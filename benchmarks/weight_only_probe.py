@@ -59,7 +59,7 @@ def abi_paths(native, mm: str, gemv: str, dequantize: str, dev) -> dict:
     sig, chk = native.sig, native.chk
     mm_fn = sig(mm, P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
     mm_ws = sig(mm + "_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
-    gemv_fn = sig(gemv, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
+    gemv_fn = sig(gemv, P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)  # a, w, scales, bias, out, ws, ...
     gemv_ws = sig(gemv + "_workspace_bytes", I64, I64, I64, I32, ctypes.POINTER(I64))
     deq_fn = sig(dequantize, P, P, P, I64, I64, I32, I32, P)
 
@@ -80,7 +80,7 @@ def abi_paths(native, mm: str, gemv: str, dequantize: str, dev) -> dict:
         nb = I64(0)
         chk(gemv_ws(m, n, k, 0, ctypes.byref(nb)), gemv + "_workspace_bytes")
         buf = torch.empty(max(nb.value // 4, 1), device=dev)
-        return lambda: chk(gemv_fn(x.data_ptr(), w.data_ptr(), s.data_ptr(), out.data_ptr(), buf.data_ptr(), nb.value,
+        return lambda: chk(gemv_fn(x.data_ptr(), w.data_ptr(), s.data_ptr(), None, out.data_ptr(), buf.data_ptr(), nb.value,
                                    m, n, k, DT[x.dtype], 0, stream()), gemv)
 
     def run_dequantize(w, s, wd):

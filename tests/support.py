@@ -225,9 +225,12 @@ def int8_rounded_dequant(w: torch.Tensor, scales: torch.Tensor, dtype: torch.dty
     return (w.float() * scales.float().reshape(-1, 1)).to(dtype)
 
 
-def int8_gemm_bound(a: torch.Tensor, wd: torch.Tensor, dtype: torch.dtype, path: str) -> torch.Tensor:
-    """Element-wise bound on |int8_gemm(a, w, s) - a @ Wd^T| (Wd exact, fp64), valid at any output size
+def int8_gemm_bound(a: torch.Tensor, wd: torch.Tensor, dtype: torch.dtype, path: str,
+                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Element-wise bound on |int8_gemm(a, w, s) - a @ Wd^T (+ bias)| (Wd exact, fp64), valid at any output size
     (including single elements whose value cancels to near zero, where a relative Frobenius bound is not).
+    A bias is added in fp32 before the one rounding on both paths (kernel epilogue, cuBLAS epilogue), so
+    it only moves the value whose half ulp the bound allows.
 
     "gemv" (fused): the codes and activations are exact in fp16/bf16, products are exact in fp32, the
     sum is fp32 and the scale multiplies it in fp32, then one rounding: |err| <= u|y| (half an ulp) plus
@@ -240,7 +243,8 @@ def int8_gemm_bound(a: torch.Tensor, wd: torch.Tensor, dtype: torch.dtype, path:
     """
     u = UNIT_ROUNDOFF[dtype]
     a64, wd = a.double(), wd.double()
-    y = (a64 @ wd.t()).abs()
+    y = a64 @ wd.t()
+    y = (y if bias is None else y + bias.double()).abs()
     tiny = SUBNORMAL_HALF_ULP[dtype]
     if path == "gemv":
         return u * (1 + 2.0**-10) * y + 2.0**-16 * (a64.abs() @ wd.abs().t()) + tiny

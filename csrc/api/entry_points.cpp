@@ -195,29 +195,30 @@ QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t 
   return qk::ok();
 }
 
-QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
-                                  int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
-                                  int32_t device, void* stream) {
+QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                                  void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                  int32_t dtype, int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
   QK_TRY(check_gemv_m(m, qk::kMaxFp8GemvM));
   QK_TRY(check_fp8_shape(n, k));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
+  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
   QK_TRY(qk::check_device(device));
   if (fp8_on_engine(m)) {
     qk::gemv::GemvPlan plan;
     QK_TRY(engine_plan(qk::plan_fp8_engine_gemv, m, n, k, device, &plan));
     QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
     return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
-      return qk::launch_fp8_engine_gemv(a, static_cast<const uint32_t*>(w), scales, out, workspace, plan,
+      return qk::launch_fp8_engine_gemv(a, static_cast<const uint32_t*>(w), scales, bias, out, workspace, plan,
                                         static_cast<qk::DType>(dtype), s);
     });
   }
   const int splits = fp8_splits(m, n, k, device);
   QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
   return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
-    return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, out, static_cast<float*>(workspace), m,
-                               n, k, splits, static_cast<qk::DType>(dtype), s);
+    return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, bias, out, static_cast<float*>(workspace),
+                               m, n, k, splits, static_cast<qk::DType>(dtype), s);
   });
 }
 
@@ -332,20 +333,21 @@ QK_API int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int
   return qk::ok();
 }
 
-QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
-                            int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
-                            void* stream) {
+QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                            void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                            int32_t device, void* stream) {
   QK_TRY(check_dtype(dtype));
   QK_TRY(check_gemv_m(m, qk::kMaxEngineGemvM));
   QK_TRY(check_int8_gemv_shape(n, k));
   QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
   QK_TRY(check_ptr2(scales, "scales"));
+  QK_REQUIRE(bias == nullptr || reinterpret_cast<uintptr_t>(bias) % 2 == 0, "bias: must be 2-byte aligned or null");
   QK_TRY(qk::check_device(device));
   qk::gemv::GemvPlan plan;
   QK_TRY(engine_plan(qk::plan_int8_gemv, m, n, k, device, &plan));
   QK_TRY(check_workspace(workspace, workspace_bytes, plan.workspace_bytes()));
   return qk::launch_on(device, stream, "int8_gemv", [&](cudaStream_t s) {
-    return qk::launch_int8_gemv(a, static_cast<const int8_t*>(w), scales, out, workspace, plan,
+    return qk::launch_int8_gemv(a, static_cast<const int8_t*>(w), scales, bias, out, workspace, plan,
                                 static_cast<qk::DType>(dtype), s);
   });
 }

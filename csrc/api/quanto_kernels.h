@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define QK_ABI_VERSION 5
+#define QK_ABI_VERSION 6
 
 enum {
   QK_STATUS_OK = 0,
@@ -52,9 +52,10 @@ QK_API int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void*
                                         int32_t dtype, int32_t device, void* stream);
 QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device,
                                                   int64_t* bytes);
-QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
-                                  int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
-                                  int32_t device, void* stream);
+/* out (M, N) dtype = scales[n] * (a . W) + bias[n], rounded once; bias N values (dtype) or NULL. */
+QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                                  void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                                  int32_t dtype, int32_t device, void* stream);
 /* Tensor-core product for medium and large M (weight decoded in registers, no dense copy): *available = 1
  * when `device` can run it (an sm_90 GPU and a library built with sm_90a), else 0. */
 QK_API int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available);
@@ -71,9 +72,10 @@ QK_API int64_t qk_fp8_marlin_mm_max_m(void);
 QK_API int32_t qk_int8_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
                                   int32_t dtype, int32_t device, void* stream);
 QK_API int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
-QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
-                            int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
-                            void* stream);
+/* out (M, N) dtype = scales[n] * (a . W^T) + bias[n], rounded once; bias N values (dtype) or NULL. */
+QK_API int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                            void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                            int32_t device, void* stream);
 
 /* Tensor-core product for medium M (codes converted in registers, no dense copy): *available = 1 where
  * `device` runs it (sm_90 and a library built with sm_90a). N % 64 == 0, K % 16 == 0, w 16-byte aligned. */

@@ -36,11 +36,12 @@ cudaError_t launch_marlin_repack(const uint32_t* in, const int32_t* perm, uint32
 cudaError_t launch_fp8_dequant(const uint32_t* w, const void* scales, void* out, int64_t n, int64_t k, DType dt,
                                cudaStream_t stream);
 // Fused small-M product (csrc/fp8_marlin/fp8_gemv.cu; M <= 4 where it fits: fp8_gemv_direct.cu):
-// out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k])), fp32 accumulation. splits > 1: each K-split writes
+// out[m,n] = dt(s[n] * sum_k a[m,k] * fp8(W[n,k]) + bias[n]), fp32 accumulation, bias optional (N values
+// of dt, or nullptr). splits > 1: each K-split writes
 // fp32 partials to ws (splits*M*N floats) and launch_splitk_reduce finishes (or, for two splits on
 // sm_90+, a cluster finishes them in the same launch). splits == 1: ws may be nullptr.
-cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
-                            int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
+cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                            float* ws, int64_t m, int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
 // K-splits the fused kernel wants for this shape (1 <= result <= kMaxSplits); the caller sizes ws from it.
 int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count);
 
@@ -71,10 +72,11 @@ constexpr int64_t kMaxGemvM = 16;
 constexpr int64_t kMaxFp8GemvM = 64;
 
 // ---- shared split-K finish (csrc/common/splitk_reduce.cu) ---------------------------------
-// out[m,n] = dt( (sum_s ws[(s*M + m)*N + n]) * (scales ? scale_of(n) : 1) ), where scale_of reads
-// `scales` (N values of dt) through `perm`.
+// out[m,n] = dt( (sum_s ws[(s*M + m)*N + n]) * (scales ? scale_of(n) : 1) + (bias ? bias[n] : 0) ), where
+// scale_of reads `scales` (N values of dt) through `perm`; bias: N values of dt in natural order, or nullptr.
 cudaError_t launch_splitk_reduce(const float* ws, int splits, int64_t m, int64_t n, const void* scales,
-                                 ScalePerm perm, DType dt, void* out, cudaStream_t stream);
+                                 ScalePerm perm, DType dt, void* out, cudaStream_t stream,
+                                 const void* bias = nullptr);
 
 // ---- planning (csrc/common/plan.cpp) -----------------------------------------------------
 // Shared rule behind the plan_*_splits functions: enough blocks (col_tiles * splits) to give every

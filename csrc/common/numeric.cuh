@@ -31,6 +31,16 @@ template <> QK_DEVICE QK_FORCEINLINE float bits16_to_float<DType::BF16>(uint16_t
   return __uint_as_float(static_cast<uint32_t>(b) << 16);  // bf16 is the top half of a float
 }
 
+// The fused small-M kernels' last step for one output before the single rounding: the fp32 sum times
+// the channel's scale, plus the channel's bias when there is one (bias: N values of D, or nullptr).
+// Both steps are explicit round-to-nearest operations so that no compiler contraction makes two
+// kernels that finish the same sums disagree in a bit.
+template <DType D>
+QK_DEVICE QK_FORCEINLINE float scale_add_bias(float acc, float scale, const uint16_t* bias, int64_t col) {
+  const float v = __fmul_rn(acc, scale);
+  return bias != nullptr ? __fadd_rn(v, bits16_to_float<D>(bias[col])) : v;
+}
+
 // fp8 e4m3fn code -> float, exact for every finite code (subnormals included).
 // e4m3 has bias 7 and float bias 127: placing the 7 exponent+mantissa bits at the top of a float's
 // exponent/mantissa field and multiplying by 2^120 rebiases normals exactly. Subnormal codes

@@ -73,7 +73,8 @@ QK_DEVICE QK_FORCEINLINE int a_word(int row, int half) { return row * 8 + 4 * (h
 template <DType D, int MT>
 __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
     fp8_gemv_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
-                    const uint16_t* QK_RESTRICT scales, uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
+                    const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias, uint16_t* QK_RESTRICT out,
+                    float* QK_RESTRICT ws, int m,
                     int64_t n, int64_t k, int splits) {
   using Shape = GemvShape<MT>;
   __shared__ QK_ALIGN(16) uint32_t smem[Shape::kSmemWords];
@@ -211,9 +212,9 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
         const int row = row_base + r;
         if (splits == 1) {
           const float s = bits16_to_float<D>(scales[block32_slot(col)]);
-          out[row * n + col] = static_cast<uint16_t>(float_to_bits16<D>(sum * s));
+          out[row * n + col] = static_cast<uint16_t>(float_to_bits16<D>(scale_add_bias<D>(sum, s, bias, col)));
         } else {
-          ws[(static_cast<int64_t>(split) * m + row) * n + col] = sum;  // unscaled; the reduce scales
+          ws[(static_cast<int64_t>(split) * m + row) * n + col] = sum;  // unscaled; the reduce finishes
         }
       }
     }
@@ -222,27 +223,30 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
 }
 
 template <DType D, int MT>
-cudaError_t launch_gemv_typed(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+cudaError_t launch_gemv_typed(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                              float* ws, int64_t m,
                               int64_t n, int64_t k, int splits, cudaStream_t stream) {
   const int64_t items = (n / 64) * splits;
   int64_t blocks = items;
   if (blocks > 0x7FFFFFFF) blocks = 0x7FFFFFFF;  // grid-stride loop covers the rest
   fp8_gemv_kernel<D, MT><<<static_cast<unsigned>(blocks), kGemvThreads, 0, stream>>>(
-      static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out), ws,
+      static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<const uint16_t*>(bias),
+      static_cast<uint16_t*>(out), ws,
       static_cast<int>(m), n, k, splits);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || splits == 1) return err;
-  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream);
+  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream, bias);
 }
 
 template <DType D>
-cudaError_t launch_gemv_dtype(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+cudaError_t launch_gemv_dtype(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                              float* ws, int64_t m,
                               int64_t n, int64_t k, int splits, cudaStream_t stream) {
   switch (gemv_row_tiles(m)) {
-    case 1: return launch_gemv_typed<D, 1>(a, w, scales, out, ws, m, n, k, splits, stream);
-    case 2: return launch_gemv_typed<D, 2>(a, w, scales, out, ws, m, n, k, splits, stream);
-    case 4: return launch_gemv_typed<D, 4>(a, w, scales, out, ws, m, n, k, splits, stream);
-    default: return launch_gemv_typed<D, 8>(a, w, scales, out, ws, m, n, k, splits, stream);
+    case 1: return launch_gemv_typed<D, 1>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
+    case 2: return launch_gemv_typed<D, 2>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
+    case 4: return launch_gemv_typed<D, 4>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
+    default: return launch_gemv_typed<D, 8>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
   }
 }
 
@@ -258,14 +262,15 @@ bool fp8_gemv_wants_direct(int64_t m) {
 
 }  // namespace
 
-cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+cudaError_t launch_fp8_gemv(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                            float* ws, int64_t m,
                             int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
   if (m <= 0 || n <= 0 || k <= 0) return cudaSuccess;
   if (m > kMaxFp8GemvM || splits < 1 || (splits > 1 && ws == nullptr)) return cudaErrorInvalidValue;
   if (fp8_gemv_wants_direct(m) && fp8_gemv_direct_fits(m, n, k, splits))
-    return launch_fp8_gemv_direct(a, w, scales, out, ws, m, n, k, splits, dt, stream);
-  return dt == DType::BF16 ? launch_gemv_dtype<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
-                           : launch_gemv_dtype<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
+    return launch_fp8_gemv_direct(a, w, scales, bias, out, ws, m, n, k, splits, dt, stream);
+  return dt == DType::BF16 ? launch_gemv_dtype<DType::BF16>(a, w, scales, bias, out, ws, m, n, k, splits, stream)
+                           : launch_gemv_dtype<DType::F16>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
 }
 
 int plan_fp8_gemv_splits(int64_t m, int64_t n, int64_t k, int sm_count) {

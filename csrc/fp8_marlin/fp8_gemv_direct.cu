@@ -67,7 +67,8 @@ QK_DEVICE QK_FORCEINLINE void stage_activations(uint2* act, const uint16_t* QK_R
 template <DType D, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 4)
     fp8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
-                           const uint16_t* QK_RESTRICT scales, uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
+                           const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias,
+                           uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
                            int64_t n, int64_t k, int splits) {
   extern __shared__ uint4 smem[];
   uint2* const act = reinterpret_cast<uint2*>(smem);
@@ -155,19 +156,20 @@ __global__ void __launch_bounds__(kThreads, 4)
       red[kWarps * 8 * kRedStride + idx] = sum;  // this split's partial, for the cluster to read
     } else if (splits == 1) {
       const float s = bits16_to_float<D>(scales[block32_slot(col)]);
-      out[r * n + col] = static_cast<uint16_t>(float_to_bits16<D>(sum * s));
+      out[r * n + col] = static_cast<uint16_t>(float_to_bits16<D>(scale_add_bias<D>(sum, s, bias, col)));
     } else {
-      ws[(static_cast<int64_t>(split) * m + r) * n + col] = sum;  // unscaled; the reduce scales
+      ws[(static_cast<int64_t>(split) * m + r) * n + col] = sum;  // unscaled; the reduce finishes
     }
   }
   if constexpr (kCluster) {
-    cluster::finish_tile<D, ScalePerm::Block32>(red + kWarps * 8 * kRedStride, split, splits, m, n, 64 * c, scales,
+    cluster::finish_tile<D, ScalePerm::Block32>(red + kWarps * 8 * kRedStride, split, splits, m, n, 64 * c, scales, bias,
                                                 reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
   }
 }
 
 template <DType D>
-cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, void* out, float* ws, int64_t m,
+cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out, float* ws,
+                         int64_t m,
                          int64_t n, int64_t k, int splits, cudaStream_t stream) {
   const int64_t blocks = (k / 16 + splits - 1) / splits;
   const int smem = smem_bytes(blocks);
@@ -175,10 +177,11 @@ cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, v
       split_grid::use_clusters(fp8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_FP8_GEMV_CLUSTER");
   const cudaError_t err = split_grid::launch(
       fp8_gemv_direct_kernel<D, false>, fp8_gemv_direct_kernel<D, true>, clustered, n / 64, splits, kThreads, smem,
-      stream, static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<uint16_t*>(out), ws,
+      stream, static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales),
+      static_cast<const uint16_t*>(bias), static_cast<uint16_t*>(out), ws,
       static_cast<int>(m), n, k, splits);
   if (err != cudaSuccess || splits == 1 || clustered) return err;
-  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream);
+  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream, bias);
 }
 
 }  // namespace
@@ -189,11 +192,12 @@ bool fp8_gemv_direct_fits(int64_t m, int64_t n, int64_t k, int splits) {
   return blocks <= kFp8GemvDirectMaxBlocks && (n / 64) * splits <= 0x7FFFFFFF;
 }
 
-cudaError_t launch_fp8_gemv_direct(const void* a, const uint32_t* w, const void* scales, void* out, float* ws,
-                                   int64_t m, int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
+cudaError_t launch_fp8_gemv_direct(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                                   float* ws, int64_t m, int64_t n, int64_t k, int splits, DType dt,
+                                   cudaStream_t stream) {
   if (!fp8_gemv_direct_fits(m, n, k, splits) || (splits > 1 && ws == nullptr)) return cudaErrorInvalidValue;
-  return dt == DType::BF16 ? launch_typed<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
-                           : launch_typed<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
+  return dt == DType::BF16 ? launch_typed<DType::BF16>(a, w, scales, bias, out, ws, m, n, k, splits, stream)
+                           : launch_typed<DType::F16>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
 }
 
 }  // namespace qk

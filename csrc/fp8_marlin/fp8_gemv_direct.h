@@ -21,7 +21,8 @@ constexpr int64_t kFp8GemvDirectMaxBlocks = 128;
 bool fp8_gemv_direct_fits(int64_t m, int64_t n, int64_t k, int splits);
 
 // As launch_fp8_gemv; cudaErrorInvalidValue where fp8_gemv_direct_fits is false.
-cudaError_t launch_fp8_gemv_direct(const void* a, const uint32_t* w, const void* scales, void* out, float* ws,
-                                   int64_t m, int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
+cudaError_t launch_fp8_gemv_direct(const void* a, const uint32_t* w, const void* scales, const void* bias, void* out,
+                                   float* ws, int64_t m, int64_t n, int64_t k, int splits, DType dt,
+                                   cudaStream_t stream);
 
 }  // namespace qk

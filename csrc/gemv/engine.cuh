@@ -1,4 +1,4 @@
-// The GEMV engine: out[m, n] = dt(scale[n] * sum_k a[m, k] * W[n, k]) for small M, reading the
+// The GEMV engine: out[m, n] = dt(scale[n] * sum_k a[m, k] * W[n, k] + bias[n]) for small M, reading the
 // quantized weight once at the memory system's pace. Three parts, each replaceable on its own:
 //   mainloop  - every warp streams its work units through a private ring of cp.async stages
 //               (1 KB of weight, marked evict-first, plus the matching 16 k of the activations),
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(kThreads, ConfigOf<F, MT>::kMinBlocks)
         const int64_t col = static_cast<int64_t>(kTileN) * tile + ch;
         const int row = row_base + r;
         if (whole) {
-          if (col < args.n) out[row * args.n + col] = to_bits16<D>(sum * F::template scale<D>(args, col));
+          if (col < args.n) out[row * args.n + col] = to_bits16<D>(scale_add_bias<D>(sum, F::template scale<D>(args, col), args.bias, col));
         } else {
           part[row * kTileN + ch] = sum;
         }
@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(kThreads, ConfigOf<F, MT>::kMinBlocks)
           }
           const int64_t col = static_cast<int64_t>(kTileN) * tile + (idx & 63);
           const int row = idx >> 6;
-          if (col < args.n) out[row * args.n + col] = to_bits16<D>(sum * F::template scale<D>(args, col));
+          if (col < args.n) out[row * args.n + col] = to_bits16<D>(scale_add_bias<D>(sum, F::template scale<D>(args, col), args.bias, col));
         }
       }
       // last_flag is rewritten only after the next segment's epilogue barriers.

@@ -135,7 +135,7 @@ QK_DEVICE QK_FORCEINLINE void epilogue4(float (&acc)[4][MT][4], const Work4& w, 
       const int64_t col = col0 + c;
       const int row = row_base + r;
       if (alone) {
-        if (col < args.n) out[row * args.n + col] = to_bits16<D>(sum * F::template scale<D>(args, col));
+        if (col < args.n) out[row * args.n + col] = to_bits16<D>(scale_add_bias<D>(sum, F::template scale<D>(args, col), args.bias, col));
       } else {
         partials[(static_cast<int64_t>(w.split) * m + row) * plan.n_pad + col] = sum;
       }
@@ -173,7 +173,7 @@ QK_DEVICE QK_FORCEINLINE void epilogue4(float (&acc)[4][MT][4], const Work4& w, 
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int64_t col = col0 + c + e;
-      if (col < args.n) out[row * args.n + col] = to_bits16<D>(vals[e] * F::template scale<D>(args, col));
+      if (col < args.n) out[row * args.n + col] = to_bits16<D>(scale_add_bias<D>(vals[e], F::template scale<D>(args, col), args.bias, col));
     }
   }
 }

@@ -37,6 +37,7 @@ struct Fp8Marlin {
     const uint32_t* w;
     const uint16_t* scales;  // Block32-permuted, dtype of the activations
     int64_t n, k;
+    const uint16_t* bias = nullptr;  // natural channel order, dtype of the activations; optional
   };
 
   static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {
@@ -117,6 +118,7 @@ struct Int8RowsT {
     const int8_t* w;
     const uint16_t* scales;  // natural channel order, dtype of the activations
     int64_t n, k;
+    const uint16_t* bias = nullptr;  // natural channel order, dtype of the activations; optional
   };
 
   static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {
@@ -205,6 +207,7 @@ struct Int8Rows {
     const int8_t* w;
     const uint16_t* scales;  // natural channel order, dtype of the activations
     int64_t n, k;
+    const uint16_t* bias = nullptr;  // natural channel order, dtype of the activations; optional
   };
 
   static QK_DEVICE QK_FORCEINLINE const void* piece(const Args& a, int tile, int ks, int p, bool& valid) {

@@ -40,13 +40,14 @@ cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv
 
 // int8: w (N, K) row-major int8, scales N values of dt in channel order.
 // ws: plan.workspace_bytes() bytes (may be null when that is 0), 16-byte aligned.
-cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, void* out, void* ws,
-                             const gemv::GemvPlan& plan, DType dt, cudaStream_t stream);
+// bias: N values of dt added before the single rounding, or nullptr (every plan version).
+cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, const void* bias, void* out,
+                             void* ws, const gemv::GemvPlan& plan, DType dt, cudaStream_t stream);
 
 // FP8 Marlin on engine v4 (behind QK_GEMV_FP8_ENGINE=1): w (K/16, 4N) int32, scales N values of dt,
 // Block32-permuted; N % 64 == 0, K % 16 == 0, M <= kMaxEngineGemvM.
 cudaError_t plan_fp8_engine_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv::GemvPlan* plan);
-cudaError_t launch_fp8_engine_gemv(const void* a, const uint32_t* w, const void* scales, void* out, void* ws,
-                                   const gemv::GemvPlan& plan, DType dt, cudaStream_t stream);
+cudaError_t launch_fp8_engine_gemv(const void* a, const uint32_t* w, const void* scales, const void* bias,
+                                   void* out, void* ws, const gemv::GemvPlan& plan, DType dt, cudaStream_t stream);
 
 }  // namespace qk

@@ -14,9 +14,10 @@ cudaError_t plan_fp8_engine_gemv(int64_t m, int64_t n, int64_t k, int32_t device
                           : gemv::make_plan4_for<gemv::Fp8Marlin>(m, n, k, device, opt, &plan->v4);
 }
 
-cudaError_t launch_fp8_engine_gemv(const void* a, const uint32_t* w, const void* scales, void* out, void* ws,
-                                   const gemv::GemvPlan& plan, DType dt, cudaStream_t stream) {
-  const gemv::Fp8Marlin::Args args{w, static_cast<const uint16_t*>(scales), plan.v4.n, plan.v4.k};
+cudaError_t launch_fp8_engine_gemv(const void* a, const uint32_t* w, const void* scales, const void* bias,
+                                   void* out, void* ws, const gemv::GemvPlan& plan, DType dt, cudaStream_t stream) {
+  const gemv::Fp8Marlin::Args args{w, static_cast<const uint16_t*>(scales), plan.v4.n, plan.v4.k,
+                                   static_cast<const uint16_t*>(bias)};
   return plan.fp8_direct ? gemv::launch_v4<gemv::Fp8MarlinDirect>(args, a, out, ws, plan.v4, dt, stream)
                          : gemv::launch_v4<gemv::Fp8Marlin>(args, a, out, ws, plan.v4, dt, stream);
 }

@@ -52,22 +52,23 @@ cudaError_t plan_int8_gemv(int64_t m, int64_t n, int64_t k, int32_t device, gemv
                                  : gemv::make_plan4_for<gemv::Int8RowsT<2>>(m, n, k, device, opt, &plan->v4);
 }
 
-cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, void* out, void* ws,
-                             const gemv::GemvPlan& plan, DType dt, cudaStream_t stream) {
+cudaError_t launch_int8_gemv(const void* a, const int8_t* w, const void* scales, const void* bias, void* out,
+                             void* ws, const gemv::GemvPlan& plan, DType dt, cudaStream_t stream) {
   const auto* s = static_cast<const uint16_t*>(scales);
+  const auto* b = static_cast<const uint16_t*>(bias);
   if (plan.version == 5) {
-    return launch_int8_gemv_direct(a, w, scales, out, static_cast<float*>(ws), plan.m, plan.n, plan.k,
+    return launch_int8_gemv_direct(a, w, scales, bias, out, static_cast<float*>(ws), plan.m, plan.n, plan.k,
                                    plan.direct_splits, dt, stream);
   }
   if (plan.version != 4) {
-    const gemv::Int8Rows::Args args{w, s, plan.v3.n, plan.v3.k};
+    const gemv::Int8Rows::Args args{w, s, plan.v3.n, plan.v3.k, b};
     return gemv::launch<gemv::Int8Rows>(args, a, out, ws, plan.v3, dt, stream);
   }
   if (plan.int8_unit_k == 64) {
-    const gemv::Int8RowsT<4>::Args args{w, s, plan.v4.n, plan.v4.k};
+    const gemv::Int8RowsT<4>::Args args{w, s, plan.v4.n, plan.v4.k, b};
     return gemv::launch_v4<gemv::Int8RowsT<4>>(args, a, out, ws, plan.v4, dt, stream);
   }
-  const gemv::Int8RowsT<2>::Args args{w, s, plan.v4.n, plan.v4.k};
+  const gemv::Int8RowsT<2>::Args args{w, s, plan.v4.n, plan.v4.k, b};
   return gemv::launch_v4<gemv::Int8RowsT<2>>(args, a, out, ws, plan.v4, dt, stream);
 }
 

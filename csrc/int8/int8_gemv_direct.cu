@@ -49,7 +49,8 @@ QK_DEVICE QK_FORCEINLINE void stage_rows(uint16_t* act, const uint16_t* QK_RESTR
 template <DType D, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 4)
     int8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const int8_t* QK_RESTRICT w,
-                            const uint16_t* QK_RESTRICT scales, uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
+                            const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias,
+                            uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
                             int64_t n, int64_t k, int splits) {
   extern __shared__ uint4 smem[];
   uint16_t* const act = reinterpret_cast<uint16_t*>(smem);
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(kThreads, 4)
       const int row = 2 * tig + (e & 1);
       if (row < m) part[row * 64 + 16 * warp + g + 8 * (e >> 1)] = v[e];
     }
-    cluster::finish_tile<D, ScalePerm::None>(part, split, splits, m, n, 64 * c, scales,
+    cluster::finish_tile<D, ScalePerm::None>(part, split, splits, m, n, 64 * c, scales, bias,
                                              reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
   } else {
     auto* const o = reinterpret_cast<typename Elem<D>::T*>(out);
@@ -139,29 +140,30 @@ __global__ void __launch_bounds__(kThreads, 4)
       const int64_t col = ch + 8 * (e >> 1);
       if (row >= m) continue;
       if (splits == 1) {
-        o[row * n + col] = Elem<D>::from_float(v[e] * bits16_to_float<D>(scales[col]));
+        o[row * n + col] = Elem<D>::from_float(scale_add_bias<D>(v[e], bits16_to_float<D>(scales[col]), bias, col));
       } else {
-        ws[(static_cast<int64_t>(split) * m + row) * n + col] = v[e];  // unscaled; the reduce scales
+        ws[(static_cast<int64_t>(split) * m + row) * n + col] = v[e];  // unscaled; the reduce finishes
       }
     }
   }
 }
 
 template <DType D>
-cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
-                         int64_t n, int64_t k, int splits, cudaStream_t stream) {
+cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, const void* bias, void* out, float* ws,
+                         int64_t m, int64_t n, int64_t k, int splits, cudaStream_t stream) {
   const int64_t units = (k / kUnitK + splits - 1) / splits;
   const int smem = smem_bytes(units);
   const auto* a16 = static_cast<const uint16_t*>(a);
   const auto* s16 = static_cast<const uint16_t*>(scales);
+  const auto* b16 = static_cast<const uint16_t*>(bias);
   auto* o16 = static_cast<uint16_t*>(out);
   const bool clustered =
       split_grid::use_clusters(int8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_INT8_GEMV_CLUSTER");
   const cudaError_t err =
       split_grid::launch(int8_gemv_direct_kernel<D, false>, int8_gemv_direct_kernel<D, true>, clustered, n / 64,
-                         splits, kThreads, smem, stream, a16, w, s16, o16, ws, static_cast<int>(m), n, k, splits);
+                         splits, kThreads, smem, stream, a16, w, s16, b16, o16, ws, static_cast<int>(m), n, k, splits);
   if (err != cudaSuccess || splits == 1 || clustered) return err;
-  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::None, D, out, stream);
+  return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::None, D, out, stream, bias);
 }
 
 }  // namespace
@@ -191,14 +193,15 @@ bool int8_gemv_direct_balanced(int64_t n, int splits, int sm_count) {
   return per_sm * sm_count * 10 <= ctas * 11;
 }
 
-cudaError_t launch_int8_gemv_direct(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
-                                    int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream) {
+cudaError_t launch_int8_gemv_direct(const void* a, const int8_t* w, const void* scales, const void* bias, void* out,
+                                    float* ws, int64_t m, int64_t n, int64_t k, int splits, DType dt,
+                                    cudaStream_t stream) {
   if (!int8_gemv_direct_fits(m, n, k) || splits < 1 || splits > k / kUnitK ||
       (k / kUnitK + splits - 1) / splits * kUnitK > kInt8GemvDirectMaxSpanK || (splits > 1 && ws == nullptr)) {
     return cudaErrorInvalidValue;
   }
-  return dt == DType::BF16 ? launch_typed<DType::BF16>(a, w, scales, out, ws, m, n, k, splits, stream)
-                           : launch_typed<DType::F16>(a, w, scales, out, ws, m, n, k, splits, stream);
+  return dt == DType::BF16 ? launch_typed<DType::BF16>(a, w, scales, bias, out, ws, m, n, k, splits, stream)
+                           : launch_typed<DType::F16>(a, w, scales, bias, out, ws, m, n, k, splits, stream);
 }
 
 }  // namespace qk

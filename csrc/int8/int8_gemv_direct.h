@@ -27,10 +27,11 @@ int plan_int8_gemv_direct_splits(int64_t m, int64_t n, int64_t k, int sm_count);
 // engine's plan balances uneven shapes better, so those stay on it.
 bool int8_gemv_direct_balanced(int64_t n, int splits, int sm_count);
 
-// out[m, n] = dt(s[n] * sum_k a[m, k] * w[n, k]); a: M x K of dt (16-byte aligned rows), w: (N, K) int8,
-// scales: N values of dt. splits > 1 without a cluster: ws holds splits * M * N floats and the split-K
+// out[m, n] = dt(s[n] * sum_k a[m, k] * w[n, k] + bias[n]); a: M x K of dt (16-byte aligned rows), w: (N, K)
+// int8, scales: N values of dt, bias: N values of dt or nullptr. splits > 1 without a cluster: ws holds splits * M * N floats and the split-K
 // reduce finishes. cudaErrorInvalidValue for a shape or split count it does not take.
-cudaError_t launch_int8_gemv_direct(const void* a, const int8_t* w, const void* scales, void* out, float* ws, int64_t m,
-                                    int64_t n, int64_t k, int splits, DType dt, cudaStream_t stream);
+cudaError_t launch_int8_gemv_direct(const void* a, const int8_t* w, const void* scales, const void* bias, void* out,
+                                    float* ws, int64_t m, int64_t n, int64_t k, int splits, DType dt,
+                                    cudaStream_t stream);
 
 }  // namespace qk

@@ -641,7 +641,7 @@ def test_c_abi_refuses_a_bad_split_k_workspace(ops, fmt, bad):
         w = torch.zeros(k // 16, 4 * n, dtype=i32, device="cuda")
         sc = torch.ones(1, n, dtype=f16, device="cuda")
         call = lambda: lib.abi.fp8_marlin_gemv(  # noqa: E731
-            a=a.data_ptr(), w=w.data_ptr(), scales=sc.data_ptr(), out=out.data_ptr(), workspace=ptr,
+            a=a.data_ptr(), w=w.data_ptr(), scales=sc.data_ptr(), bias=None, out=out.data_ptr(), workspace=ptr,
             workspace_bytes=nbytes, m=m, n=n, k=k, dtype=1, device=dev, stream=stream)
     elif fmt == "awq":
         w = torch.zeros(n // 4, k, dtype=i16, device="cuda")

@@ -78,7 +78,7 @@ def test_int8_path_by_rows_and_shape(ops, monkeypatch, m, n, k, path):
         return torch.zeros(rows, cols, dtype=dtype)
 
     monkeypatch.setattr(_int8, "run_tc", lambda a, w, s, bias, n_, k_: record("tc", a.shape[0], n_, a.dtype))
-    monkeypatch.setattr(_int8, "run_gemv", lambda a, w, s, n_, k_: record("gemv", a.shape[0], n_, a.dtype))
+    monkeypatch.setattr(_int8, "run_gemv", lambda a, w, s, n_, k_, bias=None: record("gemv", a.shape[0], n_, a.dtype))
     monkeypatch.setattr(_int8, "run_dequantize", lambda w, s, n_, k_: record("dequant", n_, k_, s.dtype))
     tc = _int8.FAMILY.tc
     monkeypatch.setattr(tc, "_by_device", {None: True})  # CPU tensors: device index None
@@ -103,26 +103,61 @@ def test_int8_forced_tensor_cores_refuse_what_they_cannot_take(ops, monkeypatch)
             _int8.matmul(x[:, :k], w, s, n, k)
 
 
-def test_tensor_core_call_takes_the_bias_it_can_read():
-    """c.tc_with_bias: a bias of the activations' dtype, dense, with N values, goes to the kernel; any other
-    bias is added to the kernel's output afterwards; a misaligned activation reaches the kernel as an aligned copy."""
+class _Family:
+    """The part of a GemmFamily that gemv_or_dequant asks: which path serves M rows."""
+
+    def __init__(self, tc: bool, gemv: bool):
+        self.tc, self.gemv = tc, gemv
+
+    def use_tc(self, m, device_index, n, k):
+        return self.tc
+
+    def use_gemv(self, m):
+        return self.gemv
+
+
+def test_kernel_epilogues_take_the_bias_they_can_read():
+    """c.with_bias through c.gemv_or_dequant: a bias of the activations' dtype, dense, with N values, goes to
+    the tensor-core kernel's or (where the family says it takes one) the GEMV kernel's epilogue; any other
+    bias is added to the kernel's output afterwards; the tensor-core kernel gets an aligned copy of a
+    misaligned activation."""
     from quanto_kernels.ops import _common as c
 
     seen = []
 
-    def run(a, bias):
-        seen.append((a.data_ptr() % 16, bias))
+    def tc_run(a, bias):
+        seen.append(("tc", a.data_ptr() % 16, bias))
         return torch.ones(a.shape[0], 8, dtype=a.dtype)
+
+    def gemv_run(bias=None):
+        seen.append(("gemv", None, bias))
+        return torch.ones(3, 8, dtype=torch.bfloat16)
+
+    def dequant():
+        raise AssertionError("the dequantize path must not run here")
 
     a = sp.misaligned(torch.randn(3, 16, dtype=torch.bfloat16))
     own = torch.full((8,), 2.0, dtype=torch.bfloat16)
-    out = c.tc_with_bias(a, own, 8, run)
-    assert seen[-1][0] == 0 and seen[-1][1] is own and torch.equal(out, torch.ones(3, 8, dtype=torch.bfloat16))
-    for other in (own.float(), torch.full((16,), 2.0, dtype=torch.bfloat16)[::2]):
-        out = c.tc_with_bias(a, other, 8, run)
-        assert seen[-1][1] is None and torch.equal(out, torch.full((3, 8), 3.0, dtype=torch.bfloat16))
-    out = c.tc_with_bias(a, None, 8, run)
-    assert seen[-1][1] is None and torch.equal(out, torch.ones(3, 8, dtype=torch.bfloat16))
+    others = (own.float(), torch.full((16,), 2.0, dtype=torch.bfloat16)[::2])
+    ones, threes = torch.ones(3, 8, dtype=torch.bfloat16), torch.full((3, 8), 3.0, dtype=torch.bfloat16)
+    tc, gemv = _Family(True, False), _Family(False, True)
+    # tensor-core kernel
+    out = c.gemv_or_dequant(tc, a, None, dequant, own, tc=(8, 16, tc_run))
+    assert seen[-1] == ("tc", 0, own) and torch.equal(out, ones)
+    for other in others:
+        out = c.gemv_or_dequant(tc, a, None, dequant, other, tc=(8, 16, tc_run))
+        assert seen[-1][2] is None and torch.equal(out, threes)
+    out = c.gemv_or_dequant(tc, a, None, dequant, None, tc=(8, 16, tc_run))
+    assert seen[-1][2] is None and torch.equal(out, ones)
+    # GEMV with a bias epilogue
+    out = c.gemv_or_dequant(gemv, a, gemv_run, dequant, own, gemv_bias_n=8)
+    assert seen[-1] == ("gemv", None, own) and torch.equal(out, ones)
+    for other in others:
+        out = c.gemv_or_dequant(gemv, a, gemv_run, dequant, other, gemv_bias_n=8)
+        assert seen[-1] == ("gemv", None, None) and torch.equal(out, threes)
+    # GEMV without one (the int4 families): called without a bias, torch adds it
+    out = c.gemv_or_dequant(gemv, a, gemv_run, dequant, own)
+    assert seen[-1] == ("gemv", None, None) and torch.equal(out, threes)
 
 
 def test_workspace_query_is_cached_per_shape(ops, monkeypatch):

@@ -62,12 +62,16 @@ def test_large_m_quantizes_then_multiplies(calls, dtype, bias):
     assert gemm["bias"] == (b.data_ptr() if bias else None)
 
 
-def test_small_m_takes_the_weight_only_gemv_and_adds_the_bias_after(calls):
+def test_small_m_takes_the_weight_only_gemv_with_the_bias_in_its_epilogue(calls):
     x, w, s, b = _args(64)
     b.fill_(1.5)
-    _fp8_compute.direct(x, w, s, b)
+    out = _fp8_compute.direct(x, w, s, b)
     assert [name for name, _ in calls] == ["fp8_marlin_gemv"]
-    assert calls[0][1]["m"] == 64
+    gemv = calls[0][1]
+    assert gemv["m"] == 64 and gemv["bias"] == b.data_ptr() and gemv["out"] == out.data_ptr()
+    calls.clear()
+    _fp8_compute.direct(x, w, s, None)
+    assert calls[0][1]["bias"] is None
 
 
 def test_forced_fp8_path_at_small_m(calls):

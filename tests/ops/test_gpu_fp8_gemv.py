@@ -17,6 +17,9 @@ poisoned allocator (an unwritten element reads as NaN):
   * the plan splits K far enough for the direct kernel to stage a split's activations (K / 16 / splits <=
     128); past 16 splits' worth the ring runs;
   * NaN codes make their channel NaN and no other;
+  * a bias goes to the epilogue of every finish (unsplit, cluster, split-K reduce, GEMV engine v4) and is
+    added before the single rounding: no separate add kernel runs, and the result is within the fp64
+    bound; the kernels still agree bit for bit with a bias;
   * which kernels ran is read from the profiler, not assumed (one launch with clusters, two without).
 """
 
@@ -174,3 +177,57 @@ def test_long_k_splits_for_the_direct_kernel(ops, monkeypatch, dtype):
 def test_nan_codes_poison_only_their_channel(ops, kernel, dtype):
     x, packed, s_perm, bad, ref = sp.fp8_nan_case(3, 256, 192, dtype)
     sp.assert_nan_only_in(_gemv(ops, x, packed, s_perm), bad, ref, dtype, f"{kernel} kernel {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_in_the_epilogue(ops, monkeypatch, kernel, dtype):
+    """The fused path's bias (quanto's Linear bias) is added in fp32 before the one rounding by whichever
+    kernel finishes the output: 1, 2 (the cluster) and 4 K-splits over one tile per SM, and M = 13 (ring)."""
+    from quanto_kernels.ops import _fp8_marlin
+
+    for per_sm in ("1", "2", "4"):
+        monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
+        for m, k, n in [(1, 1024, 64 * sp.sm_count()), (3, 1040, 192), (8, 4096, 320), (13, 2048, 128)]:
+            codes, s, packed, s_perm, x = _case(m, k, n, dtype, "bias", per_sm)
+            g = sp.generator("fp8-gemv-bias", m, k, n, str(dtype), per_sm)
+            bias = torch.randn(n, generator=g, device=DEV, dtype=dtype)
+            sp.poison_allocator()
+            names = sp.cuda_kernels_run(lambda: _fp8_marlin.matmul(x, packed, s_perm, n, k, bias))
+            assert not any("elementwise" in nm for nm in names), f"a separate bias add ran: {names}"
+            out = _fp8_marlin.matmul(x, packed, s_perm, n, k, bias)
+            ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s), bias)
+            sp.assert_gemm_close(out, ref, dtype, f"{kernel} blocks/SM {per_sm} M={m} K={k} N={n} bias {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_kernels_agree_bit_for_bit(monkeypatch, dtype):
+    """With a bias too, the ring kernel, the direct kernel, the cluster and the split-K reduce give one result."""
+    from quanto_kernels.ops import _fp8_marlin
+
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")  # the last shape: 2 splits, the cluster path
+    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (2, 4096, 64 * sp.sm_count())]:
+        _, _, packed, s_perm, x = _case(m, k, n, dtype, "bias-agree")
+        bias = torch.randn(n, device=DEV, dtype=dtype)
+        _use(monkeypatch, "ring")
+        ring = _fp8_marlin.matmul(x, packed, s_perm, n, k, bias)
+        for kernel in ("direct", "direct-nocluster"):
+            _use(monkeypatch, kernel)
+            out = _fp8_marlin.matmul(x, packed, s_perm, n, k, bias)
+            assert torch.equal(out, ring), f"{kernel} and ring kernels differ with a bias at M={m} K={k} N={n} {dtype}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_on_the_engine(monkeypatch, dtype):
+    """FP8 on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1, a test override) adds the bias in its epilogue too."""
+    from quanto_kernels.ops import _fp8_marlin
+
+    monkeypatch.setenv("QK_GEMV_FP8_ENGINE", "1")
+    for m, k, n in [(1, 2048, 256), (5, 1024, 192), (16, 4096, 448)]:
+        codes, s, packed, s_perm, x = _case(m, k, n, dtype, "bias-engine")
+        bias = torch.randn(n, device=DEV, dtype=dtype)
+        sp.poison_allocator()
+        names = sp.cuda_kernels_run(lambda: _fp8_marlin.matmul(x, packed, s_perm, n, k, bias))
+        assert any("gemv_v4_kernel" in nm for nm in names) and not any("elementwise" in nm for nm in names), names
+        out = _fp8_marlin.matmul(x, packed, s_perm, n, k, bias)
+        ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s), bias)
+        sp.assert_gemm_close(out, ref, dtype, f"engine M={m} K={k} N={n} bias {dtype}")

@@ -12,7 +12,9 @@ poisoned allocator:
     the same bits;
   * the engine (override) agrees within the same bound;
   * where the kernel does not apply (M = 9, K % 64 == 32, N % 64 != 0) or its grid would be uneven the
-    engine runs, and which kernels ran is read from the profiler.
+    engine runs, and which kernels ran is read from the profiler;
+  * a bias goes to the epilogue of every finish (unsplit, cluster, split-K reduce, engines v4 and v3) and
+    is added before the single rounding; no separate add kernel runs.
 """
 
 from __future__ import annotations
@@ -56,13 +58,13 @@ def _gemm(ops, a, w, s):
         return ops.int8_gemm(a, w, s)
 
 
-def _check(out, a, w, s, dtype, what):
+def _check(out, a, w, s, dtype, what, bias=None):
     m, n = a.shape[0], w.shape[0]
     assert out.dtype == dtype and tuple(out.shape) == (m, n), what
     sp.assert_all_finite(out, what)
     wd = sp.int8_dequant_reference(w, s)
-    ref = sp.matmul_reference(a, wd)
-    excess = (out.double() - ref).abs() - sp.int8_gemm_bound(a, wd, dtype, "gemv")
+    ref = sp.matmul_reference(a, wd, bias)
+    excess = (out.double() - ref).abs() - sp.int8_gemm_bound(a, wd, dtype, "gemv", bias)
     assert float(excess.max()) <= 0, f"{what}: {int((excess > 0).sum())} elements over the fused path's bound"
     if m * n >= 64:
         sp.assert_gemm_close(out, ref, dtype, what)
@@ -133,3 +135,35 @@ def test_which_kernels_run(ops, monkeypatch):
         names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
         assert not _ran(names, DIRECT), (m, n, k, names)
         _check(_gemm(ops, a, w, s), a, w, s, dtype, f"engine shape M={m} N={n} K={k}")
+
+
+BIAS_PATHS = [
+    pytest.param({"QK_INT8_GEMV_KERNEL": "direct"}, id="direct"),
+    pytest.param({"QK_INT8_GEMV_KERNEL": "direct", "QK_INT8_GEMV_CLUSTER": "0"}, id="direct-nocluster"),
+    pytest.param({"QK_INT8_GEMV_KERNEL": "engine"}, id="engine-v4"),
+    pytest.param({"QK_GEMV_INT8_ENGINE": "v3"}, id="engine-v3"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("env", BIAS_PATHS)
+def test_bias_in_the_epilogue(ops, monkeypatch, env, dtype):
+    """The fused path's bias (quanto's Linear bias) is added in fp32 before the one rounding, by whichever
+    kernel finishes the output: 1, 2 (the cluster) and 4 K-splits over one tile per SM, M = 9 on the engine."""
+    from quanto_kernels.ops import _int8
+
+    for key in ("QK_INT8_GEMV_KERNEL", "QK_INT8_GEMV_CLUSTER", "QK_GEMV_INT8_ENGINE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for per_sm in ("1", "2", "4"):
+        monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", per_sm)
+        for m, n, k in [(1, 64 * sp.sm_count(), 1024), (3, 192, 576), (8, 448, 4096), (9, 192, 128)]:
+            a, w, s = _case(m, n, k, dtype, "bias", per_sm)
+            g = sp.generator("int8-gemv-bias", m, n, k, str(dtype), per_sm)
+            bias = torch.randn(n, generator=g, device=DEV, dtype=dtype)
+            sp.poison_allocator()
+            names = sp.cuda_kernels_run(lambda: _int8.matmul(a, w, s.reshape(-1), n, k, bias))
+            assert not any("elementwise" in nm for nm in names), f"a separate bias add ran: {names}"
+            out = _int8.matmul(a, w, s.reshape(-1), n, k, bias)
+            _check(out, a, w, s, dtype, f"{env} blocks/SM {per_sm} M={m} N={n} K={k} bias {dtype}", bias)

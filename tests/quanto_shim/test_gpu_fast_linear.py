@@ -3,8 +3,9 @@
 The shim makes quanto's QLinear.forward call our kernels directly for frozen FP8 Marlin and AWQ int4
 weights (quanto's fp16 class and the shim's bf16 one) when nothing needs quanto's dispatch. These tests check, in a fresh interpreter each:
   * it is taken (quanto's autograd Function never runs) and gives what quanto's full path gives:
-    bit-identical for the fused small-M kernel, within GEMM rounding for large M (the bias is fused
-    into cuBLAS there), and close to the fp64 product of the layer's own dequantize() plus the bias;
+    bit-identical for the fused small-M kernel when it adds no bias itself, within GEMM rounding for
+    large M and for the FP8 GEMV with a bias (both add the bias before the one rounding, quanto's path
+    after), and close to the fp64 product of the layer's own dequantize() plus the bias;
     leading dims, bias / no bias, fp16 / bf16, M on both sides of the kernel switch;
   * it declines, and quanto's path runs and stays right, for: autograd (input requiring grad),
     a misaligned input view, a non-contiguous input, an active torch-function mode;
@@ -166,7 +167,10 @@ def test_fast_path_matches_quantos_path_and_declines_when_it_must():
         rows = 1
         for d in case["lead"]:
             rows *= d
-        if rows <= 16:  # same fused kernel, same bias add: the same bits
+        # The same fused kernel and, without a bias the kernel adds itself, the same bias add: the same bits.
+        # The FP8 GEMV adds the bias before its one rounding (quanto's path rounds, then adds).
+        fused_bias = case["name"].startswith("fp8") and "nobias" not in case["name"]
+        if rows <= 16 and not fused_bias:
             assert case["identical"], f"{what}: differs from quanto's path ({case['rel_fast_full']:.2e})"
         else:
             assert case["rel_fast_full"] <= tol, f"{what}: {case['rel_fast_full']:.2e} from quanto's path"

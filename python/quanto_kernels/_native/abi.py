@@ -11,7 +11,7 @@ Each declared function ``qk_<name>`` becomes ``<name>`` here, callable with keyw
 ``in_``)::
 
     from quanto_kernels._native import abi
-    abi.fp8_marlin_gemv(a=..., w=..., scales=..., out=..., workspace=..., workspace_bytes=..., m=1,
+    abi.fp8_marlin_gemv(a=..., w=..., scales=..., bias=0, out=..., workspace=..., workspace_bytes=..., m=1,
                         n=4096, k=4096, dtype=abi.DTYPE_FLOAT16, device=0, stream=s)
 
 Conventions, applied to every declaration:
@@ -38,7 +38,7 @@ from .errors import missing_symbol, raise_for_status
 
 # ---------------------------------------------------------------------------- constants (header)
 
-ABI_VERSION = 5  # QK_ABI_VERSION
+ABI_VERSION = 6  # QK_ABI_VERSION
 
 STATUS_OK = 0
 STATUS_INVALID_ARGUMENT = 1
@@ -73,9 +73,9 @@ int32_t qk_marlin_repack(const void* in, const void* perm, void* out, int64_t si
 int32_t qk_fp8_marlin_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
                                  int32_t dtype, int32_t device, void* stream);
 int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
-int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
-                           int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
-                           int32_t device, void* stream);
+int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                           void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k,
+                           int32_t dtype, int32_t device, void* stream);
 int32_t qk_fp8_marlin_mm_available(int32_t device, int32_t* available);
 int32_t qk_fp8_marlin_mm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
 int32_t qk_fp8_marlin_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,
@@ -86,9 +86,9 @@ int64_t qk_fp8_marlin_mm_max_m(void);
 int32_t qk_int8_dequantize(const void* w, const void* scales, void* out, int64_t n, int64_t k,
                            int32_t dtype, int32_t device, void* stream);
 int32_t qk_int8_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
-int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, void* out, void* workspace,
-                     int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
-                     void* stream);
+int32_t qk_int8_gemv(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                     void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                     int32_t device, void* stream);
 int32_t qk_int8_mm_available(int32_t device, int32_t* available);
 int32_t qk_int8_mm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t device, int64_t* bytes);
 int32_t qk_int8_mm(const void* a, const void* w, const void* scales, const void* bias, void* out,

@@ -183,29 +183,34 @@ class GemmFamily:
         return f"GemmFamily({self.name!r})"
 
 
-def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Optional[Callable[[], torch.Tensor]],
+def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Optional[Callable[..., torch.Tensor]],
                     dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None,
-                    tc: Optional[Tuple[int, int, Callable[..., torch.Tensor]]] = None) -> torch.Tensor:
+                    tc: Optional[Tuple[int, int, Callable[..., torch.Tensor]]] = None,
+                    gemv_bias_n: Optional[int] = None) -> torch.Tensor:
     """a (M, K) times the family's (N, K) weight (+ bias): tensor-core kernel, fused GEMV or dequantize +
     matmul.
 
-    ``gemv`` is None for a shape the fused GEMV does not take. ``tc`` is (N, K, run) for a shape the
-    tensor-core kernel takes, run(a, bias) being its call on a dense, aligned ``a`` (tc_with_bias: its
-    epilogue adds a bias it can read); the other paths add the bias afterwards.
+    ``gemv`` is None for a shape the fused GEMV does not take; gemv() is its call, or gemv(bias) when
+    ``gemv_bias_n`` (N) says the kernel's epilogue adds a bias (with_bias decides which bias it gets).
+    ``tc`` is (N, K, run) for a shape the tensor-core kernel takes, run(a, bias) being its call on a
+    dense, aligned ``a``. A bias no kernel takes is added afterwards by torch.
     """
     if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0], tc[1]):
-        return tc_with_bias(a, bias, tc[0], tc[2])
+        return with_bias(a, bias, tc[0], lambda b: tc[2](dense_aligned(a), b))
     if gemv is not None and family.use_gemv(a.shape[0]):
+        if gemv_bias_n is not None:
+            return with_bias(a, bias, gemv_bias_n, gemv)
         out = gemv()
         return out if bias is None else out.add_(bias)
     return F.linear(a, dequant(), bias)
 
 
-def tc_with_bias(a: torch.Tensor, bias: Optional[torch.Tensor], n: int,
-                 run: Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
-    """A tensor-core call: a bias of a's dtype, dense and on a's device goes to the kernel's epilogue; any
-    other bias (another dtype, a broadcast view) is added afterwards by torch, as on the other paths."""
+def with_bias(a: torch.Tensor, bias: Optional[torch.Tensor], n: int,
+              run: Callable[[Optional[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """run(bias) for a kernel whose epilogue adds a bias it can read: of a's dtype, on a's device, N dense
+    values, 2-byte aligned; any other bias (another dtype, a broadcast view) is added afterwards by torch
+    (run(None), then add_), as on the paths without a bias epilogue."""
     fused = bias is None or (bias.dtype == a.dtype and bias.device == a.device and bias.is_contiguous()
                              and bias.numel() == n and bias.data_ptr() % 2 == 0)
-    out = run(dense_aligned(a), bias if fused else None)
+    out = run(bias if fused else None)
     return out if fused else out.add_(bias)

@@ -143,8 +143,7 @@ def run_fp8(x2d: torch.Tensor, w_packed, scales, bias, n: int, k: int) -> torch.
 def linear_2d(x2d: torch.Tensor, w_packed, scales, bias, n: int, k: int) -> torch.Tensor:
     """x2d (M >= 1, K), dense and aligned, times the weight plus bias, on the path M picks."""
     if use_gemv(x2d.shape[0]):
-        out = _fp8_marlin.run_gemv(x2d, w_packed, scales, n, k)
-        return out if bias is None else out.add_(bias)
+        return c.with_bias(x2d, bias, n, lambda b: _fp8_marlin.run_gemv(x2d, w_packed, scales, n, k, b))
     return run_fp8(x2d, w_packed, scales, bias, n, k)
 
 

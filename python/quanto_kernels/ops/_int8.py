@@ -83,13 +83,14 @@ def run_dequantize(w, scales, n: int, k: int) -> torch.Tensor:
     return out
 
 
-def run_gemv(a, w, scales, n: int, k: int) -> torch.Tensor:
+def run_gemv(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The fused small-M kernels; bias (N dense values of a's dtype, or None) goes to their epilogue."""
     m, dev = a.shape[0], a.device.index
     nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, device=dev)
     ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    abi.int8_gemv(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), out=out.data_ptr(),
-                  workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
+    abi.int8_gemv(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias),
+                  out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
                   dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
     return out
 
@@ -121,9 +122,9 @@ def matmul(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) ->
     if forced == "gemv" and k % GEMV_K_MULTIPLE:
         raise ValueError(f"force_path('gemv'): K={k} is no multiple of {GEMV_K_MULTIPLE}, which the int8 "
                          "fused kernel needs; use the dequant path")
-    gemv = None if k % GEMV_K_MULTIPLE else (lambda: run_gemv(a, w, scales, n, k))
+    gemv = None if k % GEMV_K_MULTIPLE else (lambda b: run_gemv(a, w, scales, n, k, b))
     tc = (n, k, lambda x, b: run_tc(x, w, scales, b, n, k)) if tc_fits(n, k) else None
-    return c.gemv_or_dequant(FAMILY, a, gemv, lambda: run_dequantize(w, scales, n, k), bias, tc=tc)
+    return c.gemv_or_dequant(FAMILY, a, gemv, lambda: run_dequantize(w, scales, n, k), bias, tc=tc, gemv_bias_n=n)
 
 
 # ------------------------------------------------------------------------------------------- ops
