@@ -1,6 +1,5 @@
 """The GEMM dispatch rule and its test-only override (quanto_kernels.ops.force_path); CPU parts run anywhere."""
 
-import os
 
 import pytest
 import torch
@@ -176,23 +175,58 @@ def test_workspace_query_is_cached_per_shape(ops, monkeypatch):
         fam.workspace_bytes.cache_clear()
 
 
-def test_fp8_gemv_workspace_is_keyed_on_the_plan_override(ops, monkeypatch):
-    """QK_FP8_GEMV_BLOCKS_PER_SM changes the small-M split count, so the cached workspace size must follow it."""
+def test_a_cached_workspace_size_the_library_refuses_is_asked_again(ops, monkeypatch):
+    """The library re-plans at every launch and reads test overrides (QK_FP8_GEMV_BLOCKS_PER_SM, ...) there,
+    so a size cached before an override changed can be short: the launch is refused (ValueError, as the
+    library's size check raises), the size asked again and the launch retried once with a new workspace."""
     from quanto_kernels._native import abi
+    from quanto_kernels.ops import _common as c
 
-    fam = ops.GEMM_FAMILIES["fp8_marlin"]
-    monkeypatch.setattr(abi, "fp8_marlin_gemv_workspace_bytes",
-                        lambda **kw: 1000 * int(os.environ.get("QK_FP8_GEMV_BLOCKS_PER_SM", "4")))
-    fam.workspace_bytes.cache_clear()
+    need = {"bytes": 4000}
+    monkeypatch.setattr(abi, "fp8_marlin_gemv_workspace_bytes", lambda **kw: need["bytes"])
+    sizes = ops.GEMM_FAMILIES["fp8_marlin"].workspace_bytes
+    sizes.cache_clear()
+    launches = []
+
+    def launch(ws, nbytes):
+        launches.append((ws is not None, nbytes))
+        if nbytes < need["bytes"]:
+            raise ValueError("workspace: too small")
+
     try:
-        monkeypatch.delenv("QK_FP8_GEMV_BLOCKS_PER_SM", raising=False)
-        assert fam.workspace_bytes(m=1, n=128, k=256, device=0) == 4000
-        monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "8")
-        assert fam.workspace_bytes(m=1, n=128, k=256, device=0) == 8000
-        monkeypatch.delenv("QK_FP8_GEMV_BLOCKS_PER_SM")
-        assert fam.workspace_bytes(m=1, n=128, k=256, device=0) == 4000
+        key = (1, 128, 256, 0)
+        t = torch.empty(0)
+        c.launch_sized(sizes, key, t, launch)
+        need["bytes"] = 8000  # an override now asks for more
+        c.launch_sized(sizes, key, t, launch)
+        assert launches == [(True, 4000), (True, 4000), (True, 8000)]
+        assert sizes(1, 128, 256, 0) == sizes(m=1, n=128, k=256, device=0) == 8000
+        need["bytes"] = 0  # a smaller need keeps the cached, larger size: the library accepts it
+        c.launch_sized(sizes, key, t, launch)
+        assert launches[-1] == (True, 8000)
     finally:
-        fam.workspace_bytes.cache_clear()
+        sizes.cache_clear()
+
+
+def test_a_launch_error_that_is_not_the_size_is_raised(ops, monkeypatch):
+    from quanto_kernels._native import abi
+    from quanto_kernels.ops import _common as c
+
+    monkeypatch.setattr(abi, "fp8_marlin_gemv_workspace_bytes", lambda **kw: 0)
+    sizes = ops.GEMM_FAMILIES["fp8_marlin"].workspace_bytes
+    sizes.cache_clear()
+    calls = []
+
+    def launch(ws, nbytes):
+        calls.append(nbytes)
+        raise ValueError("a: must be 16-byte aligned")
+
+    try:
+        with pytest.raises(ValueError, match="16-byte aligned"):
+            c.launch_sized(sizes, (1, 128, 256, 0), torch.empty(0), launch)
+        assert calls == [0]  # asked again, the same size: not retried
+    finally:
+        sizes.cache_clear()
 
 
 GPU = [pytest.mark.gpu, sp.requires_gpu]
@@ -242,26 +276,20 @@ def test_forced_gemv_above_the_limit_is_a_clear_error(ops):
     torch.cuda.synchronize()
 
 
-def test_tensor_core_workspace_size_follows_the_plan_environment(ops, monkeypatch):
-    """The cached workspace size of the tensor-core kernel is keyed on the environment the library's plan
-    reads, so forcing a split between calls cannot reuse a size planned without it."""
+def test_tensor_core_workspace_size_is_planned_once_per_shape(ops, monkeypatch):
     from quanto_kernels.ops import _common as c
 
     calls = []
     fake = c.TensorCoreKernel(available="unused", max_m="unused", workspace="fake_ws", from_m=1, to_m=8,
-                              plan_env=("QK_TEST_PLAN_A", "QK_TEST_PLAN_B"))
+                              plan_env=("QK_TEST_PLAN_A",))
 
     def query(m, n, k, device):
         calls.append((m, n, k, device))
-        return 4096 * int(os.environ.get("QK_TEST_PLAN_A", "0"))
+        return 4096
 
     monkeypatch.setattr(c, "abi", type("FakeAbi", (), {"fake_ws": staticmethod(query)}))
-    monkeypatch.delenv("QK_TEST_PLAN_A", raising=False)
-    assert fake.workspace_bytes(64, 256, 4096, 0) == 0
-    assert fake.workspace_bytes(64, 256, 4096, 0) == 0
-    assert len(calls) == 1  # planned once per shape
-    monkeypatch.setenv("QK_TEST_PLAN_A", "3")
-    assert fake.workspace_bytes(64, 256, 4096, 0) == 3 * 4096
-    assert len(calls) == 2
-    monkeypatch.setenv("QK_TEST_PLAN_B", "x")
-    assert fake.workspace_bytes(64, 256, 4096, 0) == 3 * 4096 and len(calls) == 3
+    assert fake.workspace_bytes(64, 256, 4096, 0) == 4096
+    assert fake.workspace_bytes(64, 256, 4096, 0) == 4096
+    assert fake.workspace_bytes(m=64, n=256, k=4096, device=0) == 4096
+    assert calls == [(64, 256, 4096, 0)]
+    assert fake.workspace_bytes(65, 256, 4096, 0) == 4096 and len(calls) == 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
@@ -38,11 +37,72 @@ def stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream
 
 
+def stream_on(device_index: int) -> int:
+    """stream() for a device index the caller already has (saves building a torch.device per call)."""
+    if _raw_stream is not None:
+        return _raw_stream(device_index)
+    return torch.cuda.current_stream(device_index).cuda_stream
+
+
 def workspace(t: torch.Tensor, nbytes: int) -> Optional[torch.Tensor]:
     """fp32 split-K partials (None when the plan needs none); the caching allocator keeps it cheap and stream-safe."""
     if nbytes <= 0:
         return None
     return torch.empty(nbytes // 4, dtype=torch.float32, device=t.device)
+
+
+class WorkspaceSizes:
+    """Split-K workspace bytes per product, asked of the library once per shape.
+
+    ``query`` names the ABI function, ``params`` its keyword arguments in key order (the sizes, then the
+    device). The library plans again at every launch and also reads test and benchmark overrides from
+    the environment there (``plan_env`` of the family), so a size cached before an override changed can
+    be too small for the new plan. The library checks the size it is given and refuses a short one;
+    ``launch_sized`` then asks again and retries once. The per-call cost is one dict lookup (reading
+    the environment at every call cost more than the rest of the Python side of a launch).
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, query: str, params: Tuple[str, ...]):
+        self._query, self._params, self._sizes = query, params, {}
+
+    def __call__(self, *args, **kwargs) -> int:
+        """The size for the sizes given positionally (in ``params`` order) or by name."""
+        key = args + tuple(kwargs[p] for p in self._params[len(args):])
+        size = self._sizes.get(key)
+        return self.refresh(key) if size is None else size
+
+    def lookup(self, key: tuple) -> int:
+        size = self._sizes.get(key)
+        return self.refresh(key) if size is None else size
+
+    def refresh(self, key: tuple) -> int:
+        """Asks the library (again) and caches the answer."""
+        size = int(getattr(abi, self._query)(**dict(zip(self._params, key))))
+        if len(self._sizes) >= self.MAX_ENTRIES:
+            self._sizes.clear()
+        self._sizes[key] = size
+        return size
+
+    def cache_clear(self) -> None:
+        self._sizes.clear()
+
+
+def launch_sized(sizes: WorkspaceSizes, key: tuple, t: torch.Tensor,
+                 launch: Callable[[Optional[int], int], None]) -> None:
+    """launch(workspace pointer or None, workspace bytes) with the workspace the plan for `key` needs,
+    allocated on t's device; once more with a fresh size if the library refuses the cached one."""
+    nbytes = sizes.lookup(key)
+    ws = workspace(t, nbytes)
+    try:
+        launch(None if ws is None else ws.data_ptr(), nbytes)
+    except ValueError:
+        fresh = sizes.refresh(key)
+        if fresh <= nbytes:
+            raise
+        ws = workspace(t, fresh)
+        launch(ws.data_ptr(), fresh)
 
 
 def data_ptr(t: Optional[torch.Tensor]) -> Optional[int]:
@@ -90,8 +150,8 @@ class TensorCoreKernel:
     at least min_weight (N x K) elements; the region where it measured faster than the GEMV and dequantize
     paths on the GPUs that run it (benchmarks/results, docs/ops.md).
 
-    ``workspace`` names its split-K workspace query; ``plan_env`` the environment variables the library's
-    plan reads at every call (test and benchmark overrides), so the cached size is keyed on their values.
+    ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``); ``plan_env``
+    the environment variables the library's plan reads at every call (test and benchmark overrides).
     """
 
     def __init__(self, available: str, max_m: str, workspace: str, from_m: int, to_m: int, min_weight: int = 0,
@@ -100,14 +160,7 @@ class TensorCoreKernel:
         self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
         self.plan_env = plan_env
         self._by_device = {}
-        self._query = functools.lru_cache(maxsize=4096)(self._query_workspace)
-
-    def _query_workspace(self, m: int, n: int, k: int, device: int, env: tuple) -> int:
-        return getattr(abi, self._workspace)(m=m, n=n, k=k, device=device)
-
-    def workspace_bytes(self, m: int, n: int, k: int, device: int) -> int:
-        """Bytes of split-K workspace the kernel's plan needs for this product (0: unsplit)."""
-        return self._query(m, n, k, device, tuple(os.environ.get(e) for e in self.plan_env))
+        self.workspace_bytes = WorkspaceSizes(workspace, ("m", "n", "k", "device"))
 
     def serves(self, m: int, n: int, k: int) -> bool:
         return self.from_m <= m <= min(self.to_m, self.max_m) and n * k >= self.min_weight
@@ -127,25 +180,13 @@ class GemmFamily:
     """The kernel limits, the cached workspace query and the M rule of one family of GEMM entry points."""
 
     def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str, tc: Optional[TensorCoreKernel] = None,
-                 plan_env: Tuple[str, ...] = ()):
+                 plan_env: Tuple[str, ...] = (), gemv_size_params: Tuple[str, ...] = ("m", "n", "k", "device")):
         self.name = name
         self._max_gemv_m = max_gemv_m  # abi function names
-        # Planning is done once per shape: the per-call path only looks the size up. The library reads
-        # the plan_env overrides (tests, benchmarks) at every plan, so their values are part of the key.
-        self._workspace_fn = workspace_bytes
-        query = functools.lru_cache(maxsize=4096)(self._query_workspace)
-        if plan_env:
-            def keyed(**sizes) -> int:
-                return query(_env=tuple(os.environ.get(e) for e in plan_env), **sizes)
-
-            keyed.cache_clear = query.cache_clear
-            self.workspace_bytes = keyed
-        else:
-            self.workspace_bytes = query
+        # Planned once per shape; the per-call path only looks the size up (WorkspaceSizes).
+        self.workspace_bytes = WorkspaceSizes(workspace_bytes, gemv_size_params)
+        self.plan_env = plan_env
         self.tc = tc
-
-    def _query_workspace(self, _env: tuple = (), **sizes) -> int:
-        return getattr(abi, self._workspace_fn)(**sizes)
 
     @functools.cached_property
     def max_gemv_m(self) -> int:

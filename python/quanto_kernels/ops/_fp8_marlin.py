@@ -27,7 +27,7 @@ TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 25
 # split-K, blocks per multiprocessor and stage depth with them).
 TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
 # The small-M kernels' plan reads QK_FP8_GEMV_BLOCKS_PER_SM, QK_FP8_GEMV_KERNEL and QK_GEMV_FP8_ENGINE the same
-# way (the kernel sets the least split count, the engine has a workspace of its own; it sizes the workspace).
+# way (they change the workspace size; a cached size the library refuses is asked again: launch_sized).
 GEMV_PLAN_ENV = ("QK_FP8_GEMV_BLOCKS_PER_SM", "QK_FP8_GEMV_KERNEL", "QK_GEMV_FP8_ENGINE")
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
                       workspace_bytes="fp8_marlin_gemv_workspace_bytes", plan_env=GEMV_PLAN_ENV,
@@ -86,24 +86,28 @@ def run_dequantize(b_q_weight, b_scales, n: int, k: int) -> torch.Tensor:
 def run_gemv(a, b_q_weight, b_scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The fused small-M kernel; bias (N dense values of a's dtype, or None) goes to its epilogue."""
     m, dev = a.shape[0], a.device.index
-    nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, device=dev)
-    ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    abi.fp8_marlin_gemv(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
-                        out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
-                        dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
+
+    def launch(ws, nbytes):
+        abi.fp8_marlin_gemv(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
+                            out=out.data_ptr(), workspace=ws, workspace_bytes=nbytes, m=m, n=n, k=k,
+                            dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream_on(dev))
+
+    c.launch_sized(FAMILY.workspace_bytes, (m, n, k, dev), a, launch)
     return out
 
 
 def run_tc(a, b_q_weight, b_scales, bias, n: int, k: int) -> torch.Tensor:
     """The tensor-core kernel; a must be dense (row stride K) and 16-byte aligned (callers ensure it)."""
     m, dev = a.shape[0], a.device.index
-    nbytes = FAMILY.tc.workspace_bytes(m, n, k, dev)
-    ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    abi.fp8_marlin_mm(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
-                      out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
-                      dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
+
+    def launch(ws, nbytes):
+        abi.fp8_marlin_mm(a=a.data_ptr(), w=b_q_weight.data_ptr(), scales=b_scales.data_ptr(), bias=c.data_ptr(bias),
+                          out=out.data_ptr(), workspace=ws, workspace_bytes=nbytes, m=m, n=n, k=k,
+                          dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream_on(dev))
+
+    c.launch_sized(FAMILY.tc.workspace_bytes, (m, n, k, dev), a, launch)
     return out
 
 

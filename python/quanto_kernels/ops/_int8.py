@@ -86,24 +86,28 @@ def run_dequantize(w, scales, n: int, k: int) -> torch.Tensor:
 def run_gemv(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The fused small-M kernels; bias (N dense values of a's dtype, or None) goes to their epilogue."""
     m, dev = a.shape[0], a.device.index
-    nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, device=dev)
-    ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    abi.int8_gemv(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias),
-                  out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
-                  dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream(a))
+
+    def launch(ws, nbytes):
+        abi.int8_gemv(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias),
+                      out=out.data_ptr(), workspace=ws, workspace_bytes=nbytes, m=m, n=n, k=k,
+                      dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream_on(dev))
+
+    c.launch_sized(FAMILY.workspace_bytes, (m, n, k, dev), a, launch)
     return out
 
 
 def run_tc(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
     """The tensor-core kernel; a must be dense (row stride K) and 16-byte aligned (callers ensure it)."""
     m, dev = a.shape[0], a.device.index
-    nbytes = FAMILY.tc.workspace_bytes(m, n, k, dev)
-    ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    abi.int8_mm(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias), out=out.data_ptr(),
-                workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k, dtype=c.DTYPE_CODES[a.dtype],
-                device=dev, stream=c.stream(a))
+
+    def launch(ws, nbytes):
+        abi.int8_mm(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias),
+                    out=out.data_ptr(), workspace=ws, workspace_bytes=nbytes, m=m, n=n, k=k,
+                    dtype=c.DTYPE_CODES[a.dtype], device=dev, stream=c.stream_on(dev))
+
+    c.launch_sized(FAMILY.tc.workspace_bytes, (m, n, k, dev), a, launch)
     return out
 
 

@@ -17,7 +17,8 @@ from .._native import abi
 from . import _common as c
 from . import _validate as v
 
-FAMILY = c.GemmFamily("marlin_int4", max_gemv_m="max_gemv_m", workspace_bytes="marlin_int4_gemv_workspace_bytes")
+FAMILY = c.GemmFamily("marlin_int4", max_gemv_m="max_gemv_m", workspace_bytes="marlin_int4_gemv_workspace_bytes",
+                      gemv_size_params=("m", "n", "k", "group_size", "device"))
 SCALE_PERMS = (abi.SCALE_PERM_NONE, abi.SCALE_PERM_BLOCK32, abi.SCALE_PERM_BLOCK64)
 
 
@@ -60,13 +61,15 @@ def run_dequantize(packed, scales, zeros, scale_perm: int, n: int, k: int, group
 
 def run_gemv(a, packed, scales, zeros, scale_perm: int, n: int, k: int, group_size: int) -> torch.Tensor:
     m, dev = a.shape[0], a.device.index
-    nbytes = FAMILY.workspace_bytes(m=m, n=n, k=k, group_size=group_size, device=dev)
-    ws = c.workspace(a, nbytes)
     out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    abi.marlin_int4_gemv(a=a.data_ptr(), w=packed.data_ptr(), scales=scales.data_ptr(), zeros=zeros.data_ptr(),
-                         out=out.data_ptr(), workspace=c.data_ptr(ws), workspace_bytes=nbytes, m=m, n=n, k=k,
-                         group_size=group_size, scale_perm=scale_perm, dtype=c.DTYPE_CODES[a.dtype], device=dev,
-                         stream=c.stream(a))
+
+    def launch(ws, nbytes):
+        abi.marlin_int4_gemv(a=a.data_ptr(), w=packed.data_ptr(), scales=scales.data_ptr(), zeros=zeros.data_ptr(),
+                             out=out.data_ptr(), workspace=ws, workspace_bytes=nbytes, m=m, n=n, k=k,
+                             group_size=group_size, scale_perm=scale_perm, dtype=c.DTYPE_CODES[a.dtype], device=dev,
+                             stream=c.stream_on(dev))
+
+    c.launch_sized(FAMILY.workspace_bytes, (m, n, k, group_size, dev), a, launch)
     return out
 
 

@@ -32,7 +32,10 @@ class _Weight:
     __slots__ = ("tensors", "ptrs", "n", "k", "dtype", "device", "group_size", "fp8_compute")
 
     def matches(self, tensors) -> bool:
-        return all(a is b for a, b in zip(self.tensors, tensors)) and self.ptrs == tuple(t.data_ptr() for t in tensors)
+        for mine, t, ptr in zip(self.tensors, tensors, self.ptrs):  # a plain loop: this runs at every call
+            if mine is not t or t.data_ptr() != ptr:
+                return False
+        return True
 
 
 def _cached(w, tensors, build):
@@ -126,10 +129,15 @@ def _activation(input, info, bias):
     if bias is not None and (type(bias) not in _PLAIN or bias.dtype is not info.dtype or bias.device != info.device
                              or bias.shape != (info.n,)):
         return None
-    x = input.reshape(-1, info.k)
+    x = input if input.dim() == 2 else input.reshape(-1, info.k)
     if x.shape[0] == 0 or not x.is_contiguous() or x.data_ptr() % 16:
         return None
     return x
+
+
+def _shaped(out, input, n: int):
+    """The (M, N) result in input's leading shape."""
+    return out if input.dim() == 2 else out.view(tuple(input.shape[:-1]) + (n,))
 
 
 def fp8_linear(input, w, bias):
@@ -147,7 +155,7 @@ def fp8_linear(input, w, bias):
         out = _fp8_compute.linear_2d(x, data, scale, bias, info.n, info.k)
     else:
         out = _fp8_marlin.matmul(x, data, scale, info.n, info.k, bias)
-    return out.view(tuple(input.shape[:-1]) + (info.n,))
+    return _shaped(out, input, info.n)
 
 
 def awq_linear(input, w, bias):
@@ -161,7 +169,7 @@ def awq_linear(input, w, bias):
         return None
     data, scale, shift = info.tensors
     out = _awq_int4.matmul(x, data, scale, shift, info.n, info.k, info.group_size, bias)
-    return out.view(tuple(input.shape[:-1]) + (info.n,))
+    return _shaped(out, input, info.n)
 
 
 def int8_linear(input, w, bias):
@@ -174,4 +182,4 @@ def int8_linear(input, w, bias):
         return None
     data, scale = info.tensors
     out = _int8.matmul(x, data, scale, info.n, info.k, bias)
-    return out.view(tuple(input.shape[:-1]) + (info.n,))
+    return _shaped(out, input, info.n)
