@@ -169,3 +169,23 @@ def test_rule_serves_the_measured_region(ops, native_calls):
             assert native_calls.names == sp.fp8_weight_only_entries(ops, m, n, k), (m, n, native_calls.names)
             assert (want in native_calls.names) if want else ("fp8_marlin_mm" not in native_calls.names), (m, n)
             sp.assert_gemm_close(out, sp.matmul_reference(x, w_ref), torch.bfloat16, f"rule M={m} N={n}")
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+def test_a_split_forced_after_the_size_was_cached_is_retried(ops, native_calls, monkeypatch):
+    """The workspace size is cached per shape; forcing a split afterwards makes the cached (unsplit) size too
+    small: the library refuses that launch, the op asks again and the retry gives the exact product."""
+    m, k, n = 64, 1040, 576
+    codes, s, packed, s_perm, x, bias = _case(m, k, n, torch.bfloat16, "retry")
+    monkeypatch.setenv("QK_FP8_MM_TILE", "32")
+    monkeypatch.setenv("QK_FP8_MM_SPLITS", "1")
+    _run(ops, x, packed, s_perm, bias)
+    monkeypatch.setenv("QK_FP8_MM_SPLITS", "3")
+    native_calls.clear()
+    out = _run(ops, x, packed, s_perm, bias)
+    torch.cuda.synchronize()
+    sizes = [kw["workspace_bytes"] for name, kw in native_calls.calls if name == "fp8_marlin_mm"]
+    assert len(sizes) == 2 and sizes[0] == 0 and sizes[1] > 0, sizes
+    ref = sp.matmul_reference(x, sp.fp8_dequant_reference(codes, s), bias)
+    sp.assert_gemm_close(out, ref, torch.bfloat16, f"fp8_marlin_mm {m}x{k}x{n} retried with 3 splits")
