@@ -31,7 +31,9 @@ def calls(monkeypatch):
         monkeypatch.setattr(abi, name, recorder(name))
     monkeypatch.setattr(_fp8_compute, "_check_devices", lambda *args: None)
     monkeypatch.setattr(_common, "stream", lambda t: 1234)
-    monkeypatch.setattr(_fp8_marlin.FAMILY, "workspace_bytes", lambda **sizes: 0)
+    monkeypatch.setattr(_common, "stream_on", lambda device_index: 1234)
+    monkeypatch.setattr(abi, "fp8_marlin_gemv_workspace_bytes", lambda **sizes: 0)
+    _common.clear_workspace_sizes()  # sizes are asked of the (recording) library again
     monkeypatch.setattr(type(_fp8_marlin.FAMILY), "max_gemv_m", property(lambda self: 64), raising=False)
     return seen
 
