@@ -280,8 +280,7 @@ def test_tensor_core_workspace_size_is_planned_once_per_shape(ops, monkeypatch):
     from quanto_kernels.ops import _common as c
 
     calls = []
-    fake = c.TensorCoreKernel(available="unused", max_m="unused", workspace="fake_ws", from_m=1, to_m=8,
-                              plan_env=("QK_TEST_PLAN_A",))
+    fake = c.TensorCoreKernel(available="unused", max_m="unused", workspace="fake_ws", from_m=1, to_m=8)
 
     def query(m, n, k, device):
         calls.append((m, n, k, device))

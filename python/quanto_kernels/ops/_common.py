@@ -30,18 +30,16 @@ except AttributeError:  # pragma: no cover - a torch without the private helper
     _raw_stream = None
 
 
-def stream(t: torch.Tensor) -> int:
-    """The current CUDA stream of t's device, as the integer handle the C ABI takes."""
-    if _raw_stream is not None:
-        return _raw_stream(t.device.index)
-    return torch.cuda.current_stream(t.device).cuda_stream
-
-
 def stream_on(device_index: int) -> int:
-    """stream() for a device index the caller already has (saves building a torch.device per call)."""
+    """The current CUDA stream of a device, as the integer handle the C ABI takes."""
     if _raw_stream is not None:
         return _raw_stream(device_index)
     return torch.cuda.current_stream(device_index).cuda_stream
+
+
+def stream(t: torch.Tensor) -> int:
+    """The current CUDA stream of t's device."""
+    return stream_on(t.device.index)
 
 
 def workspace(t: torch.Tensor, nbytes: int) -> Optional[torch.Tensor]:
@@ -56,8 +54,8 @@ class WorkspaceSizes:
 
     ``query`` names the ABI function, ``params`` its keyword arguments in key order (the sizes, then the
     device). The library plans again at every launch and also reads test and benchmark overrides from
-    the environment there (``plan_env`` of the family), so a size cached before an override changed can
-    be too small for the new plan. The library checks the size it is given and refuses a short one;
+    the environment there (QK_*_SPLITS, QK_*_BLOCKS_PER_SM, ...), so a size cached before an override
+    changed can be too small for the new plan. The library checks the size it is given and refuses a short one;
     ``launch_sized`` then asks again and retries once. The per-call cost is one dict lookup (reading
     the environment at every call cost more than the rest of the Python side of a launch).
     """
@@ -71,9 +69,7 @@ class WorkspaceSizes:
 
     def __call__(self, *args, **kwargs) -> int:
         """The size for the sizes given positionally (in ``params`` order) or by name."""
-        key = args + tuple(kwargs[p] for p in self._params[len(args):])
-        size = self._sizes.get(key)
-        return self.refresh(key) if size is None else size
+        return self.lookup(args + tuple(kwargs[p] for p in self._params[len(args):]))
 
     def lookup(self, key: tuple) -> int:
         size = self._sizes.get(key)
@@ -159,15 +155,12 @@ class TensorCoreKernel:
     at least min_weight (N x K) elements; the region where it measured faster than the GEMV and dequantize
     paths on the GPUs that run it (benchmarks/results, docs/ops.md).
 
-    ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``); ``plan_env``
-    the environment variables the library's plan reads at every call (test and benchmark overrides).
+    ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``).
     """
 
-    def __init__(self, available: str, max_m: str, workspace: str, from_m: int, to_m: int, min_weight: int = 0,
-                 plan_env: Tuple[str, ...] = ()):
+    def __init__(self, available: str, max_m: str, workspace: str, from_m: int, to_m: int, min_weight: int = 0):
         self._available, self._max_m, self._workspace = available, max_m, workspace
         self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
-        self.plan_env = plan_env
         self._by_device = {}
         self.workspace_bytes = WorkspaceSizes(workspace, ("m", "n", "k", "device"))
 
@@ -189,12 +182,11 @@ class GemmFamily:
     """The kernel limits, the cached workspace query and the M rule of one family of GEMM entry points."""
 
     def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str, tc: Optional[TensorCoreKernel] = None,
-                 plan_env: Tuple[str, ...] = (), gemv_size_params: Tuple[str, ...] = ("m", "n", "k", "device")):
+                 gemv_size_params: Tuple[str, ...] = ("m", "n", "k", "device")):
         self.name = name
         self._max_gemv_m = max_gemv_m  # abi function names
         # Planned once per shape; the per-call path only looks the size up (WorkspaceSizes).
         self.workspace_bytes = WorkspaceSizes(workspace_bytes, gemv_size_params)
-        self.plan_env = plan_env
         self.tc = tc
 
     @functools.cached_property

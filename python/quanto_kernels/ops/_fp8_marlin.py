@@ -28,12 +28,11 @@ TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 33, 256, 1 << 25
 TC_PLAN_ENV = ("QK_FP8_MM_TILE", "QK_FP8_MM_SPLITS", "QK_FP8_MM_BLOCKS_PER_SM", "QK_FP8_MM_SLICES")
 # The small-M kernels' plan reads QK_FP8_GEMV_BLOCKS_PER_SM, QK_FP8_GEMV_KERNEL and QK_GEMV_FP8_ENGINE the same
 # way (they change the workspace size; a cached size the library refuses is asked again: launch_sized).
-GEMV_PLAN_ENV = ("QK_FP8_GEMV_BLOCKS_PER_SM", "QK_FP8_GEMV_KERNEL", "QK_GEMV_FP8_ENGINE")
 FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
-                      workspace_bytes="fp8_marlin_gemv_workspace_bytes", plan_env=GEMV_PLAN_ENV,
+                      workspace_bytes="fp8_marlin_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="fp8_marlin_mm_available", max_m="fp8_marlin_mm_max_m",
                                             workspace="fp8_marlin_mm_workspace_bytes", from_m=TC_FROM_M,
-                                            to_m=TC_TO_M, min_weight=TC_MIN_WEIGHT, plan_env=TC_PLAN_ENV))
+                                            to_m=TC_TO_M, min_weight=TC_MIN_WEIGHT))
 
 
 # ------------------------------------------------------------------------------------ validation

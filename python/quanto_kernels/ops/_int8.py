@@ -26,13 +26,12 @@ TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 17, 256, 1 << 25
 # What the library's plan reads at every call (tests and benchmarks force tile, split-K, blocks per
 # multiprocessor and stage depth with them).
 TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM", "QK_INT8_MM_SLICES")
-# What the small-M plan reads at every call (tests and benchmarks pick the kernel and its split count).
-GEMV_PLAN_ENV = ("QK_INT8_GEMV_KERNEL", "QK_INT8_GEMV_BLOCKS_PER_SM", "QK_GEMV_INT8_ENGINE")
+# The small-M plan reads QK_INT8_GEMV_KERNEL, QK_INT8_GEMV_BLOCKS_PER_SM and QK_GEMV_INT8_ENGINE the same way
+# (tests and benchmarks pick the kernel and its split count; a cached workspace size is asked again when short).
 FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int8_gemv_workspace_bytes",
-                      plan_env=GEMV_PLAN_ENV,
                       tc=c.TensorCoreKernel(available="int8_mm_available", max_m="int8_mm_max_m",
                                             workspace="int8_mm_workspace_bytes", from_m=TC_FROM_M, to_m=TC_TO_M,
-                                            min_weight=TC_MIN_WEIGHT, plan_env=TC_PLAN_ENV))
+                                            min_weight=TC_MIN_WEIGHT))
 # The fused GEMV reads K in slices of 32 (one 32-byte memory sector per channel).
 GEMV_K_MULTIPLE = 32
 # The tensor-core kernel's shape needs: 64-channel column tiles, 16-deep k slices.
