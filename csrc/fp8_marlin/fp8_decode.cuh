@@ -49,9 +49,9 @@ QK_DEVICE QK_FORCEINLINE uint32_t nan_bytes(uint32_t x) { return (x & 0x7F7F7F7F
 // The 8 words lane (g, t) holds of a 1 KB Marlin unit (16 k x 64 channels), words[2 sub + h] = channel
 // 16 sub + 8h + g at k 2t + (0, 8, 1, 9), as the A fragments of the unit's four 16-channel sub-tiles:
 // af[sub] = {channel g k (2t, 2t+1), channel g+8 same k, channel g k (2t+8, 2t+9), channel g+8 same k}.
-// NaN codes become NaN; the test costs two instructions per word, the fix-up only runs when one is there.
+// NaN codes come out as +-480 here (fix_unit_nans corrects them).
 template <DType D>
-QK_DEVICE QK_FORCEINLINE void decode_unit(const uint32_t (&words)[8], uint32_t (&af)[4][4]) {
+QK_DEVICE QK_FORCEINLINE void decode_unit_pairs(const uint32_t (&words)[8], uint32_t (&af)[4][4]) {
 #pragma unroll
   for (int sub = 0; sub < 4; ++sub) {
     af[sub][0] = fp8_pair<D, kSelLo>(words[2 * sub]);
@@ -59,18 +59,34 @@ QK_DEVICE QK_FORCEINLINE void decode_unit(const uint32_t (&words)[8], uint32_t (
     af[sub][2] = fp8_pair<D, kSelHi>(words[2 * sub]);
     af[sub][3] = fp8_pair<D, kSelHi>(words[2 * sub + 1]);
   }
+}
+
+// Bit 7 of some byte is set iff one of the 8 words holds a NaN code (OR these over several units to
+// test them at once: (flags & 0x80808080) != 0).
+QK_DEVICE QK_FORCEINLINE uint32_t unit_nan_flags(const uint32_t (&words)[8]) {
   uint32_t any_nan = 0;
 #pragma unroll
   for (int j = 0; j < 8; ++j) any_nan |= nan_bytes(words[j]);
-  if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never produces NaN codes
+  return any_nan;
+}
+
+template <DType D>
+QK_DEVICE QK_FORCEINLINE void fix_unit_nans(const uint32_t (&words)[8], uint32_t (&af)[4][4]) {
 #pragma unroll
-    for (int sub = 0; sub < 4; ++sub) {
-      af[sub][0] = fix_nan_pair<D, kSelLo>(af[sub][0], words[2 * sub]);
-      af[sub][1] = fix_nan_pair<D, kSelLo>(af[sub][1], words[2 * sub + 1]);
-      af[sub][2] = fix_nan_pair<D, kSelHi>(af[sub][2], words[2 * sub]);
-      af[sub][3] = fix_nan_pair<D, kSelHi>(af[sub][3], words[2 * sub + 1]);
-    }
+  for (int sub = 0; sub < 4; ++sub) {
+    af[sub][0] = fix_nan_pair<D, kSelLo>(af[sub][0], words[2 * sub]);
+    af[sub][1] = fix_nan_pair<D, kSelLo>(af[sub][1], words[2 * sub + 1]);
+    af[sub][2] = fix_nan_pair<D, kSelHi>(af[sub][2], words[2 * sub]);
+    af[sub][3] = fix_nan_pair<D, kSelHi>(af[sub][3], words[2 * sub + 1]);
   }
+}
+
+// decode_unit_pairs with NaN codes made NaN; the test costs two instructions per word, the fix-up only
+// runs when one is there.
+template <DType D>
+QK_DEVICE QK_FORCEINLINE void decode_unit(const uint32_t (&words)[8], uint32_t (&af)[4][4]) {
+  decode_unit_pairs<D>(words, af);
+  if ((unit_nan_flags(words) & 0x80808080u) != 0u) fix_unit_nans<D>(words, af);  // rare: quanto never produces them
 }
 
 // Two exact 16-bit values times a pair of scales, rounded once (fp16: mul; bf16: fma with -0, as

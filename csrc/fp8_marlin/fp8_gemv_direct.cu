@@ -61,11 +61,45 @@ QK_DEVICE QK_FORCEINLINE void stage_activations(uint2* act, const uint16_t* QK_R
   }
 }
 
+// One weight unit of the register ring: decode the slot (kNanFree: its group was tested free of NaN
+// codes; else tested and fixed here), refill it when `refill` (the load may reuse the decoded words'
+// registers), and multiply against the next staged activation fragment.
+template <DType D, bool kNanFree>
+QK_DEVICE QK_FORCEINLINE void consume_unit(uint4 (&slot)[2], bool refill, const uint8_t*& next, int64_t step,
+                                           uint64_t policy, const uint2*& frag, float (&acc)[4][4]) {
+  // words[2 * sub + h]: channel 16 * sub + 8h + g of the tile, k 2 * tig + (0, 8, 1, 9).
+  const uint32_t words[8] = {slot[0].x, slot[0].y, slot[0].z, slot[0].w, slot[1].x, slot[1].y, slot[1].z, slot[1].w};
+  const uint2 bv = *frag;
+  frag += kWarps * 32;
+  const uint32_t bf[2] = {bv.x, bv.y};
+  uint32_t af[4][4];
+  if (kNanFree) {
+    decode_unit_pairs<D>(words, af);
+  } else {
+    decode_unit<D>(words, af);
+  }
+  if (refill) {
+    slot[0] = ld_stream_v4(next, policy);
+    slot[1] = ld_stream_v4(next + 16, policy);
+    next += step;
+  }
+#pragma unroll
+  for (int sub = 0; sub < 4; ++sub) mma_16816<D>(acc[sub], af[sub], bf);
+}
+
+// The NaN-code flags of a ring slot (fp8_decode.cuh, unit_nan_flags).
+QK_DEVICE QK_FORCEINLINE uint32_t slot_nan_flags(const uint4 (&slot)[2]) {
+  const uint32_t words[8] = {slot[0].x, slot[0].y, slot[0].z, slot[0].w, slot[1].x, slot[1].y, slot[1].z, slot[1].w};
+  return unit_nan_flags(words);
+}
+
 // Work item = (split, 64-channel tile), one per block. Warp w takes the item's 16-row blocks
 // w, w + kWarps, ...; lane t holds bytes 32t..32t+31 of each (the same words the split-K kernel's
 // lane t reads from its ring), kDepth units ahead. kCluster: the clustered grid of split_grid.cuh.
+// At least 5 blocks per SM: the interleaved groups of units would take up to 128 registers, 4 blocks;
+// capped at 102 they fit in ~96 without spilling, the occupancy of the unit-by-unit loop.
 template <DType D, bool kCluster>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, 5)
     fp8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
                            const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias,
                            uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
@@ -108,29 +142,29 @@ __global__ void __launch_bounds__(kThreads, 4)
     for (int e = 0; e < 4; ++e) acc[s][e] = 0.f;
 
   const uint2* frag = act + warp * 32 + lane;
-  for (int base = 0; base < count; base += kDepth) {
+  // Whole groups of kDepth units first, with one NaN test per group: a group is then one straight run
+  // of code in which the compiler interleaves the units' decodes, loads and MMAs (a branch per unit, as
+  // in the tail below, keeps them in sequence; gemv_notes.md, v10).
+  int base = 0;
+  for (; base + kDepth <= count; base += kDepth) {
+    uint32_t nan_flags = 0;
 #pragma unroll
-    for (int d = 0; d < kDepth; ++d) {
-      if (base + d >= count) break;  // uniform across the warp
-      const uint32_t words[8] = {ring[d][0].x, ring[d][0].y, ring[d][0].z, ring[d][0].w,
-                                 ring[d][1].x, ring[d][1].y, ring[d][1].z, ring[d][1].w};
-      const uint2 bv = *frag;
-      frag += kWarps * 32;
-      const uint32_t bf[2] = {bv.x, bv.y};
-
-      // words[2 * sub + h]: channel 16 * sub + 8h + g of the tile, k 2 * tig + (0, 8, 1, 9).
-      uint32_t af[4][4];
-      decode_unit<D>(words, af);
-      // Refill the slot only now that its words are decoded: the load may then write the same
-      // registers (issuing it first made the compiler copy the slot, 16 moves per unit).
-      if (base + d + kDepth < count) {
-        ring[d][0] = ld_stream_v4(next, policy);
-        ring[d][1] = ld_stream_v4(next + 16, policy);
-        next += step;
-      }
+    for (int d = 0; d < kDepth; ++d) nan_flags |= slot_nan_flags(ring[d]);
+    if ((nan_flags & 0x80808080u) == 0u) {
 #pragma unroll
-      for (int sub = 0; sub < 4; ++sub) mma_16816<D>(acc[sub], af[sub], bf);
+      for (int d = 0; d < kDepth; ++d)
+        consume_unit<D, true>(ring[d], base + d + kDepth < count, next, step, policy, frag, acc);
+    } else {  // rare: quanto never produces NaN codes
+#pragma unroll
+      for (int d = 0; d < kDepth; ++d)
+        consume_unit<D, false>(ring[d], base + d + kDepth < count, next, step, policy, frag, acc);
     }
+  }
+  // The last, partial group: nothing left to load.
+#pragma unroll
+  for (int d = 0; d < kDepth - 1; ++d) {
+    if (base + d >= count) break;  // uniform across the warp
+    consume_unit<D, false>(ring[d], false, next, step, policy, frag, acc);
   }
   __syncthreads();  // every warp is done with the staged activations: reuse them for the partials
 

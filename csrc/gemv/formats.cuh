@@ -59,29 +59,12 @@ struct Fp8Marlin {
     decode<D>(w0, w1, af);
   }
 
-  // Lane t's words 8t .. 8t + 7 of a unit (pieces 2t, 2t + 1) -> the A fragments of the four sub-tiles.
+  // Lane t's words 8t .. 8t + 7 of a unit (pieces 2t, 2t + 1) -> the A fragments of the four sub-tiles
+  // (fp8_decode.cuh: channel g and g + 8, k 2tig + (0, 1) and + (8, 9); NaN codes made NaN).
   template <DType D>
   static QK_DEVICE QK_FORCEINLINE void decode(const uint4& w0, const uint4& w1, uint32_t (&af)[4][4]) {
     const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      af[s][0] = fp8::fp8_pair<D, fp8::kSelLo>(words[2 * s]);      // channel g,     k 2tig, +1
-      af[s][1] = fp8::fp8_pair<D, fp8::kSelLo>(words[2 * s + 1]);  // channel g + 8, k 2tig, +1
-      af[s][2] = fp8::fp8_pair<D, fp8::kSelHi>(words[2 * s]);      // channel g,     k 2tig + 8, +9
-      af[s][3] = fp8::fp8_pair<D, fp8::kSelHi>(words[2 * s + 1]);  // channel g + 8, k 2tig + 8, +9
-    }
-    uint32_t any_nan = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) any_nan |= fp8::nan_bytes(words[j]);
-    if ((any_nan & 0x80808080u) != 0u) {  // rare: quanto never stores the NaN codes
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        af[s][0] = fp8::fix_nan_pair<D, fp8::kSelLo>(af[s][0], words[2 * s]);
-        af[s][1] = fp8::fix_nan_pair<D, fp8::kSelLo>(af[s][1], words[2 * s + 1]);
-        af[s][2] = fp8::fix_nan_pair<D, fp8::kSelHi>(af[s][2], words[2 * s]);
-        af[s][3] = fp8::fix_nan_pair<D, fp8::kSelHi>(af[s][3], words[2 * s + 1]);
-      }
-    }
+    fp8::decode_unit<D>(words, af);
   }
 
   // Natural k order: b0 = k (2tig, 2tig + 1), b1 = k (8 + 2tig, 9 + 2tig).

@@ -46,8 +46,39 @@ QK_DEVICE QK_FORCEINLINE void stage_rows(uint16_t* act, const uint16_t* QK_RESTR
   }
 }
 
+// One weight unit of the register ring: decode the slot (channel g and g + 8, 64 k each), refill it
+// when `refill` (the load may reuse the decoded words' registers), multiply against the staged rows.
+template <DType D>
+QK_DEVICE QK_FORCEINLINE void consume_unit(uint4 (&slot)[2], bool refill, const int8_t*& next, int64_t hi_off,
+                                           uint64_t policy, const uint16_t*& frag, float (&acc)[2][4]) {
+  const uint32_t lo[4] = {slot[0].x, slot[0].y, slot[0].z, slot[0].w};  // channel g
+  const uint32_t hi[4] = {slot[1].x, slot[1].y, slot[1].z, slot[1].w};  // channel g + 8
+  uint32_t af[4][4];
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    af[s][0] = int8_pair<D>(lo[s], kInt8SelLo);
+    af[s][1] = int8_pair<D>(hi[s], kInt8SelLo);
+    af[s][2] = int8_pair<D>(lo[s], kInt8SelHi);
+    af[s][3] = int8_pair<D>(hi[s], kInt8SelHi);
+  }
+  if (refill) {
+    slot[0] = ld_stream_v4(next, policy);
+    slot[1] = ld_stream_v4(next + hi_off, policy);
+    next += kUnitK;
+  }
+  const uint4 b01 = *reinterpret_cast<const uint4*>(frag);      // k 16 tig + 0..7: steps 0, 1
+  const uint4 b23 = *reinterpret_cast<const uint4*>(frag + 8);  // k 16 tig + 8..15: steps 2, 3
+  frag += kUnitK;
+  const uint32_t bf[4][2] = {{b01.x, b01.y}, {b01.z, b01.w}, {b23.x, b23.y}, {b23.z, b23.w}};
+#pragma unroll
+  for (int s = 0; s < 4; ++s) mma_16816<D>(acc[s & 1], af[s], bf[s]);
+}
+
+// At least 5 blocks per SM: the interleaved groups of units would take up to 121 registers (4 blocks);
+// capped at 102 they take ~96 without spilling (the unit-by-unit loop took 80, 6 blocks; a cap for 6
+// spills here).
 template <DType D, bool kCluster>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, 5)
     int8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const int8_t* QK_RESTRICT w,
                             const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias,
                             uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
@@ -91,33 +122,20 @@ __global__ void __launch_bounds__(kThreads, 4)
     for (int e = 0; e < 4; ++e) acc[p][e] = 0.f;
 
   const uint16_t* frag = act + g * stride + 16 * tig;  // row g, k 16 tig of unit 0
-  for (int base = 0; base < units; base += kDepth) {
+  // Whole groups of kDepth units first: no branch between a group's units, so the compiler interleaves
+  // their decodes, loads and MMAs (a branch per unit, as in the tail, keeps them in sequence;
+  // gemv_notes.md, v10).
+  int base = 0;
+  for (; base + kDepth <= units; base += kDepth) {
 #pragma unroll
-    for (int d = 0; d < kDepth; ++d) {
-      if (base + d >= units) break;  // uniform across the block
-      const uint32_t lo[4] = {ring[d][0].x, ring[d][0].y, ring[d][0].z, ring[d][0].w};  // channel g
-      const uint32_t hi[4] = {ring[d][1].x, ring[d][1].y, ring[d][1].z, ring[d][1].w};  // channel g + 8
-      uint32_t af[4][4];
+    for (int d = 0; d < kDepth; ++d)
+      consume_unit<D>(ring[d], base + d + kDepth < units, next, hi_off, policy, frag, acc);
+  }
+  // The last, partial group: nothing left to load.
 #pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        af[s][0] = int8_pair<D>(lo[s], kInt8SelLo);
-        af[s][1] = int8_pair<D>(hi[s], kInt8SelLo);
-        af[s][2] = int8_pair<D>(lo[s], kInt8SelHi);
-        af[s][3] = int8_pair<D>(hi[s], kInt8SelHi);
-      }
-      // The slot's words are decoded: refill it (the load may reuse their registers).
-      if (base + d + kDepth < units) {
-        ring[d][0] = ld_stream_v4(next, policy);
-        ring[d][1] = ld_stream_v4(next + hi_off, policy);
-        next += kUnitK;
-      }
-      const uint4 b01 = *reinterpret_cast<const uint4*>(frag);      // k 16 tig + 0..7: steps 0, 1
-      const uint4 b23 = *reinterpret_cast<const uint4*>(frag + 8);  // k 16 tig + 8..15: steps 2, 3
-      frag += kUnitK;
-      const uint32_t bf[4][2] = {{b01.x, b01.y}, {b01.z, b01.w}, {b23.x, b23.y}, {b23.z, b23.w}};
-#pragma unroll
-      for (int s = 0; s < 4; ++s) mma_16816<D>(acc[s & 1], af[s], bf[s]);
-    }
+  for (int d = 0; d < kDepth - 1; ++d) {
+    if (base + d >= units) break;  // uniform across the block
+    consume_unit<D>(ring[d], false, next, hi_off, policy, frag, acc);
   }
 
   // acc: (channel g, row 2 tig), (g, row 2 tig + 1), (g + 8, row 2 tig), (g + 8, row 2 tig + 1).

@@ -173,10 +173,13 @@ def test_long_k_splits_for_the_direct_kernel(ops, monkeypatch, dtype):
             sp.assert_gemm_close(out, ref, dtype, f"long K M={m} K={k} N={n} blocks/SM {per_sm} {dtype}")
 
 
+# K = 256: a unit or two per warp (the register-loaded kernel's unit-by-unit tail); 4096: whole groups of
+# four units per warp, one NaN test per group; 4144: groups and a tail.
+@pytest.mark.parametrize("k", [256, 4096, 4144])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nan_codes_poison_only_their_channel(ops, kernel, dtype):
-    x, packed, s_perm, bad, ref = sp.fp8_nan_case(3, 256, 192, dtype)
-    sp.assert_nan_only_in(_gemv(ops, x, packed, s_perm), bad, ref, dtype, f"{kernel} kernel {dtype}")
+def test_nan_codes_poison_only_their_channel(ops, kernel, dtype, k):
+    x, packed, s_perm, bad, ref = sp.fp8_nan_case(3, k, 192, dtype)
+    sp.assert_nan_only_in(_gemv(ops, x, packed, s_perm), bad, ref, dtype, f"{kernel} kernel K={k} {dtype}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
