@@ -7,7 +7,9 @@ Paths compared side by side (benchmarks/results/gemv_notes.md):
   fp8-ring    the ring kernel also at M <= 4 (QK_FP8_GEMV_KERNEL=ring)
   fp8-direct  the register-loaded kernel up to M = 8 (QK_FP8_GEMV_KERNEL=direct)
   fp8-nocl    main's dispatch with the direct kernel's cluster reduction off (QK_FP8_GEMV_CLUSTER=0): its
-              K-splits finish through the fp32 workspace and a second (split-K reduce) launch
+              K-splits finish through the fp32 workspace, the last split of each tile summing them
+  fp8-reduce  main's dispatch, the direct kernel's splits (past a cluster's two) finished by a second, split-K
+              reduce launch (QK_FP8_GEMV_FINISH=reduce)
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
   int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
   int8-main   main's int8 dispatch: the register-loaded kernel at M <= 8 where it fits, engine v4 otherwise
@@ -46,7 +48,7 @@ VARIANTS = {
     "direct": {"QK_GEMV_V4_LOADS": "direct"},  # FP8 only: register ring (ld.global.nc) at M <= 16
 }
 FP8_ONLY, INT8_ONLY = {"direct"}, {"k32"}
-ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_FP8_GEMV_KERNEL", "QK_FP8_GEMV_CLUSTER", "QK_FP8_GEMV_BLOCKS_PER_SM",
+ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_FP8_GEMV_KERNEL", "QK_FP8_GEMV_CLUSTER", "QK_FP8_GEMV_FINISH", "QK_FP8_GEMV_BLOCKS_PER_SM",
             "QK_INT8_GEMV_BLOCKS_PER_SM", "QK_INT8_GEMV_KERNEL", "QK_GEMV_INT8_ENGINE", "QK_GEMV_V4_TILES", "QK_GEMV_V4_ORDER", "QK_GEMV_V4_INT8_K",
             "QK_GEMV_V4_MAX_SPLITS", "QK_GEMV_V4_BLOCKS_PER_SM", "QK_GEMV_V4_LOADS"]
 
@@ -82,6 +84,7 @@ FAMILY_ENV = {
     "fp8-ring": {"QK_FP8_GEMV_KERNEL": "ring"},
     "fp8-direct": {"QK_FP8_GEMV_KERNEL": "direct"},
     "fp8-nocl": {"QK_FP8_GEMV_CLUSTER": "0"},
+    "fp8-reduce": {"QK_FP8_GEMV_FINISH": "reduce"},
     "fp8-v4": {"QK_GEMV_FP8_ENGINE": "1"},
     "int8-engine": {"QK_INT8_GEMV_KERNEL": "engine"},
     "int8-v3": {"QK_GEMV_INT8_ENGINE": "v3"},
@@ -100,7 +103,7 @@ def set_env(env):
 
 
 def fp8_paths():
-    return ["fp8-v0", "fp8-nocl", "fp8-ring", "fp8-direct"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
+    return ["fp8-v0", "fp8-nocl", "fp8-reduce", "fp8-ring", "fp8-direct"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
 
 
 def int8_paths():
@@ -269,7 +272,7 @@ def perf():
             v4 = [p for p in fp8_paths() if p.startswith("fp8-v4")]
             best8 = min(r[p + "_ms"] for p in v4) if v4 else float("nan")
             print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  "
-                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-direct {r['fp8-direct_ms']:.4f}  fp8-v4 best {best8:.4f}  "
+                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-reduce {r['fp8-reduce_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-direct {r['fp8-direct_ms']:.4f}  fp8-v4 best {best8:.4f}  "
                   f"int8-v3 {r['int8-v3_ms']:.4f}  int8-main {r['int8-main_ms']:.4f}  "
                   f"int8-engine {r['int8-engine_ms']:.4f}", flush=True)
         w8s = wi8 = wd = None  # free the rotation sets before the next shape

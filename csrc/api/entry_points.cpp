@@ -2,6 +2,7 @@
 // validates first; this is the last line before device code), then launch on the caller's
 // device and stream.
 #include "common/launchers.h"
+#include "common/splitk_tail.h"
 #include "fp8_compute/fp8_compute.h"
 #include "fp8_marlin/fp8_mm.h"
 #include "gemv/gemv.h"
@@ -191,7 +192,7 @@ QK_API int32_t qk_fp8_marlin_gemv_workspace_bytes(int64_t m, int64_t n, int64_t 
     *bytes = plan.workspace_bytes();
     return qk::ok();
   }
-  *bytes = splitk_bytes(fp8_splits(m, n, k, device), m, n);
+  *bytes = qk::splitk_tail::workspace_bytes(fp8_splits(m, n, k, device), m, n, n / 64);
   return qk::ok();
 }
 
@@ -215,7 +216,8 @@ QK_API int32_t qk_fp8_marlin_gemv(const void* a, const void* w, const void* scal
     });
   }
   const int splits = fp8_splits(m, n, k, device);
-  QK_TRY(check_workspace(workspace, workspace_bytes, splitk_bytes(splits, m, n)));
+  // Partials and, for the register-loaded kernel's in-launch finish, one arrival word per column tile.
+  QK_TRY(check_workspace(workspace, workspace_bytes, qk::splitk_tail::workspace_bytes(splits, m, n, n / 64)));
   return qk::launch_on(device, stream, "fp8_marlin_gemv", [&](cudaStream_t s) {
     return qk::launch_fp8_gemv(a, static_cast<const uint32_t*>(w), scales, bias, out, static_cast<float*>(workspace),
                                m, n, k, splits, static_cast<qk::DType>(dtype), s);

@@ -13,6 +13,7 @@
 // the split-K reduce, so the results are bit-identical either way; common/split_grid.cuh).
 #include "common/cluster_finish.cuh"
 #include "common/split_grid.cuh"
+#include "common/splitk_tail.cuh"
 #include "common/launchers.h"
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
@@ -102,7 +103,8 @@ template <DType D, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 5)
     fp8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
                            const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias,
-                           uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
+                           uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws,
+                           unsigned long long* counters, unsigned long long ticket, int m,
                            int64_t n, int64_t k, int splits) {
   extern __shared__ uint4 smem[];
   uint2* const act = reinterpret_cast<uint2*>(smem);
@@ -192,12 +194,17 @@ __global__ void __launch_bounds__(kThreads, 5)
       const float s = bits16_to_float<D>(scales[block32_slot(col)]);
       out[r * n + col] = static_cast<uint16_t>(float_to_bits16<D>(scale_add_bias<D>(sum, s, bias, col)));
     } else {
-      ws[(static_cast<int64_t>(split) * m + r) * n + col] = sum;  // unscaled; the reduce finishes
+      ws[(static_cast<int64_t>(split) * m + r) * n + col] = sum;  // unscaled; the last split or the reduce finishes
     }
   }
   if constexpr (kCluster) {
     cluster::finish_tile<D, ScalePerm::Block32>(red + kWarps * 8 * kRedStride, split, splits, m, n, 64 * c, scales, bias,
                                                 reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
+  } else {
+    if (splits > 1 && counters != nullptr) {
+      splitk_tail::arrive_and_finish<D, ScalePerm::Block32>(ws, counters, ticket, c, splits, m, n, 64 * c, scales, bias,
+                                                            reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
+    }
   }
 }
 
@@ -209,12 +216,18 @@ cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, c
   const int smem = smem_bytes(blocks);
   const bool clustered =
       split_grid::use_clusters(fp8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_FP8_GEMV_CLUSTER");
+  // More than one split and no cluster: the last split of each tile finishes it in this launch
+  // (common/splitk_tail.h), unless QK_FP8_GEMV_FINISH=reduce (tests, benchmarks) asks for the reduce kernel.
+  const char* finish = env_get("QK_FP8_GEMV_FINISH");
+  const bool in_launch = splits > 1 && !clustered && !(finish != nullptr && finish[0] == 'r');
+  unsigned long long* const counters = in_launch ? splitk_tail::counters(ws, splits, m, n) : nullptr;
+  const unsigned long long ticket = in_launch ? splitk_tail::next_ticket() : 0ull;
   const cudaError_t err = split_grid::launch(
       fp8_gemv_direct_kernel<D, false>, fp8_gemv_direct_kernel<D, true>, clustered, n / 64, splits, kThreads, smem,
       stream, static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales),
-      static_cast<const uint16_t*>(bias), static_cast<uint16_t*>(out), ws,
+      static_cast<const uint16_t*>(bias), static_cast<uint16_t*>(out), ws, counters, ticket,
       static_cast<int>(m), n, k, splits);
-  if (err != cudaSuccess || splits == 1 || clustered) return err;
+  if (err != cudaSuccess || splits == 1 || clustered || in_launch) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream, bias);
 }
 

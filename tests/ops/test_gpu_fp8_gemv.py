@@ -20,7 +20,11 @@ poisoned allocator (an unwritten element reads as NaN):
   * a bias goes to the epilogue of every finish (unsplit, cluster, split-K reduce, GEMV engine v4) and is
     added before the single rounding: no separate add kernel runs, and the result is within the fp64
     bound; the kernels still agree bit for bit with a bias;
-  * which kernels ran is read from the profiler, not assumed (one launch with clusters, two without).
+  * past one split the register-loaded kernel finishes the tiles in the same launch (the last split of a
+    tile sums them: common/splitk_tail.cuh), bit-identical to the split-K reduce (QK_FP8_GEMV_FINISH=reduce),
+    on stale and poisoned workspaces, replayed from a CUDA graph and on two streams at once;
+  * which kernels ran is read from the profiler, not assumed (one launch for the register-loaded kernel;
+    the ring kernel and QK_FP8_GEMV_FINISH=reduce add the split-K reduce).
 """
 
 from __future__ import annotations
@@ -58,15 +62,19 @@ def _ran(names: set, kernel: str) -> bool:
 
 def _use(monkeypatch, kernel):
     """Select a kernel: "default" (the dispatch's choice), "direct" (clusters where they apply),
-    "direct-nocluster" or "ring"."""
+    "direct-nocluster", "direct-reduce" (no cluster, the split-K reduce kernel finishes) or "ring"."""
     if kernel == "default":
         monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
     else:
         monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring" if kernel == "ring" else "direct")
-    if kernel == "direct-nocluster":
+    if kernel in ("direct-nocluster", "direct-reduce"):
         monkeypatch.setenv("QK_FP8_GEMV_CLUSTER", "0")
     else:
         monkeypatch.delenv("QK_FP8_GEMV_CLUSTER", raising=False)
+    if kernel == "direct-reduce":
+        monkeypatch.setenv("QK_FP8_GEMV_FINISH", "reduce")
+    else:
+        monkeypatch.delenv("QK_FP8_GEMV_FINISH", raising=False)
 
 
 def _clusters_run():
@@ -105,35 +113,83 @@ def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
-    """Same products, same summation order: the two kernels' outputs are identical, and so are repeats."""
-    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")  # the last shape: 2 splits, the cluster path
-    for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64), (2, 4096, 64 * sp.sm_count())]:
-        codes, s, packed, s_perm, x = _case(m, k, n, dtype, "agree")
-        _use(monkeypatch, "ring")
-        ring = _gemv(ops, x, packed, s_perm)
+    """Same products, same summation order: the two kernels' outputs are identical whichever finish sums
+    the splits (cluster, in-launch, split-K reduce), and so are repeats."""
+    for per_sm in ("2", "4"):  # 2: the last shape has 2 splits (the cluster path); 4: 4 splits
+        monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
+        for m, k, n in [(1, 4096, 320), (3, 1040, 192), (8, 3072, 1024), (5, 48, 64), (2, 4096, 64 * sp.sm_count())]:
+            codes, s, packed, s_perm, x = _case(m, k, n, dtype, "agree")
+            _use(monkeypatch, "ring")
+            ring = _gemv(ops, x, packed, s_perm)
+            for kernel in ("direct", "direct-nocluster", "direct-reduce"):
+                _use(monkeypatch, kernel)
+                for _ in range(3):
+                    out = _gemv(ops, x, packed, s_perm)
+                    assert torch.equal(out, ring), (
+                        f"{kernel} and ring kernels differ at M={m} K={k} N={n} blocks/SM {per_sm} {dtype}")
+
+
+def test_the_direct_kernel_is_one_launch(ops, monkeypatch):
+    """One tile per SM at 2 and 4 blocks per SM: 2 and 4 splits. The register-loaded kernel finishes them
+    itself (a cluster for 2 splits on sm_90+, else the last split of each tile): no split-K reduce runs,
+    unless QK_FP8_GEMV_FINISH=reduce asks for it."""
+    _, _, packed, s_perm, x = _case(2, 1024, 64 * sp.sm_count(), torch.float16, "one-launch")
+    for per_sm in ("2", "4"):
+        monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
         for kernel in ("direct", "direct-nocluster"):
             _use(monkeypatch, kernel)
-            for _ in range(3):
-                out = _gemv(ops, x, packed, s_perm)
-                assert torch.equal(out, ring), f"{kernel} and ring kernels differ at M={m} K={k} N={n} {dtype}"
+            names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+            assert _ran(names, DIRECT) and not _ran(names, REDUCE), (per_sm, kernel, names)
+        _use(monkeypatch, "direct-reduce")
+        names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+        assert _ran(names, DIRECT) and _ran(names, REDUCE), (per_sm, names)
 
 
-def test_cluster_path_is_one_launch(ops, monkeypatch):
-    """One tile per SM at 2 blocks per SM: 2 splits. With clusters (sm_90+) the direct kernel alone runs;
-    without (override, or an older GPU), it and the split-K reduce; 4 splits always take the reduce."""
-    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "2")
-    _, _, packed, s_perm, x = _case(2, 1024, 64 * sp.sm_count(), torch.float16, "one-launch")
-    _use(monkeypatch, "direct")
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-    assert _ran(names, DIRECT), names
-    assert _ran(names, REDUCE) != _clusters_run(), names
-    _use(monkeypatch, "direct-nocluster")
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-    assert _ran(names, DIRECT) and _ran(names, REDUCE), names
-    _use(monkeypatch, "direct")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype):
+    """A captured launch keeps its call ticket; the last split of each tile clears the tile's arrival word,
+    so every replay (with new activations copied in) counts from zero again and matches the eager result."""
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
-    names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-    assert _ran(names, DIRECT) and _ran(names, REDUCE), names
+    _use(monkeypatch, "direct-nocluster")
+    m, k, n = 3, 2048, 64 * sp.sm_count()
+    codes, s, packed, s_perm, x = _case(m, k, n, dtype, "graph")
+    static_x = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        ops.fp8_marlin_gemm(static_x, packed, s_perm)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = ops.fp8_marlin_gemm(static_x, packed, s_perm)
+    g = sp.generator("fp8-gemv-graph-data", str(dtype))
+    for i in range(20):
+        static_x.copy_(torch.randn(m, k, generator=g, device=DEV, dtype=dtype))
+        graph.replay()
+        want = ops.fp8_marlin_gemm(static_x, packed, s_perm)
+        assert torch.equal(static_out, want), f"replay {i} differs from the eager call ({dtype})"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_in_launch_finish_on_two_streams_at_once(ops, monkeypatch, dtype):
+    """Two products on two streams, back to back many times: each call counts arrivals in its own
+    workspace, so neither disturbs the other."""
+    monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
+    _use(monkeypatch, "direct-nocluster")
+    k, n = 2048, 64 * sp.sm_count()
+    cases = [_case(m, k, n, dtype, "streams", m) for m in (1, 4)]
+    refs = [ops.fp8_marlin_gemm(x, packed, s_perm) for _, _, packed, s_perm, x in cases]
+    streams = [torch.cuda.Stream() for _ in cases]
+    outs = [[], []]
+    torch.cuda.synchronize()
+    for _ in range(25):
+        for j, ((_, _, packed, s_perm, x), st) in enumerate(zip(cases, streams)):
+            with torch.cuda.stream(st):
+                outs[j].append(ops.fp8_marlin_gemm(x, packed, s_perm))
+    torch.cuda.synchronize()
+    for j, ref in enumerate(refs):
+        for i, out in enumerate(outs[j]):
+            assert torch.equal(out, ref), f"stream {j} call {i} differs ({dtype})"
 
 
 def test_each_kernel_runs_where_it_should(ops, monkeypatch):

@@ -1,0 +1,54 @@
+// Split-K finished inside the launch (device side; layout and tickets: common/splitk_tail.h). The last
+// block of a tile to arrive sums every split's partials in split order from 0, the order of the split-K
+// reduce kernel, so both finishes give the same bits; then scale, bias, one rounding.
+#pragma once
+
+#include <cstdint>
+#include "common/launchers.h"
+#include "common/numeric.cuh"
+#include "common/scale_perm.cuh"
+#include "common/splitk_tail.h"
+
+namespace qk {
+namespace splitk_tail {
+
+// Called by every thread of a block after it stored its partials of tile `tile` (rows < m, the 64
+// channels from col0) at ws[(split * m + row) * n + col]. No block waits for another.
+template <DType D, ScalePerm kPerm>
+QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long long* counters,
+                                                unsigned long long ticket, int64_t tile, int splits, int m,
+                                                int64_t n, int64_t col0, const uint16_t* scales,
+                                                const uint16_t* bias, typename Elem<D>::T* out, int threads) {
+  __shared__ int last;
+  __syncthreads();  // every thread of the block has stored its partials
+  if (threadIdx.x == 0) {
+    __threadfence();  // ... and they are visible to every block before this one counts as arrived
+    unsigned long long* const word = counters + tile;
+    unsigned long long seen = *reinterpret_cast<volatile unsigned long long*>(word);
+    unsigned long long arrived;
+    for (;;) {
+      arrived = (seen >> 8) == ticket ? (seen & 0xFFull) : 0ull;  // another ticket: stale, count from 0
+      const unsigned long long prev = atomicCAS(word, seen, (ticket << 8) | (arrived + 1));
+      if (prev == seen) break;
+      seen = prev;
+    }
+    last = arrived + 1 == static_cast<unsigned long long>(splits);
+    if (last) atomicExch(word, 0ull);  // clean for a graph that replays this ticket
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();  // see the partials the other splits published before they counted
+  const int64_t total = static_cast<int64_t>(m) * n;
+  for (int idx = static_cast<int>(threadIdx.x); idx < m * 64; idx += threads) {
+    const int r = idx >> 6;
+    const int64_t col = col0 + (idx & 63);
+    const int64_t i = r * n + col;
+    float acc = 0.f;
+    for (int s = 0; s < splits; ++s) acc += __ldcg(ws + s * total + i);  // split order: deterministic
+    const float sc = bits16_to_float<D>(scales[scale_slot(col, kPerm)]);
+    out[i] = Elem<D>::from_float(scale_add_bias<D>(acc, sc, bias, col));
+  }
+}
+
+}  // namespace splitk_tail
+}  // namespace qk

@@ -1,0 +1,39 @@
+// Split-K finished inside the launch (host side): the workspace layout and the call tickets.
+//
+// A kernel whose K-splits of a tile run as separate blocks leaves each split's fp32 partials in the
+// workspace; instead of a second launch that sums them (common/splitk_reduce.cu), the last block of a
+// tile to arrive sums them (common/splitk_tail.cuh). Blocks count their arrivals in one 64-bit word per
+// tile behind the partials. The workspace comes from the caller's allocator with stale contents, so a
+// word holds (call ticket << 8 | arrivals): a block that finds another ticket there counts from zero. The
+// last arrival writes the word back to zero, so a CUDA graph that replays a launch (and so its ticket)
+// finds it clean.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace qk {
+namespace splitk_tail {
+
+// Byte offset of the arrival words in a workspace of `splits` partial (m, n) fp32 matrices (16-aligned).
+inline int64_t counters_offset(int splits, int64_t m, int64_t n) {
+  return (static_cast<int64_t>(splits) * m * n * 4 + 15) / 16 * 16;
+}
+
+// Workspace bytes of a split product over `tiles` column tiles: partials and arrival words (0 unsplit).
+inline int64_t workspace_bytes(int splits, int64_t m, int64_t n, int64_t tiles) {
+  return splits > 1 ? counters_offset(splits, m, n) + tiles * 8 : 0;
+}
+
+inline unsigned long long* counters(float* ws, int splits, int64_t m, int64_t n) {
+  return reinterpret_cast<unsigned long long*>(reinterpret_cast<char*>(ws) + counters_offset(splits, m, n));
+}
+
+// A ticket per launch, unique in the process (56 bits: it never wraps in practice).
+inline unsigned long long next_ticket() {
+  static std::atomic<unsigned long long> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed) & ((1ull << 56) - 1);
+}
+
+}  // namespace splitk_tail
+}  // namespace qk
