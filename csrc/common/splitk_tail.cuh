@@ -20,9 +20,9 @@ QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long l
                                                 int64_t n, int64_t col0, const uint16_t* scales,
                                                 const uint16_t* bias, typename Elem<D>::T* out, int threads) {
   __shared__ int last;
-  __syncthreads();  // every thread of the block has stored its partials
+  __threadfence();  // this thread's partials are visible to every block ...
+  __syncthreads();  // ... and so are all of this block's, before it counts as arrived
   if (threadIdx.x == 0) {
-    __threadfence();  // ... and they are visible to every block before this one counts as arrived
     unsigned long long* const word = counters + tile;
     unsigned long long seen = *reinterpret_cast<volatile unsigned long long*>(word);
     unsigned long long arrived;
@@ -33,18 +33,20 @@ QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long l
       seen = prev;
     }
     last = arrived + 1 == static_cast<unsigned long long>(splits);
-    if (last) atomicExch(word, 0ull);  // clean for a graph that replays this ticket
+    if (last) {
+      atomicExch(word, 0ull);  // clean for a graph that replays this ticket
+      __threadfence();         // the other splits' partials, published before they counted, are read after
+    }
   }
   __syncthreads();
   if (!last) return;
-  __threadfence();  // see the partials the other splits published before they counted
   const int64_t total = static_cast<int64_t>(m) * n;
   for (int idx = static_cast<int>(threadIdx.x); idx < m * 64; idx += threads) {
     const int r = idx >> 6;
     const int64_t col = col0 + (idx & 63);
     const int64_t i = r * n + col;
     float acc = 0.f;
-    for (int s = 0; s < splits; ++s) acc += __ldcg(ws + s * total + i);  // split order: deterministic
+    for (int s = 0; s < splits; ++s) acc += __ldcg(ws + s * total + i);  // L2, split order: deterministic
     const float sc = bits16_to_float<D>(scales[scale_slot(col, kPerm)]);
     out[i] = Elem<D>::from_float(scale_add_bias<D>(acc, sc, bias, col));
   }
