@@ -14,6 +14,8 @@ Paths compared side by side (benchmarks/results/gemv_notes.md):
   int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
   int8-main   main's int8 dispatch: the register-loaded kernel at M <= 8 where it fits, engine v4 otherwise
   int8-engine engine v4 also where the register-loaded kernel would run (QK_INT8_GEMV_KERNEL=engine)
+  int8-reduce main's int8 dispatch, the register-loaded kernel's splits (past a cluster's two) finished by the
+              split-K reduce launch (QK_INT8_GEMV_FINISH=reduce)
   int8-v4:VAR int8 on engine v4 (the default), variant VAR
 A variant is a set of the engine's test overrides (csrc/gemv/schedule.h), set in the environment before the
 workspace query and the launch (the library reads them at every plan):
@@ -48,7 +50,7 @@ VARIANTS = {
     "direct": {"QK_GEMV_V4_LOADS": "direct"},  # FP8 only: register ring (ld.global.nc) at M <= 16
 }
 FP8_ONLY, INT8_ONLY = {"direct"}, {"k32"}
-ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_FP8_GEMV_KERNEL", "QK_FP8_GEMV_CLUSTER", "QK_FP8_GEMV_FINISH", "QK_FP8_GEMV_BLOCKS_PER_SM",
+ENV_KEYS = ["QK_GEMV_FP8_ENGINE", "QK_FP8_GEMV_KERNEL", "QK_FP8_GEMV_CLUSTER", "QK_FP8_GEMV_FINISH", "QK_INT8_GEMV_FINISH", "QK_FP8_GEMV_BLOCKS_PER_SM",
             "QK_INT8_GEMV_BLOCKS_PER_SM", "QK_INT8_GEMV_KERNEL", "QK_GEMV_INT8_ENGINE", "QK_GEMV_V4_TILES", "QK_GEMV_V4_ORDER", "QK_GEMV_V4_INT8_K",
             "QK_GEMV_V4_MAX_SPLITS", "QK_GEMV_V4_BLOCKS_PER_SM", "QK_GEMV_V4_LOADS"]
 
@@ -87,6 +89,7 @@ FAMILY_ENV = {
     "fp8-reduce": {"QK_FP8_GEMV_FINISH": "reduce"},
     "fp8-v4": {"QK_GEMV_FP8_ENGINE": "1"},
     "int8-engine": {"QK_INT8_GEMV_KERNEL": "engine"},
+    "int8-reduce": {"QK_INT8_GEMV_FINISH": "reduce"},
     "int8-v3": {"QK_GEMV_INT8_ENGINE": "v3"},
 }
 
@@ -107,7 +110,7 @@ def fp8_paths():
 
 
 def int8_paths():
-    return ["int8-v3", "int8-main", "int8-engine"] + [f"int8-v4:{v}" for v in variants if v not in FP8_ONLY]
+    return ["int8-v3", "int8-main", "int8-reduce", "int8-engine"] + [f"int8-v4:{v}" for v in variants if v not in FP8_ONLY]
 
 
 # ---- data ----
@@ -273,7 +276,7 @@ def perf():
             best8 = min(r[p + "_ms"] for p in v4) if v4 else float("nan")
             print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  "
                   f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-reduce {r['fp8-reduce_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-direct {r['fp8-direct_ms']:.4f}  fp8-v4 best {best8:.4f}  "
-                  f"int8-v3 {r['int8-v3_ms']:.4f}  int8-main {r['int8-main_ms']:.4f}  "
+                  f"int8-v3 {r['int8-v3_ms']:.4f}  int8-main {r['int8-main_ms']:.4f}  int8-reduce {r['int8-reduce_ms']:.4f}  "
                   f"int8-engine {r['int8-engine_ms']:.4f}", flush=True)
         w8s = wi8 = wd = None  # free the rotation sets before the next shape
         torch.cuda.empty_cache()

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 #include "common/launchers.h"
+#include "common/splitk_tail.h"
 #include "gemv/schedule.h"
 
 namespace qk {
@@ -28,7 +29,8 @@ struct GemvPlan {
   int direct_splits = 0;  // version 5: K-splits
   int64_t m = 0, n = 0, k = 0;  // version 5: the product's sizes
   int64_t workspace_bytes() const {
-    if (version == 5) return direct_splits > 1 ? int64_t(direct_splits) * m * n * 4 : 0;
+    // Partials and one arrival word per column tile (the in-launch finish: common/splitk_tail.h).
+    if (version == 5) return splitk_tail::workspace_bytes(direct_splits, m, n, n / 64);
     return version == 4 ? v4.workspace_bytes() : v3.workspace_bytes();
   }
 };

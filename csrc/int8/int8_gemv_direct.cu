@@ -15,6 +15,7 @@
 #include "common/numeric.cuh"
 #include "common/ptx.cuh"
 #include "common/split_grid.cuh"
+#include "common/splitk_tail.cuh"
 #include "int8/int8_decode.cuh"
 #include "int8/int8_gemv_direct.h"
 
@@ -81,7 +82,8 @@ template <DType D, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 5)
     int8_gemv_direct_kernel(const uint16_t* QK_RESTRICT a, const int8_t* QK_RESTRICT w,
                             const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias,
-                            uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws, int m,
+                            uint16_t* QK_RESTRICT out, float* QK_RESTRICT ws,
+                            unsigned long long* counters, unsigned long long ticket, int m,
                             int64_t n, int64_t k, int splits) {
   extern __shared__ uint4 smem[];
   uint16_t* const act = reinterpret_cast<uint16_t*>(smem);
@@ -160,8 +162,12 @@ __global__ void __launch_bounds__(kThreads, 5)
       if (splits == 1) {
         o[row * n + col] = Elem<D>::from_float(scale_add_bias<D>(v[e], bits16_to_float<D>(scales[col]), bias, col));
       } else {
-        ws[(static_cast<int64_t>(split) * m + row) * n + col] = v[e];  // unscaled; the reduce finishes
+        ws[(static_cast<int64_t>(split) * m + row) * n + col] = v[e];  // unscaled; the last split or the reduce finishes
       }
+    }
+    if (splits > 1 && counters != nullptr) {
+      splitk_tail::arrive_and_finish<D, ScalePerm::None>(ws, counters, ticket, c, splits, m, n, 64 * c, scales, bias,
+                                                         o, kThreads);
     }
   }
 }
@@ -177,10 +183,17 @@ cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, con
   auto* o16 = static_cast<uint16_t*>(out);
   const bool clustered =
       split_grid::use_clusters(int8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_INT8_GEMV_CLUSTER");
+  // More than one split and no cluster: the last split of each tile finishes it in this launch
+  // (common/splitk_tail.h), unless QK_INT8_GEMV_FINISH=reduce (tests, benchmarks) asks for the reduce kernel.
+  const char* finish = env_get("QK_INT8_GEMV_FINISH");
+  const bool in_launch = splits > 1 && !clustered && !(finish != nullptr && finish[0] == 'r');
+  unsigned long long* const counters = in_launch ? splitk_tail::counters(ws, splits, m, n) : nullptr;
+  const unsigned long long ticket = in_launch ? splitk_tail::next_ticket() : 0ull;
   const cudaError_t err =
       split_grid::launch(int8_gemv_direct_kernel<D, false>, int8_gemv_direct_kernel<D, true>, clustered, n / 64,
-                         splits, kThreads, smem, stream, a16, w, s16, b16, o16, ws, static_cast<int>(m), n, k, splits);
-  if (err != cudaSuccess || splits == 1 || clustered) return err;
+                         splits, kThreads, smem, stream, a16, w, s16, b16, o16, ws, counters, ticket,
+                         static_cast<int>(m), n, k, splits);
+  if (err != cudaSuccess || splits == 1 || clustered || in_launch) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::None, D, out, stream, bias);
 }
 

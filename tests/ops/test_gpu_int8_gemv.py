@@ -8,8 +8,9 @@ Every result is checked against the fp64 product by the int8 suite's element-wis
 poisoned allocator:
   * M = 1..8, K = 64 (one unit) to 8192, N of 1, 3 and 7 tiles, fp16 and bf16;
   * split-K from 1 to 16 splits (QK_INT8_GEMV_BLOCKS_PER_SM), with and without the cluster path, and
-    splits forced up by the staging limit (K > 2048 on few tiles); the cluster and the split-K reduce give
-    the same bits;
+    splits forced up by the staging limit (K > 2048 on few tiles); the cluster, the in-launch finish (the
+    last split of a tile sums them: common/splitk_tail.cuh) and the split-K reduce
+    (QK_INT8_GEMV_FINISH=reduce) give the same bits, also replayed from a CUDA graph;
   * the engine (override) agrees within the same bound;
   * where the kernel does not apply (M = 9, K % 64 == 32, N % 64 != 0) or its grid would be uneven the
     engine runs, and which kernels ran is read from the profiler;
@@ -34,15 +35,20 @@ SHAPES = [(64, 64), (192, 128), (448, 576), (64, 2112), (192, 4096), (448, 8192)
 
 
 def _use(monkeypatch, kernel):
-    """Selects a kernel: "auto" (the rule), "direct" (forced; clusters where they apply), "direct-nocluster", "engine"."""
+    """Selects a kernel: "auto" (the rule), "direct" (forced; clusters where they apply), "direct-nocluster",
+    "direct-reduce" (no cluster, the split-K reduce kernel finishes), "engine"."""
     if kernel == "auto":
         monkeypatch.delenv("QK_INT8_GEMV_KERNEL", raising=False)
     else:
         monkeypatch.setenv("QK_INT8_GEMV_KERNEL", "engine" if kernel == "engine" else "direct")
-    if kernel == "direct-nocluster":
+    if kernel in ("direct-nocluster", "direct-reduce"):
         monkeypatch.setenv("QK_INT8_GEMV_CLUSTER", "0")
     else:
         monkeypatch.delenv("QK_INT8_GEMV_CLUSTER", raising=False)
+    if kernel == "direct-reduce":
+        monkeypatch.setenv("QK_INT8_GEMV_FINISH", "reduce")
+    else:
+        monkeypatch.delenv("QK_INT8_GEMV_FINISH", raising=False)
 
 
 def _case(m, n, k, dtype, *tag):
@@ -99,15 +105,44 @@ def test_split_k(ops, monkeypatch, kernel, per_sm, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cluster_and_reduce_agree_bit_for_bit(ops, monkeypatch, dtype):
-    monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "2")
-    for m, n, k in [(1, 64 * sp.sm_count(), 4096), (7, 64 * sp.sm_count(), 1024), (4, 192, 4096)]:
-        a, w, s = _case(m, n, k, dtype, "agree")
-        _use(monkeypatch, "direct-nocluster")
-        ref = _gemm(ops, a, w, s)
-        _use(monkeypatch, "direct")
-        for _ in range(3):
-            assert torch.equal(_gemm(ops, a, w, s), ref), f"cluster and reduce differ at M={m} N={n} K={k} {dtype}"
+def test_every_finish_agrees_bit_for_bit(ops, monkeypatch, dtype):
+    """The cluster (2 splits), the in-launch finish and the split-K reduce sum the splits in one order."""
+    for per_sm in ("2", "4"):
+        monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", per_sm)
+        for m, n, k in [(1, 64 * sp.sm_count(), 4096), (7, 64 * sp.sm_count(), 1024), (4, 192, 4096)]:
+            a, w, s = _case(m, n, k, dtype, "agree")
+            _use(monkeypatch, "direct-reduce")
+            ref = _gemm(ops, a, w, s)
+            for kernel in ("direct", "direct-nocluster"):
+                _use(monkeypatch, kernel)
+                for _ in range(3):
+                    assert torch.equal(_gemm(ops, a, w, s), ref), (
+                        f"{kernel} and the reduce differ at M={m} N={n} K={k} blocks/SM {per_sm} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype):
+    """Each replay of a captured launch (same call ticket, new activations) counts its arrivals from zero."""
+    monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "4")
+    _use(monkeypatch, "direct-nocluster")
+    m, n, k = 3, 64 * sp.sm_count(), 2048
+    a, w, s = _case(m, n, k, dtype, "graph")
+    static_a = a.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), ops.force_path("gemv"):
+        ops.int8_gemm(static_a, w, s)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), ops.force_path("gemv"):
+        static_out = ops.int8_gemm(static_a, w, s)
+    g = sp.generator("int8-gemv-graph-data", str(dtype))
+    for i in range(20):
+        static_a.copy_(torch.randn(m, k, generator=g, device=DEV, dtype=dtype))
+        graph.replay()
+        with ops.force_path("gemv"):
+            want = ops.int8_gemm(static_a, w, s)
+        assert torch.equal(static_out, want), f"replay {i} differs from the eager call ({dtype})"
 
 
 def test_which_kernels_run(ops, monkeypatch):
@@ -116,8 +151,11 @@ def test_which_kernels_run(ops, monkeypatch):
     a, w, s = _case(2, 64 * sp.sm_count(), 1024, dtype, "which")  # 2 splits, 2 blocks on every SM
     _use(monkeypatch, "auto")
     names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
-    assert _ran(names, DIRECT) and _ran(names, REDUCE) != (torch.cuda.get_device_capability(0)[0] >= 9), names
-    _use(monkeypatch, "direct-nocluster")
+    assert _ran(names, DIRECT) and not _ran(names, REDUCE), names  # a cluster, or the in-launch finish
+    _use(monkeypatch, "direct-nocluster")  # the last split of each tile finishes: still one launch
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
+    assert _ran(names, DIRECT) and not _ran(names, REDUCE), names
+    _use(monkeypatch, "direct-reduce")
     names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
     assert _ran(names, DIRECT) and _ran(names, REDUCE), names
     _use(monkeypatch, "engine")
