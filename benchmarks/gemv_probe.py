@@ -8,8 +8,8 @@ Paths compared side by side (benchmarks/results/gemv_notes.md):
   fp8-direct  the register-loaded kernel up to M = 8 (QK_FP8_GEMV_KERNEL=direct)
   fp8-nocl    main's dispatch with the direct kernel's cluster reduction off (QK_FP8_GEMV_CLUSTER=0): its
               K-splits finish through the fp32 workspace, the last split of each tile summing them
-  fp8-reduce  main's dispatch, the direct kernel's splits (past a cluster's two) finished by a second, split-K
-              reduce launch (QK_FP8_GEMV_FINISH=reduce)
+  fp8-reduce  main's dispatch, the K-splits (past a cluster's two) finished by a second, split-K reduce launch
+              instead of the last split of each tile (QK_FP8_GEMV_FINISH=reduce)
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
   int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
   int8-main   main's int8 dispatch: the register-loaded kernel at M <= 8 where it fits, engine v4 otherwise

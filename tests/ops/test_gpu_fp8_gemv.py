@@ -20,11 +20,11 @@ poisoned allocator (an unwritten element reads as NaN):
   * a bias goes to the epilogue of every finish (unsplit, cluster, split-K reduce, GEMV engine v4) and is
     added before the single rounding: no separate add kernel runs, and the result is within the fp64
     bound; the kernels still agree bit for bit with a bias;
-  * past one split the register-loaded kernel finishes the tiles in the same launch (the last split of a
-    tile sums them: common/splitk_tail.cuh), bit-identical to the split-K reduce (QK_FP8_GEMV_FINISH=reduce),
+  * past one split both kernels finish the tiles in the same launch (the last split of a tile sums them:
+    common/splitk_tail.cuh), bit-identical to the split-K reduce (QK_FP8_GEMV_FINISH=reduce),
     on stale and poisoned workspaces, replayed from a CUDA graph and on two streams at once;
-  * which kernels ran is read from the profiler, not assumed (one launch for the register-loaded kernel;
-    the ring kernel and QK_FP8_GEMV_FINISH=reduce add the split-K reduce).
+  * which kernels ran is read from the profiler, not assumed (one launch; QK_FP8_GEMV_FINISH=reduce adds
+    the split-K reduce).
 """
 
 from __future__ import annotations
@@ -129,29 +129,35 @@ def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
                         f"{kernel} and ring kernels differ at M={m} K={k} N={n} blocks/SM {per_sm} {dtype}")
 
 
-def test_the_direct_kernel_is_one_launch(ops, monkeypatch):
-    """One tile per SM at 2 and 4 blocks per SM: 2 and 4 splits. The register-loaded kernel finishes them
-    itself (a cluster for 2 splits on sm_90+, else the last split of each tile): no split-K reduce runs,
-    unless QK_FP8_GEMV_FINISH=reduce asks for it."""
+def test_each_kernel_is_one_launch(ops, monkeypatch):
+    """One tile per SM at 2 and 4 blocks per SM: 2 and 4 splits. Both kernels finish them themselves (the
+    register-loaded one with a cluster for 2 splits on sm_90+, else the last split of each tile): no split-K
+    reduce runs, unless QK_FP8_GEMV_FINISH=reduce asks for it."""
     _, _, packed, s_perm, x = _case(2, 1024, 64 * sp.sm_count(), torch.float16, "one-launch")
     for per_sm in ("2", "4"):
         monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
-        for kernel in ("direct", "direct-nocluster"):
+        for kernel in ("direct", "direct-nocluster", "ring"):
             _use(monkeypatch, kernel)
             names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-            assert _ran(names, DIRECT) and not _ran(names, REDUCE), (per_sm, kernel, names)
+            ran = _ran(names, RING if kernel == "ring" else DIRECT)
+            assert ran and not _ran(names, REDUCE), (per_sm, kernel, names)
         _use(monkeypatch, "direct-reduce")
         names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
         assert _ran(names, DIRECT) and _ran(names, REDUCE), (per_sm, names)
+        _use(monkeypatch, "ring")
+        monkeypatch.setenv("QK_FP8_GEMV_FINISH", "reduce")
+        names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+        assert _ran(names, RING) and _ran(names, REDUCE), (per_sm, names)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype):
+@pytest.mark.parametrize("kernel_name,m", [("direct-nocluster", 3), ("ring", 13)])
+def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype, kernel_name, m):
     """A captured launch keeps its call ticket; the last split of each tile clears the tile's arrival word,
     so every replay (with new activations copied in) counts from zero again and matches the eager result."""
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
-    _use(monkeypatch, "direct-nocluster")
-    m, k, n = 3, 2048, 64 * sp.sm_count()
+    _use(monkeypatch, kernel_name)
+    k, n = 2048, 64 * sp.sm_count()
     codes, s, packed, s_perm, x = _case(m, k, n, dtype, "graph")
     static_x = x.clone()
     side = torch.cuda.Stream()
@@ -167,7 +173,7 @@ def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype):
         static_x.copy_(torch.randn(m, k, generator=g, device=DEV, dtype=dtype))
         graph.replay()
         want = ops.fp8_marlin_gemm(static_x, packed, s_perm)
-        assert torch.equal(static_out, want), f"replay {i} differs from the eager call ({dtype})"
+        assert torch.equal(static_out, want), f"{kernel_name}: replay {i} differs from the eager call ({dtype})"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -177,7 +183,7 @@ def test_in_launch_finish_on_two_streams_at_once(ops, monkeypatch, dtype):
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
     _use(monkeypatch, "direct-nocluster")
     k, n = 2048, 64 * sp.sm_count()
-    cases = [_case(m, k, n, dtype, "streams", m) for m in (1, 4)]
+    cases = [_case(m, k, n, dtype, "streams", m) for m in (1, 13)]  # the register-loaded kernel, the ring
     refs = [ops.fp8_marlin_gemm(x, packed, s_perm) for _, _, packed, s_perm, x in cases]
     streams = [torch.cuda.Stream() for _ in cases]
     outs = [[], []]
