@@ -13,13 +13,15 @@ namespace qk {
 namespace splitk_tail {
 
 // Called by every thread of a block after it stored its partials of tile `tile` (rows < m, the 64
-// channels from col0) at ws[(split * m + row) * n + col]. No block waits for another.
+// channels from col0) at ws[(split * m + row) * n + col]. No block waits for another. `flag`: a word of
+// the block's shared memory that it no longer reads (written after the first barrier here; no static
+// shared memory, which the largest ring kernel has none left of on sm_80).
 template <DType D, ScalePerm kPerm>
 QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long long* counters,
                                                 unsigned long long ticket, int64_t tile, int splits, int m,
                                                 int64_t n, int64_t col0, const uint16_t* scales,
-                                                const uint16_t* bias, typename Elem<D>::T* out, int threads) {
-  __shared__ int last;
+                                                const uint16_t* bias, typename Elem<D>::T* out, int threads,
+                                                int* flag) {
   __threadfence();  // this thread's partials are visible to every block ...
   __syncthreads();  // ... and so are all of this block's, before it counts as arrived
   if (threadIdx.x == 0) {
@@ -32,14 +34,15 @@ QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long l
       if (prev == seen) break;
       seen = prev;
     }
-    last = arrived + 1 == static_cast<unsigned long long>(splits);
+    const bool last = arrived + 1 == static_cast<unsigned long long>(splits);
+    *flag = last;
     if (last) {
       atomicExch(word, 0ull);  // clean for a graph that replays this ticket
       __threadfence();         // the other splits' partials, published before they counted, are read after
     }
   }
   __syncthreads();
-  if (!last) return;
+  if (!*flag) return;
   const int64_t total = static_cast<int64_t>(m) * n;
   for (int idx = static_cast<int>(threadIdx.x); idx < m * 64; idx += threads) {
     const int r = idx >> 6;

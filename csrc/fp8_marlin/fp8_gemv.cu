@@ -221,7 +221,8 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
     }
     if (splits > 1 && counters != nullptr) {
       splitk_tail::arrive_and_finish<D, ScalePerm::Block32>(ws, counters, ticket, c, splits, m, n, 64 * c, scales, bias,
-                                                            reinterpret_cast<typename Elem<D>::T*>(out), kGemvThreads);
+                                                            reinterpret_cast<typename Elem<D>::T*>(out), kGemvThreads,
+                                                            reinterpret_cast<int*>(smem));
     }
     __syncthreads();  // the next item refills the ring
   }

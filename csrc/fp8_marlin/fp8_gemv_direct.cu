@@ -203,7 +203,8 @@ __global__ void __launch_bounds__(kThreads, 5)
   } else {
     if (splits > 1 && counters != nullptr) {
       splitk_tail::arrive_and_finish<D, ScalePerm::Block32>(ws, counters, ticket, c, splits, m, n, 64 * c, scales, bias,
-                                                            reinterpret_cast<typename Elem<D>::T*>(out), kThreads);
+                                                            reinterpret_cast<typename Elem<D>::T*>(out), kThreads,
+                                                            reinterpret_cast<int*>(smem));
     }
   }
 }

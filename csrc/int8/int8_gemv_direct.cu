@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kThreads, 5)
     }
     if (splits > 1 && counters != nullptr) {
       splitk_tail::arrive_and_finish<D, ScalePerm::None>(ws, counters, ticket, c, splits, m, n, 64 * c, scales, bias,
-                                                         o, kThreads);
+                                                         o, kThreads, reinterpret_cast<int*>(smem));
     }
   }
 }
