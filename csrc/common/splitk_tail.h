@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include "common/env.h"
 
 namespace qk {
 namespace splitk_tail {
@@ -33,6 +34,20 @@ inline unsigned long long* counters(float* ws, int splits, int64_t m, int64_t n)
 inline unsigned long long next_ticket() {
   static std::atomic<unsigned long long> next{1};
   return next.fetch_add(1, std::memory_order_relaxed) & ((1ull << 56) - 1);
+}
+
+// What a launch passes its kernel: the arrival words and the ticket, or null words when the split-K reduce
+// kernel finishes instead (one split, a cluster finish, or the test and benchmark override `env` = reduce,
+// read at every launch).
+struct Tail {
+  unsigned long long* counters = nullptr;
+  unsigned long long ticket = 0;
+};
+
+inline Tail plan(float* ws, int splits, int64_t m, int64_t n, bool clustered, const char* env) {
+  const char* v = env_get(env);
+  if (splits <= 1 || clustered || (v != nullptr && v[0] == 'r')) return {};
+  return {counters(ws, splits, m, n), next_ticket()};
 }
 
 }  // namespace splitk_tail

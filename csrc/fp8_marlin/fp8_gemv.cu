@@ -235,18 +235,14 @@ cudaError_t launch_gemv_typed(const void* a, const uint32_t* w, const void* scal
   const int64_t items = (n / 64) * splits;
   int64_t blocks = items;
   if (blocks > 0x7FFFFFFF) blocks = 0x7FFFFFFF;  // grid-stride loop covers the rest
-  // The last split of each tile finishes it in this launch (common/splitk_tail.h), unless
-  // QK_FP8_GEMV_FINISH=reduce (tests, benchmarks) asks for the reduce kernel.
-  const char* finish = env_get("QK_FP8_GEMV_FINISH");
-  const bool in_launch = splits > 1 && !(finish != nullptr && finish[0] == 'r');
-  unsigned long long* const counters = in_launch ? splitk_tail::counters(ws, splits, m, n) : nullptr;
-  const unsigned long long ticket = in_launch ? splitk_tail::next_ticket() : 0ull;
+  // The last split of each tile finishes it in this launch (common/splitk_tail.h).
+  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, false, "QK_FP8_GEMV_FINISH");
   fp8_gemv_kernel<D, MT><<<static_cast<unsigned>(blocks), kGemvThreads, 0, stream>>>(
       static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<const uint16_t*>(bias),
-      static_cast<uint16_t*>(out), ws, counters, ticket,
+      static_cast<uint16_t*>(out), ws, tail.counters, tail.ticket,
       static_cast<int>(m), n, k, splits);
   const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || splits == 1 || in_launch) return err;
+  if (err != cudaSuccess || splits == 1 || tail.counters != nullptr) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream, bias);
 }
 

@@ -183,17 +183,13 @@ cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, con
   auto* o16 = static_cast<uint16_t*>(out);
   const bool clustered =
       split_grid::use_clusters(int8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_INT8_GEMV_CLUSTER");
-  // More than one split and no cluster: the last split of each tile finishes it in this launch
-  // (common/splitk_tail.h), unless QK_INT8_GEMV_FINISH=reduce (tests, benchmarks) asks for the reduce kernel.
-  const char* finish = env_get("QK_INT8_GEMV_FINISH");
-  const bool in_launch = splits > 1 && !clustered && !(finish != nullptr && finish[0] == 'r');
-  unsigned long long* const counters = in_launch ? splitk_tail::counters(ws, splits, m, n) : nullptr;
-  const unsigned long long ticket = in_launch ? splitk_tail::next_ticket() : 0ull;
+  // The last split of each tile finishes it in this launch (common/splitk_tail.h).
+  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, clustered, "QK_INT8_GEMV_FINISH");
   const cudaError_t err =
       split_grid::launch(int8_gemv_direct_kernel<D, false>, int8_gemv_direct_kernel<D, true>, clustered, n / 64,
-                         splits, kThreads, smem, stream, a16, w, s16, b16, o16, ws, counters, ticket,
+                         splits, kThreads, smem, stream, a16, w, s16, b16, o16, ws, tail.counters, tail.ticket,
                          static_cast<int>(m), n, k, splits);
-  if (err != cudaSuccess || splits == 1 || clustered || in_launch) return err;
+  if (err != cudaSuccess || splits == 1 || clustered || tail.counters != nullptr) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::None, D, out, stream, bias);
 }
 
