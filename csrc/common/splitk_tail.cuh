@@ -12,6 +12,33 @@
 namespace qk {
 namespace splitk_tail {
 
+// The last arrival's sum: one element a thread, four splits loaded before any is added (one block
+// finishes the tile, so its loads must overlap). Wider batches or float4 loads made the register-capped
+// ring kernels (72 and 96 registers) spill in their main loops.
+template <DType D, ScalePerm kPerm>
+QK_DEVICE QK_FORCEINLINE void sum_splits(const float* ws, int splits, int m, int64_t n, int64_t col0,
+                                         const uint16_t* scales, const uint16_t* bias, typename Elem<D>::T* out,
+                                         int threads) {
+  const int64_t total = static_cast<int64_t>(m) * n;
+  constexpr int kBatch = 4;
+  for (int idx = static_cast<int>(threadIdx.x); idx < m * 64; idx += threads) {
+    const int64_t col = col0 + (idx & 63);
+    const int64_t i = (idx >> 6) * n + col;
+    float acc = 0.f;
+    for (int s0 = 0; s0 < splits; s0 += kBatch) {
+      float v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (s0 + j < splits) v[j] = __ldcg(ws + (s0 + j) * total + i);
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (s0 + j < splits) acc += v[j];  // split order, no padding term: the reduce kernel's sum, bit for bit
+    }
+    const float sc = bits16_to_float<D>(scales[scale_slot(col, kPerm)]);
+    out[i] = Elem<D>::from_float(scale_add_bias<D>(acc, sc, bias, col));
+  }
+}
+
 // Called by every thread of a block after it stored its partials of tile `tile` (rows < m, the 64
 // channels from col0) at ws[(split * m + row) * n + col]. No block waits for another. `flag`: a word of
 // the block's shared memory that it no longer reads (written after the first barrier here; no static
@@ -43,16 +70,7 @@ QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long l
   }
   __syncthreads();
   if (!*flag) return;
-  const int64_t total = static_cast<int64_t>(m) * n;
-  for (int idx = static_cast<int>(threadIdx.x); idx < m * 64; idx += threads) {
-    const int r = idx >> 6;
-    const int64_t col = col0 + (idx & 63);
-    const int64_t i = r * n + col;
-    float acc = 0.f;
-    for (int s = 0; s < splits; ++s) acc += __ldcg(ws + s * total + i);  // L2, split order: deterministic
-    const float sc = bits16_to_float<D>(scales[scale_slot(col, kPerm)]);
-    out[i] = Elem<D>::from_float(scale_add_bias<D>(acc, sc, bias, col));
-  }
+  sum_splits<D, kPerm>(ws, splits, m, n, col0, scales, bias, out, threads);
 }
 
 }  // namespace splitk_tail
