@@ -9,13 +9,16 @@ Paths compared side by side (benchmarks/results/gemv_notes.md):
   fp8-nocl    main's dispatch with the direct kernel's cluster reduction off (QK_FP8_GEMV_CLUSTER=0): its
               K-splits finish through the fp32 workspace, the last split of each tile summing them
   fp8-reduce  main's dispatch, the K-splits (past a cluster's two) finished by a second, split-K reduce launch
-              instead of the last split of each tile (QK_FP8_GEMV_FINISH=reduce)
+              (QK_FP8_GEMV_FINISH=reduce; by default only under graph capture or past M = 4)
+  fp8-launch  main's dispatch, the K-splits finished by the last split of each tile at every M, also under
+              graph capture (QK_FP8_GEMV_FINISH=launch; by default only eagerly at M <= 4)
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
   int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
   int8-main   main's int8 dispatch: the register-loaded kernel at M <= 8 where it fits, engine v4 otherwise
   int8-engine engine v4 also where the register-loaded kernel would run (QK_INT8_GEMV_KERNEL=engine)
   int8-reduce main's int8 dispatch, the register-loaded kernel's splits (past a cluster's two) finished by the
               split-K reduce launch (QK_INT8_GEMV_FINISH=reduce)
+  int8-launch the same splits finished by the last split of each tile (QK_INT8_GEMV_FINISH=launch)
   int8-v4:VAR int8 on engine v4 (the default), variant VAR
 A variant is a set of the engine's test overrides (csrc/gemv/schedule.h), set in the environment before the
 workspace query and the launch (the library reads them at every plan):
@@ -87,9 +90,11 @@ FAMILY_ENV = {
     "fp8-direct": {"QK_FP8_GEMV_KERNEL": "direct"},
     "fp8-nocl": {"QK_FP8_GEMV_CLUSTER": "0"},
     "fp8-reduce": {"QK_FP8_GEMV_FINISH": "reduce"},
+    "fp8-launch": {"QK_FP8_GEMV_FINISH": "launch"},
     "fp8-v4": {"QK_GEMV_FP8_ENGINE": "1"},
     "int8-engine": {"QK_INT8_GEMV_KERNEL": "engine"},
     "int8-reduce": {"QK_INT8_GEMV_FINISH": "reduce"},
+    "int8-launch": {"QK_INT8_GEMV_FINISH": "launch"},
     "int8-v3": {"QK_GEMV_INT8_ENGINE": "v3"},
 }
 
@@ -106,11 +111,11 @@ def set_env(env):
 
 
 def fp8_paths():
-    return ["fp8-v0", "fp8-nocl", "fp8-reduce", "fp8-ring", "fp8-direct"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
+    return ["fp8-v0", "fp8-nocl", "fp8-reduce", "fp8-launch", "fp8-ring", "fp8-direct"] + [f"fp8-v4:{v}" for v in variants if v not in INT8_ONLY]
 
 
 def int8_paths():
-    return ["int8-v3", "int8-main", "int8-reduce", "int8-engine"] + [f"int8-v4:{v}" for v in variants if v not in FP8_ONLY]
+    return ["int8-v3", "int8-main", "int8-reduce", "int8-launch", "int8-engine"] + [f"int8-v4:{v}" for v in variants if v not in FP8_ONLY]
 
 
 # ---- data ----
@@ -275,9 +280,9 @@ def perf():
             v4 = [p for p in fp8_paths() if p.startswith("fp8-v4")]
             best8 = min(r[p + "_ms"] for p in v4) if v4 else float("nan")
             print(f"{m}x{k}x{n}: dense {r['dense_ms']:.4f}  fp8-v0 {r['fp8-v0_ms']:.4f}  "
-                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-reduce {r['fp8-reduce_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-direct {r['fp8-direct_ms']:.4f}  fp8-v4 best {best8:.4f}  "
+                  f"fp8-nocl {r['fp8-nocl_ms']:.4f}  fp8-reduce {r['fp8-reduce_ms']:.4f}  fp8-launch {r['fp8-launch_ms']:.4f}  fp8-ring {r['fp8-ring_ms']:.4f}  fp8-direct {r['fp8-direct_ms']:.4f}  fp8-v4 best {best8:.4f}  "
                   f"int8-v3 {r['int8-v3_ms']:.4f}  int8-main {r['int8-main_ms']:.4f}  int8-reduce {r['int8-reduce_ms']:.4f}  "
-                  f"int8-engine {r['int8-engine_ms']:.4f}", flush=True)
+                  f"int8-launch {r['int8-launch_ms']:.4f}  int8-engine {r['int8-engine_ms']:.4f}", flush=True)
         w8s = wi8 = wd = None  # free the rotation sets before the next shape
         torch.cuda.empty_cache()
     json.dump(rows, open(os.path.join(OUT, "probe_perf.json"), "w"), indent=1)

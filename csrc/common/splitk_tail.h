@@ -7,10 +7,16 @@
 // word holds (call ticket << 8 | arrivals): a block that finds another ticket there counts from zero. The
 // last arrival writes the word back to zero, so a CUDA graph that replays a launch (and so its ticket)
 // finds it clean.
+//
+// When: eagerly, for at most kEagerMaxM rows. On an H200 the in-launch finish costs the GPU ~1 us more than
+// the reduce kernel at M <= 4 and 3-8 us at M = 16 (one block sums a tile's splits), and saves the host one
+// launch, ~5 us of an eager call (benchmarks/results/gemv_notes.md, v11). A launch being captured into a
+// CUDA graph pays its host cost once, so it takes the reduce kernel; both finishes give the same bits.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <cuda_runtime.h>
 #include "common/env.h"
 
 namespace qk {
@@ -36,17 +42,34 @@ inline unsigned long long next_ticket() {
   return next.fetch_add(1, std::memory_order_relaxed) & ((1ull << 56) - 1);
 }
 
+constexpr int64_t kEagerMaxM = 4;
+
+// Whether `stream` is capturing a CUDA graph. A failed query counts as capturing (the reduce kernel, always
+// correct) and its error is cleared, so that the launch's own error check does not report it.
+inline bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return true;
+  }
+  return status != cudaStreamCaptureStatusNone;
+}
+
 // What a launch passes its kernel: the arrival words and the ticket, or null words when the split-K reduce
-// kernel finishes instead (one split, a cluster finish, or the test and benchmark override `env` = reduce,
-// read at every launch).
+// kernel finishes instead (one split, a cluster finish, more than kEagerMaxM rows, graph capture). The test
+// and benchmark override `env` (read at every launch): reduce = always the reduce kernel, launch = the
+// in-launch finish wherever the launch splits (any M, also under capture).
 struct Tail {
   unsigned long long* counters = nullptr;
   unsigned long long ticket = 0;
 };
 
-inline Tail plan(float* ws, int splits, int64_t m, int64_t n, bool clustered, const char* env) {
+inline Tail plan(float* ws, int splits, int64_t m, int64_t n, bool clustered, const char* env, cudaStream_t stream) {
+  if (splits <= 1 || clustered) return {};
   const char* v = env_get(env);
-  if (splits <= 1 || clustered || (v != nullptr && v[0] == 'r')) return {};
+  const char mode = v != nullptr ? v[0] : '\0';
+  if (mode == 'r') return {};
+  if (mode != 'l' && (m > kEagerMaxM || capturing(stream))) return {};
   return {counters(ws, splits, m, n), next_ticket()};
 }
 

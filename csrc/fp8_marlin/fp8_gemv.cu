@@ -235,8 +235,8 @@ cudaError_t launch_gemv_typed(const void* a, const uint32_t* w, const void* scal
   const int64_t items = (n / 64) * splits;
   int64_t blocks = items;
   if (blocks > 0x7FFFFFFF) blocks = 0x7FFFFFFF;  // grid-stride loop covers the rest
-  // The last split of each tile finishes it in this launch (common/splitk_tail.h).
-  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, false, "QK_FP8_GEMV_FINISH");
+  // Eagerly at small M the last split of each tile finishes it in this launch (common/splitk_tail.h).
+  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, false, "QK_FP8_GEMV_FINISH", stream);
   fp8_gemv_kernel<D, MT><<<static_cast<unsigned>(blocks), kGemvThreads, 0, stream>>>(
       static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<const uint16_t*>(bias),
       static_cast<uint16_t*>(out), ws, tail.counters, tail.ticket,

@@ -217,8 +217,8 @@ cudaError_t launch_typed(const void* a, const uint32_t* w, const void* scales, c
   const int smem = smem_bytes(blocks);
   const bool clustered =
       split_grid::use_clusters(fp8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_FP8_GEMV_CLUSTER");
-  // The last split of each tile finishes it in this launch (common/splitk_tail.h).
-  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, clustered, "QK_FP8_GEMV_FINISH");
+  // Eagerly at small M the last split of each tile finishes it in this launch (common/splitk_tail.h).
+  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, clustered, "QK_FP8_GEMV_FINISH", stream);
   const cudaError_t err = split_grid::launch(
       fp8_gemv_direct_kernel<D, false>, fp8_gemv_direct_kernel<D, true>, clustered, n / 64, splits, kThreads, smem,
       stream, static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales),

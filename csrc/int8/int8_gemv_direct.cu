@@ -183,8 +183,8 @@ cudaError_t launch_typed(const void* a, const int8_t* w, const void* scales, con
   auto* o16 = static_cast<uint16_t*>(out);
   const bool clustered =
       split_grid::use_clusters(int8_gemv_direct_kernel<D, true>, n / 64, splits, "QK_INT8_GEMV_CLUSTER");
-  // The last split of each tile finishes it in this launch (common/splitk_tail.h).
-  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, clustered, "QK_INT8_GEMV_FINISH");
+  // Eagerly at small M the last split of each tile finishes it in this launch (common/splitk_tail.h).
+  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, clustered, "QK_INT8_GEMV_FINISH", stream);
   const cudaError_t err =
       split_grid::launch(int8_gemv_direct_kernel<D, false>, int8_gemv_direct_kernel<D, true>, clustered, n / 64,
                          splits, kThreads, smem, stream, a16, w, s16, b16, o16, ws, tail.counters, tail.ticket,

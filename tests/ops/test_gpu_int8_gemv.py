@@ -9,8 +9,9 @@ poisoned allocator:
   * M = 1..8, K = 64 (one unit) to 8192, N of 1, 3 and 7 tiles, fp16 and bf16;
   * split-K from 1 to 16 splits (QK_INT8_GEMV_BLOCKS_PER_SM), with and without the cluster path, and
     splits forced up by the staging limit (K > 2048 on few tiles); the cluster, the in-launch finish (the
-    last split of a tile sums them: common/splitk_tail.cuh) and the split-K reduce
-    (QK_INT8_GEMV_FINISH=reduce) give the same bits, also replayed from a CUDA graph;
+    last split of a tile sums them: common/splitk_tail.cuh; eagerly at M <= 4, at any M with
+    QK_INT8_GEMV_FINISH=launch) and the split-K reduce (past M = 4, under graph capture, or forced with
+    QK_INT8_GEMV_FINISH=reduce) give the same bits, also replayed from a CUDA graph;
   * the engine (override) agrees within the same bound;
   * where the kernel does not apply (M = 9, K % 64 == 32, N % 64 != 0) or its grid would be uneven the
     engine runs, and which kernels ran is read from the profiler;
@@ -36,17 +37,20 @@ SHAPES = [(64, 64), (192, 128), (448, 576), (64, 2112), (192, 4096), (448, 8192)
 
 def _use(monkeypatch, kernel):
     """Selects a kernel: "auto" (the rule), "direct" (forced; clusters where they apply), "direct-nocluster",
-    "direct-reduce" (no cluster, the split-K reduce kernel finishes), "engine"."""
+    "direct-reduce" (no cluster, the split-K reduce kernel finishes), "direct-launch" (no cluster, the
+    in-launch finish at any M), "engine"."""
     if kernel == "auto":
         monkeypatch.delenv("QK_INT8_GEMV_KERNEL", raising=False)
     else:
         monkeypatch.setenv("QK_INT8_GEMV_KERNEL", "engine" if kernel == "engine" else "direct")
-    if kernel in ("direct-nocluster", "direct-reduce"):
+    if kernel in ("direct-nocluster", "direct-reduce", "direct-launch"):
         monkeypatch.setenv("QK_INT8_GEMV_CLUSTER", "0")
     else:
         monkeypatch.delenv("QK_INT8_GEMV_CLUSTER", raising=False)
     if kernel == "direct-reduce":
         monkeypatch.setenv("QK_INT8_GEMV_FINISH", "reduce")
+    elif kernel == "direct-launch":
+        monkeypatch.setenv("QK_INT8_GEMV_FINISH", "launch")
     else:
         monkeypatch.delenv("QK_INT8_GEMV_FINISH", raising=False)
 
@@ -113,7 +117,7 @@ def test_every_finish_agrees_bit_for_bit(ops, monkeypatch, dtype):
             a, w, s = _case(m, n, k, dtype, "agree")
             _use(monkeypatch, "direct-reduce")
             ref = _gemm(ops, a, w, s)
-            for kernel in ("direct", "direct-nocluster"):
+            for kernel in ("direct", "direct-nocluster", "direct-launch"):
                 _use(monkeypatch, kernel)
                 for _ in range(3):
                     assert torch.equal(_gemm(ops, a, w, s), ref), (
@@ -121,10 +125,12 @@ def test_every_finish_agrees_bit_for_bit(ops, monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype):
-    """Each replay of a captured launch (same call ticket, new activations) counts its arrivals from zero."""
+@pytest.mark.parametrize("kernel_name", ["direct-launch", "direct-nocluster"])
+def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype, kernel_name):
+    """Each replay of a captured launch (same call ticket, new activations) counts its arrivals from zero.
+    direct-nocluster: the rule gives the graph the reduce kernel and the eager call the in-launch finish."""
     monkeypatch.setenv("QK_INT8_GEMV_BLOCKS_PER_SM", "4")
-    _use(monkeypatch, "direct-nocluster")
+    _use(monkeypatch, kernel_name)
     m, n, k = 3, 64 * sp.sm_count(), 2048
     a, w, s = _case(m, n, k, dtype, "graph")
     static_a = a.clone()
@@ -154,6 +160,12 @@ def test_which_kernels_run(ops, monkeypatch):
     assert _ran(names, DIRECT) and not _ran(names, REDUCE), names  # a cluster, or the in-launch finish
     _use(monkeypatch, "direct-nocluster")  # the last split of each tile finishes: still one launch
     names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
+    assert _ran(names, DIRECT) and not _ran(names, REDUCE), names
+    a7, w7, s7 = _case(7, 64 * sp.sm_count(), 1024, dtype, "which", 7)  # past M = 4: the reduce kernel
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a7, w7, s7))
+    assert _ran(names, DIRECT) and _ran(names, REDUCE), names
+    _use(monkeypatch, "direct-launch")
+    names = sp.cuda_kernels_run(lambda: _gemm(ops, a7, w7, s7))
     assert _ran(names, DIRECT) and not _ran(names, REDUCE), names
     _use(monkeypatch, "direct-reduce")
     names = sp.cuda_kernels_run(lambda: _gemm(ops, a, w, s))
