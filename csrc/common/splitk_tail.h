@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 #include "common/env.h"
+#include "common/splitk_tail_rule.h"
 
 namespace qk {
 namespace splitk_tail {
@@ -42,8 +43,6 @@ inline unsigned long long next_ticket() {
   return next.fetch_add(1, std::memory_order_relaxed) & ((1ull << 56) - 1);
 }
 
-constexpr int64_t kEagerMaxM = 4;
-
 // Whether `stream` is capturing a CUDA graph. A failed query counts as capturing (the reduce kernel, always
 // correct) and its error is cleared, so that the launch's own error check does not report it.
 inline bool capturing(cudaStream_t stream) {
@@ -55,21 +54,16 @@ inline bool capturing(cudaStream_t stream) {
   return status != cudaStreamCaptureStatusNone;
 }
 
-// What a launch passes its kernel: the arrival words and the ticket, or null words when the split-K reduce
-// kernel finishes instead (one split, a cluster finish, more than kEagerMaxM rows, graph capture). The test
-// and benchmark override `env` (read at every launch): reduce = always the reduce kernel, launch = the
-// in-launch finish wherever the launch splits (any M, also under capture).
+// What a launch passes its kernel: the arrival words and the ticket, or null words when another finish
+// sums the splits (the rule: common/splitk_tail_rule.h; `env` names its test override, read at every launch).
 struct Tail {
   unsigned long long* counters = nullptr;
   unsigned long long ticket = 0;
 };
 
 inline Tail plan(float* ws, int splits, int64_t m, int64_t n, bool clustered, const char* env, cudaStream_t stream) {
-  if (splits <= 1 || clustered) return {};
-  const char* v = env_get(env);
-  const char mode = v != nullptr ? v[0] : '\0';
-  if (mode == 'r') return {};
-  if (mode != 'l' && (m > kEagerMaxM || capturing(stream))) return {};
+  const Choice choice = choose(splits, m, clustered, env_get(env));
+  if (choice == Choice::kOther || (choice == Choice::kInLaunchIfEager && capturing(stream))) return {};
   return {counters(ws, splits, m, n), next_ticket()};
 }
 
