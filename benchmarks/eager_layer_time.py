@@ -8,28 +8,15 @@ with benchmarks/host_overhead.py (host only) and the layer benchmark's kernel co
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-BLOCK, BLOCKS, WARMUP = 200, 30, 300
+from host_overhead import host_us  # the same timing loop, GPU work included here
 
 
 def per_call_us(fn) -> float:
-    """Median microseconds per call over blocks of back-to-back calls (GPU drained around each block)."""
     with torch.no_grad():
-        for _ in range(WARMUP):
-            fn()
-        times = []
-        for _ in range(BLOCKS):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(BLOCK):
-                fn()
-            torch.cuda.synchronize()
-            times.append((time.perf_counter() - t0) / BLOCK * 1e6)
-    return statistics.median(times)
+        return host_us(fn, include_gpu=True)
 
 
 def main() -> None:

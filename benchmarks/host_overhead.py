@@ -32,8 +32,9 @@ N, K = 1024, 1024  # small enough that the GPU finishes every kernel before the 
 BLOCK, BLOCKS = 200, 25
 
 
-def host_us(fn) -> float:
-    """Median host microseconds per call over blocks of back-to-back calls (GPU drained before each block)."""
+def host_us(fn, include_gpu: bool = False) -> float:
+    """Median microseconds per call over blocks of back-to-back calls, the GPU drained before each block:
+    host time only, or (include_gpu) until the block's GPU work is done too."""
     for _ in range(BLOCK):
         fn()
     times = []
@@ -42,6 +43,8 @@ def host_us(fn) -> float:
         t0 = time.perf_counter()
         for _ in range(BLOCK):
             fn()
+        if include_gpu:
+            torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) / BLOCK * 1e6)
     torch.cuda.synchronize()
     return statistics.median(times)
