@@ -10,8 +10,9 @@ Paths compared side by side (benchmarks/results/gemv_notes.md):
               K-splits finish through the fp32 workspace, the last split of each tile summing them
   fp8-reduce  main's dispatch, the K-splits (past a cluster's two) finished by a second, split-K reduce launch
               (QK_FP8_GEMV_FINISH=reduce; by default only under graph capture or past M = 4)
-  fp8-launch  main's dispatch, the K-splits finished by the last split of each tile at every M, also under
-              graph capture (QK_FP8_GEMV_FINISH=launch; by default only eagerly at M <= 4)
+  fp8-launch  main's dispatch, the register-loaded kernel's K-splits finished by the last split of each tile
+              at every M, also under graph capture (QK_FP8_GEMV_FINISH=launch; by default only eagerly at
+              M <= 4; the ring kernel always uses the reduce launch)
   fp8-v4:VAR  FP8 Marlin on GEMV engine v4 (QK_GEMV_FP8_ENGINE=1), variant VAR
   int8-v3     int8 on the v3 engine (QK_GEMV_INT8_ENGINE=v3)
   int8-main   main's int8 dispatch: the register-loaded kernel at M <= 8 where it fits, engine v4 otherwise

@@ -13,8 +13,8 @@ namespace qk {
 namespace splitk_tail {
 
 // The last arrival's sum: one element a thread, four splits loaded before any is added (one block
-// finishes the tile, so its loads must overlap). Wider batches or float4 loads made the register-capped
-// ring kernels (72 and 96 registers) spill in their main loops.
+// finishes the tile, so its loads must overlap). Wider batches or float4 loads made register-capped
+// kernels (72 and 96 registers) spill in their main loops.
 template <DType D, ScalePerm kPerm>
 QK_DEVICE QK_FORCEINLINE void sum_splits(const float* ws, int splits, int m, int64_t n, int64_t col0,
                                          const uint16_t* scales, const uint16_t* bias, typename Elem<D>::T* out,
@@ -41,8 +41,8 @@ QK_DEVICE QK_FORCEINLINE void sum_splits(const float* ws, int splits, int m, int
 
 // Called by every thread of a block after it stored its partials of tile `tile` (rows < m, the 64
 // channels from col0) at ws[(split * m + row) * n + col]. No block waits for another. `flag`: a word of
-// the block's shared memory that it no longer reads (written after the first barrier here; no static
-// shared memory, which the largest ring kernel has none left of on sm_80).
+// the block's shared memory that it no longer reads (written after the first barrier here), so the
+// kernels need no static shared memory for it.
 template <DType D, ScalePerm kPerm>
 QK_DEVICE QK_FORCEINLINE void arrive_and_finish(const float* ws, unsigned long long* counters,
                                                 unsigned long long ticket, int64_t tile, int splits, int m,

@@ -9,7 +9,6 @@
 #include "common/ptx.cuh"
 #include "common/scale_perm.cuh"
 #include "common/split_grid.cuh"
-#include "common/splitk_tail.cuh"
 #include "common/env.h"
 #include "fp8_marlin/fp8_decode.cuh"
 #include "fp8_marlin/fp8_gemv_direct.h"
@@ -75,7 +74,7 @@ template <DType D, int MT>
 __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
     fp8_gemv_kernel(const uint16_t* QK_RESTRICT a, const uint32_t* QK_RESTRICT w,
                     const uint16_t* QK_RESTRICT scales, const uint16_t* QK_RESTRICT bias, uint16_t* QK_RESTRICT out,
-                    float* QK_RESTRICT ws, unsigned long long* counters, unsigned long long ticket, int m,
+                    float* QK_RESTRICT ws, int m,
                     int64_t n, int64_t k, int splits) {
   using Shape = GemvShape<MT>;
   __shared__ QK_ALIGN(16) uint32_t smem[Shape::kSmemWords];
@@ -215,14 +214,9 @@ __global__ void __launch_bounds__(kGemvThreads, GemvOccupancy<MT>::kMinBlocks)
           const float s = bits16_to_float<D>(scales[block32_slot(col)]);
           out[row * n + col] = static_cast<uint16_t>(float_to_bits16<D>(scale_add_bias<D>(sum, s, bias, col)));
         } else {
-          ws[(static_cast<int64_t>(split) * m + row) * n + col] = sum;  // unscaled; the last split or the reduce finishes
+          ws[(static_cast<int64_t>(split) * m + row) * n + col] = sum;  // unscaled; the reduce finishes
         }
       }
-    }
-    if (splits > 1 && counters != nullptr) {
-      splitk_tail::arrive_and_finish<D, ScalePerm::Block32>(ws, counters, ticket, c, splits, m, n, 64 * c, scales, bias,
-                                                            reinterpret_cast<typename Elem<D>::T*>(out), kGemvThreads,
-                                                            reinterpret_cast<int*>(smem));
     }
     __syncthreads();  // the next item refills the ring
   }
@@ -235,14 +229,12 @@ cudaError_t launch_gemv_typed(const void* a, const uint32_t* w, const void* scal
   const int64_t items = (n / 64) * splits;
   int64_t blocks = items;
   if (blocks > 0x7FFFFFFF) blocks = 0x7FFFFFFF;  // grid-stride loop covers the rest
-  // Eagerly at small M the last split of each tile finishes it in this launch (common/splitk_tail.h).
-  const splitk_tail::Tail tail = splitk_tail::plan(ws, splits, m, n, false, "QK_FP8_GEMV_FINISH", stream);
   fp8_gemv_kernel<D, MT><<<static_cast<unsigned>(blocks), kGemvThreads, 0, stream>>>(
       static_cast<const uint16_t*>(a), w, static_cast<const uint16_t*>(scales), static_cast<const uint16_t*>(bias),
-      static_cast<uint16_t*>(out), ws, tail.counters, tail.ticket,
+      static_cast<uint16_t*>(out), ws,
       static_cast<int>(m), n, k, splits);
   const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || splits == 1 || tail.counters != nullptr) return err;
+  if (err != cudaSuccess || splits == 1) return err;
   return launch_splitk_reduce(ws, splits, m, n, scales, ScalePerm::Block32, D, out, stream, bias);
 }
 

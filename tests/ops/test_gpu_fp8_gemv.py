@@ -20,11 +20,12 @@ poisoned allocator (an unwritten element reads as NaN):
   * a bias goes to the epilogue of every finish (unsplit, cluster, split-K reduce, GEMV engine v4) and is
     added before the single rounding: no separate add kernel runs, and the result is within the fp64
     bound; the kernels still agree bit for bit with a bias;
-  * past one split, eagerly and at M <= 4, both kernels finish the tiles in the same launch (the last split
-    of a tile sums them: common/splitk_tail.cuh); at larger M and under CUDA-graph capture the split-K
-    reduce kernel finishes; QK_FP8_GEMV_FINISH=launch forces the in-launch finish, =reduce the reduce
-    kernel. Every finish is bit-identical to the others, on stale and poisoned workspaces, replayed from a
-    CUDA graph and on two streams at once;
+  * past one split (and no cluster), eagerly and at M <= 4, the register-loaded kernel finishes the tiles in
+    the same launch (the last split of a tile sums them: common/splitk_tail.cuh); at larger M and under
+    CUDA-graph capture the split-K reduce kernel finishes, and always after the ring kernel;
+    QK_FP8_GEMV_FINISH=launch forces the in-launch finish, =reduce the reduce kernel. Every finish is
+    bit-identical to the others, on stale and poisoned workspaces, replayed from a CUDA graph and on two
+    streams at once;
   * which kernels ran is read from the profiler, not assumed (also inside a replayed graph).
 """
 
@@ -64,12 +65,13 @@ def _ran(names: set, kernel: str) -> bool:
 def _use(monkeypatch, kernel):
     """Select a kernel: "default" (the dispatch's choice), "direct" (clusters where they apply),
     "direct-nocluster", "direct-reduce" (no cluster, the split-K reduce kernel finishes), "direct-launch"
-    (no cluster, the in-launch finish at any M), "ring" or "ring-launch". Without a -reduce / -launch
-    suffix the finish follows the rule (in-launch eagerly at M <= 4, else the reduce kernel)."""
+    (no cluster, the in-launch finish at any M) or "ring" (always the reduce kernel past one split). Without
+    a -reduce / -launch suffix the register-loaded kernel's finish follows the rule (in-launch eagerly at
+    M <= 4, else the reduce kernel)."""
     if kernel == "default":
         monkeypatch.delenv("QK_FP8_GEMV_KERNEL", raising=False)
     else:
-        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring" if kernel.startswith("ring") else "direct")
+        monkeypatch.setenv("QK_FP8_GEMV_KERNEL", "ring" if kernel == "ring" else "direct")
     if kernel in ("direct-nocluster", "direct-reduce", "direct-launch"):
         monkeypatch.setenv("QK_FP8_GEMV_CLUSTER", "0")
     else:
@@ -126,7 +128,7 @@ def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
             codes, s, packed, s_perm, x = _case(m, k, n, dtype, "agree")
             _use(monkeypatch, "ring")
             ring = _gemv(ops, x, packed, s_perm)
-            for kernel in ("direct", "direct-nocluster", "direct-reduce", "direct-launch", "ring-launch"):
+            for kernel in ("direct", "direct-nocluster", "direct-reduce", "direct-launch"):
                 _use(monkeypatch, kernel)
                 for _ in range(3):
                     out = _gemv(ops, x, packed, s_perm)
@@ -135,29 +137,26 @@ def test_kernels_agree_bit_for_bit(ops, monkeypatch, dtype):
 
 
 def test_which_finish_runs(ops, monkeypatch):
-    """One tile per SM at 2 and 4 blocks per SM: 2 and 4 splits. Eagerly at M = 2 both kernels finish them
-    themselves (the register-loaded one with a cluster for 2 splits on sm_90+, else the last split of each
-    tile): no split-K reduce runs. At M = 13 (past the in-launch rule) the reduce kernel finishes, unless
+    """One tile per SM at 2 and 4 blocks per SM: 2 and 4 splits. Eagerly at M = 2 the register-loaded kernel
+    finishes them itself (with a cluster for 2 splits on sm_90+, else the last split of each tile): no
+    split-K reduce runs. The ring kernel always leaves them to the reduce kernel, also at M = 2 and when
     QK_FP8_GEMV_FINISH=launch asks for the in-launch finish; =reduce asks for the reduce kernel at any M."""
-    n = 64 * sp.sm_count()
-    _, _, packed, s_perm, x = _case(2, 1024, n, torch.float16, "one-launch")
-    _, _, packed13, s_perm13, x13 = _case(13, 1024, n, torch.float16, "one-launch", 13)
+    _, _, packed, s_perm, x = _case(2, 1024, 64 * sp.sm_count(), torch.float16, "one-launch")
     for per_sm in ("2", "4"):
         monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", per_sm)
-        for kernel in ("direct", "direct-nocluster", "ring"):
+        for kernel in ("direct", "direct-nocluster", "direct-launch"):
             _use(monkeypatch, kernel)
             names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
-            ran = _ran(names, RING if kernel == "ring" else DIRECT)
-            assert ran and not _ran(names, REDUCE), (per_sm, kernel, names)
+            assert _ran(names, DIRECT) and not _ran(names, REDUCE), (per_sm, kernel, names)
         _use(monkeypatch, "direct-reduce")
         names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
         assert _ran(names, DIRECT) and _ran(names, REDUCE), (per_sm, names)
         _use(monkeypatch, "ring")
-        names = sp.cuda_kernels_run(lambda: _gemv(ops, x13, packed13, s_perm13))
-        assert _ran(names, RING) and _ran(names, REDUCE), (per_sm, "M = 13", names)
-        _use(monkeypatch, "ring-launch")
-        names = sp.cuda_kernels_run(lambda: _gemv(ops, x13, packed13, s_perm13))
-        assert _ran(names, RING) and not _ran(names, REDUCE), (per_sm, "M = 13, launch", names)
+        for finish in (None, "launch"):
+            if finish is not None:
+                monkeypatch.setenv("QK_FP8_GEMV_FINISH", finish)
+            names = sp.cuda_kernels_run(lambda: _gemv(ops, x, packed, s_perm))
+            assert _ran(names, RING) and _ran(names, REDUCE), (per_sm, "ring", finish, names)
 
 
 def test_graph_capture_takes_the_reduce_kernel(ops, monkeypatch):
@@ -182,7 +181,7 @@ def test_graph_capture_takes_the_reduce_kernel(ops, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kernel_name,m", [("direct-launch", 3), ("ring-launch", 13), ("direct-nocluster", 3)])
+@pytest.mark.parametrize("kernel_name,m", [("direct-launch", 3), ("direct-launch", 7), ("direct-nocluster", 3)])
 def test_in_launch_finish_replays_from_a_cuda_graph(ops, monkeypatch, dtype, kernel_name, m):
     """A captured launch keeps its call ticket; the last split of each tile clears the tile's arrival word,
     so every replay (with new activations copied in) counts from zero again and matches the eager result
@@ -215,7 +214,7 @@ def test_in_launch_finish_on_two_streams_at_once(ops, monkeypatch, dtype):
     monkeypatch.setenv("QK_FP8_GEMV_BLOCKS_PER_SM", "4")
     _use(monkeypatch, "direct-launch")
     k, n = 2048, 64 * sp.sm_count()
-    cases = [_case(m, k, n, dtype, "streams", m) for m in (1, 13)]  # the register-loaded kernel, the ring
+    cases = [_case(m, k, n, dtype, "streams", m) for m in (1, 7)]  # the register-loaded kernel, forced to M = 7
     refs = [ops.fp8_marlin_gemm(x, packed, s_perm) for _, _, packed, s_perm, x in cases]
     streams = [torch.cuda.Stream() for _ in cases]
     outs = [[], []]
