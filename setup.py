@@ -22,6 +22,9 @@ that is gone or different, the tree is configured afresh (a full recompile; buil
 same, e.g. with --no-build-isolation, stay incremental). See docs/building.md, "Repeated builds".
   QUANTO_KERNELS_CMAKE_ARGS  extra CMake configure arguments (shell-quoted; use "/" in Windows paths),
                              e.g. "-DQK_STATIC_LIBSTDCXX=ON -DQK_ALLOW_UNSUPPORTED_MSVC=ON".
+  QUANTO_KERNELS_CUTLASS_INCLUDE  folder with CUTLASS's cutlass/ and cute/ headers (default: the include folder
+                             of the nvidia-cutlass wheel pyproject.toml pins, if installed; without them the
+                             kernels built on CUTLASS are left out and report themselves unavailable).
   QUANTO_KERNELS_GIT_REV     git revision to record (default: asked of git, else the GIT_REVISION file
                              that `python -m build --sdist` writes into the sdist, else "unknown").
 """
@@ -123,6 +126,24 @@ def build_tools():
     return tools
 
 
+def cutlass_include_dir():
+    """CUTLASS/CuTe headers for the build: QUANTO_KERNELS_CUTLASS_INCLUDE, else the nvidia-cutlass wheel's
+    cutlass_library/source/include (found without importing the package), else None."""
+    env = os.environ.get("QUANTO_KERNELS_CUTLASS_INCLUDE")
+    if env:
+        return Path(env)
+    import importlib.util
+
+    spec = importlib.util.find_spec("cutlass_library")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        include = Path(root) / "source" / "include"
+        if (include / "cute" / "tensor.hpp").is_file():
+            return include
+    return None
+
+
 def stale_cache_reason(cache, cmake, ninja, source_dir, nvcc=None):
     """Why the CMake cache of an existing build tree cannot be reused by this build (None: it can).
 
@@ -199,6 +220,8 @@ class CMakeBuild(build_ext):
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc.as_posix()}")
         if archs:
             cfg.append(f"-DQK_CUDA_ARCHS={archs}")
+        cutlass = cutlass_include_dir()
+        cfg.append(f"-DQK_CUTLASS_INCLUDE_DIR={cutlass.as_posix() if cutlass else ''}")
         cfg += shlex.split(os.environ.get("QUANTO_KERNELS_CMAKE_ARGS", ""))
         print("quanto-kernels:", " ".join(cfg), flush=True)
         subprocess.run(cfg, check=True)

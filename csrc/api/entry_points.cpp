@@ -7,6 +7,7 @@
 #include "fp8_marlin/fp8_mm.h"
 #include "gemv/gemv.h"
 #include "int8/int8.h"
+#include "int8/int8_gemm.h"
 #include "int8/int8_mm.h"
 #include "launch.h"
 
@@ -388,6 +389,72 @@ QK_API int32_t qk_int8_mm(const void* a, const void* w, const void* scales, cons
   return qk::launch_on(device, stream, "int8_mm", [&](cudaStream_t s) {
     return qk::launch_int8_mm_sm90(a, static_cast<const int8_t*>(w), scales, bias, out, workspace, plan, m, n, k,
                                    static_cast<qk::DType>(dtype), s);
+  });
+}
+
+// ---- int8 GEMM (larger M; CUTLASS mixed-input mainloop, sm_90a) ----
+
+namespace {
+bool int8_gemm_runs_on(int32_t device) { return qk::int8_gemm_built() && sm90_tc_runs_on(device); }
+
+int32_t check_int8_gemm_sizes(int64_t m, int64_t n, int64_t k) {
+  QK_TRY(check_nk(n, k));
+  QK_REQUIRE(m >= 1 && m < (int64_t(1) << 31), "m: must be in [1, 2^31), got %lld", static_cast<long long>(m));
+  QK_REQUIRE(n < (int64_t(1) << 31) && k < (int64_t(1) << 31), "n, k: must be below 2^31, got %lld x %lld",
+             static_cast<long long>(n), static_cast<long long>(k));
+  QK_REQUIRE(n % 8 == 0, "n: the int8 GEMM needs n %% 8 == 0, got %lld", static_cast<long long>(n));
+  QK_REQUIRE(k % 16 == 0, "k: the int8 GEMM needs k %% 16 == 0, got %lld", static_cast<long long>(k));
+  return QK_STATUS_OK;
+}
+}  // namespace
+
+QK_API int32_t qk_int8_gemm_available(int32_t device, int32_t* available) {
+  QK_REQUIRE(available != nullptr, "available: must not be null");
+  QK_TRY(qk::check_device(device));
+  *available = int8_gemm_runs_on(device) ? 1 : 0;
+  return qk::ok();
+}
+
+QK_API int32_t qk_int8_gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
+                                            int64_t* bytes) {
+  QK_REQUIRE(bytes != nullptr, "bytes: must not be null");
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_int8_gemm_sizes(m, n, k));
+  QK_TRY(qk::check_device(device));
+  if (!int8_gemm_runs_on(device)) {
+    *bytes = 0;
+    return qk::ok();
+  }
+  size_t need = 0;
+  const cudaError_t e = qk::int8_gemm_workspace_bytes(qk::Int8GemmTile::Auto, m, n, k, static_cast<qk::DType>(dtype),
+                                                      qk::sm_count(device), &need);
+  if (e != cudaSuccess) return qk::fail(QK_STATUS_CUDA_ERROR, "int8_gemm: workspace query failed: %s", cudaGetErrorString(e));
+  *bytes = static_cast<int64_t>(need);
+  return qk::ok();
+}
+
+QK_API int32_t qk_int8_gemm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                            void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                            int32_t device, void* stream) {
+  QK_TRY(check_dtype(dtype));
+  QK_TRY(check_int8_gemm_sizes(m, n, k));
+  QK_TRY(check_ptrs16(a, "a", w, "w", out, "out"));
+  QK_REQUIRE(scales != nullptr && aligned16(scales), "scales: must be a non-null 16-byte aligned device pointer");
+  QK_REQUIRE(bias == nullptr || aligned16(bias), "bias: must be 16-byte aligned or null");
+  QK_TRY(qk::check_device(device));
+  if (!int8_gemm_runs_on(device)) {
+    return qk::fail(QK_STATUS_UNSUPPORTED,
+                    "int8_gemm: device %d cannot run it (needs sm_90 and a library built with sm_90a and CUTLASS; "
+                    "see qk_int8_gemm_available)", device);
+  }
+  QK_REQUIRE(workspace_bytes >= 0, "workspace_bytes: must not be negative");
+  QK_REQUIRE(workspace_bytes == 0 || (workspace != nullptr && aligned16(workspace)),
+             "workspace: must be a 16-byte aligned device pointer");
+  const int sms = qk::sm_count(device);
+  return qk::launch_on(device, stream, "int8_gemm", [&](cudaStream_t s) {
+    return qk::launch_int8_gemm(qk::Int8GemmTile::Auto, a, static_cast<const int8_t*>(w), scales, bias, out,
+                                workspace, static_cast<size_t>(workspace_bytes), m, n, k,
+                                static_cast<qk::DType>(dtype), sms, s);
   });
 }
 

@@ -89,6 +89,18 @@ QK_API int32_t qk_int8_mm(const void* a, const void* w, const void* scales, cons
                           int32_t device, void* stream);
 QK_API int64_t qk_int8_mm_max_m(void);
 
+/* int8 GEMM for larger M (CUTLASS's mixed-input warp-specialised mainloop, codes converted in registers, no
+ * dense copy): *available = 1 where `device` runs it (sm_90 and a library built with sm_90a and CUTLASS).
+ * out (M, N) dtype = scales[n] * (a . W) + bias[n]; a (M, K) dtype, dense rows; W (N, K) int8 row-major;
+ * N % 8 == 0, K % 16 == 0; a, w, scales, bias (or NULL), out and workspace 16-byte aligned; workspace: the
+ * bytes the query gave (may be 0). */
+QK_API int32_t qk_int8_gemm_available(int32_t device, int32_t* available);
+QK_API int32_t qk_int8_gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device,
+                                            int64_t* bytes);
+QK_API int32_t qk_int8_gemm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                            void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                            int32_t device, void* stream);
+
 /* ---- AWQ v2 int4: w (N/4, K) int16; scales, zeros (K/group, N); a, scales, zeros, out of dtype ---- */
 QK_API int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
                                       int64_t k, int64_t group_size, int32_t dtype, int32_t device, void* stream);

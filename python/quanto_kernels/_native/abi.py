@@ -95,6 +95,11 @@ int32_t qk_int8_mm(const void* a, const void* w, const void* scales, const void*
                    void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
                    int32_t device, void* stream);
 int64_t qk_int8_mm_max_m(void);
+int32_t qk_int8_gemm_available(int32_t device, int32_t* available);
+int32_t qk_int8_gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, int32_t dtype, int32_t device, int64_t* bytes);
+int32_t qk_int8_gemm(const void* a, const void* w, const void* scales, const void* bias, void* out,
+                     void* workspace, int64_t workspace_bytes, int64_t m, int64_t n, int64_t k, int32_t dtype,
+                     int32_t device, void* stream);
 
 int32_t qk_awq_int4_dequantize(const void* w, const void* scales, const void* zeros, void* out, int64_t n,
                                int64_t k, int64_t group_size, int32_t dtype, int32_t device, void* stream);
