@@ -3,13 +3,14 @@
 Usage: python benchmarks/int8_gemm_probe.py LIB [check|perf|one M N K]
 
 check  M in a ragged set (1 ... 4097) x (N, K) in a ragged set (N % 8 == 0, K % 16 == 0), bf16 and fp16, with
-       and without bias, every tile (QK_INT8_GEMM_TILE = 64, 128, 256 and the library's own choice): against
+       and without bias, every configuration (QK_INT8_GEMM_TILE = 64, 64s, 128, 128s, 256, 256c2 and the
+       library's own choice): against
        the fp64 product, outputs poisoned with NaN plus a guard row that must stay NaN, each run twice and
        compared bit for bit.
-perf   FLUX / LLM layer shapes (PROBE_LAYERS "NxK,...") over M (PROBE_M "m,..."): every tile and the library's
-       choice, the medium-M tensor-core kernel (qk_int8_mm, M <= its limit), dequantize + torch matmul, and
+perf   FLUX / LLM layer shapes (PROBE_LAYERS "NxK,...") over M (PROBE_M "m,..."): every configuration and the
+       library's choice, the medium-M tensor-core kernel (qk_int8_mm, M <= its limit), dequantize + torch matmul, and
        torch's bf16 matmul on a dense weight; median of CUDA-graph replays of 20 calls.
-one    one bf16 product with bias per tile, checked (for compute-sanitizer or ncu).
+one    one bf16 product with bias per configuration, checked (for compute-sanitizer or ncu).
 """
 import ctypes
 import os
@@ -24,7 +25,7 @@ native = Native(sys.argv[1])
 sig, chk = native.sig, native.chk
 dev = torch.device("cuda:0")
 ENV = ("QK_INT8_GEMM_TILE",)
-TILES = (None, 64, 128, 256)
+TILES = (None, "64", "64s", "128", "128s", "256", "256c2")
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2}  # relative Frobenius error against the fp64 product
 
 gemm_fn = sig("qk_int8_gemm", P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)
@@ -100,7 +101,8 @@ def perf():
     layers = [tuple(int(v) for v in nk.split("x")) for nk in os.environ.get(
         "PROBE_LAYERS", "14336x4096,4096x14336,12288x3072,3072x12288,3072x3072,3072x15360").split(",")]
     ms = [int(v) for v in os.environ.get("PROBE_M", "64,128,256,512,1024,2048,4096").split(",")]
-    cols = ["auto", "t64", "t128", "t256", "mm", "deq", "dense"]
+    tiles = [("auto", None)] + [("t" + t, t) for t in TILES[1:]]
+    cols = [name for name, _ in tiles] + ["mm", "deq", "dense"]
     print("N x K        M     " + " ".join(f"{c:>8s}" for c in cols) + "  auto/dense  old/dense")
     for n, k in layers:
         w, s, _ = make_weight(n, k, dtype, g)
@@ -110,7 +112,7 @@ def perf():
             x = torch.randn(m, k, generator=g, device=dev).to(dtype)
             out = torch.empty(m, n, device=dev, dtype=dtype)
             row = {}
-            for name, tile in (("auto", None), ("t64", 64), ("t128", 128), ("t256", 256)):
+            for name, tile in tiles:
                 set_env(ENV, (tile,))
                 row[name] = graph_time(lambda: gemm(x, w, s, None, out))
             set_env(ENV, None)

@@ -1,6 +1,8 @@
 // Tile choice and dispatch of the int8 GEMM (int8_gemm.h); the kernels are in int8_gemm_t*.cu.
 #include "int8/int8_gemm.h"
 
+#include <string>
+
 #include "common/env.h"
 #include "int8/int8_gemm_tiles.h"
 
@@ -14,29 +16,47 @@ bool int8_gemm_built() {
 #endif
 }
 
-Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k) {
-  (void)n;
+namespace {
+Int8GemmTile forced_tile() {
+  const char* v = env_get("QK_INT8_GEMM_TILE");
+  if (v == nullptr) return Int8GemmTile::Auto;
+  const std::string s(v);
+  if (s == "64") return Int8GemmTile::C128xT64;
+  if (s == "64s") return Int8GemmTile::C128xT64StreamK;
+  if (s == "128") return Int8GemmTile::C128xT128;
+  if (s == "128s") return Int8GemmTile::C128xT128StreamK;
+  if (s == "256") return Int8GemmTile::C128xT256;
+  if (s == "256c2") return Int8GemmTile::C128xT256Cluster2;
+  return Int8GemmTile::Auto;
+}
+}  // namespace
+
+Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k, int sm_count) {
   (void)k;
-  switch (env_int("QK_INT8_GEMM_TILE", 0)) {
-    case 64: return Int8GemmTile::C128xT64;
-    case 128: return Int8GemmTile::C128xT128;
-    case 256: return Int8GemmTile::C128xT256;
-    default: break;
+  const Int8GemmTile forced = forced_tile();
+  if (forced != Int8GemmTile::Auto) return forced;
+  const int64_t channel_tiles = (n + 127) / 128;
+  if (m <= 64) return channel_tiles >= sm_count ? Int8GemmTile::C128xT64 : Int8GemmTile::C128xT64StreamK;
+  if (m <= 1024) {
+    const int64_t tiles = channel_tiles * ((m + 127) / 128);
+    return tiles >= sm_count ? Int8GemmTile::C128xT128 : Int8GemmTile::C128xT128StreamK;
   }
-  if (m <= 64) return Int8GemmTile::C128xT64;
-  if (m <= 1024) return Int8GemmTile::C128xT128;
   return Int8GemmTile::C128xT256;
 }
 
 #if defined(QK_HAS_CUTLASS) && defined(QK_HAS_SM90A)
 namespace {
+using int8_gemm_cutlass::Tile;
 template <class F>
-cudaError_t with_tile(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, F&& f) {
-  if (tile == Int8GemmTile::Auto) tile = plan_int8_gemm(m, n, k);
+cudaError_t with_tile(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, int sm_count, F&& f) {
+  if (tile == Int8GemmTile::Auto) tile = plan_int8_gemm(m, n, k, sm_count);
   switch (tile) {
-    case Int8GemmTile::C128xT64: return f(int8_gemm_cutlass::Tile<64>{});
-    case Int8GemmTile::C128xT128: return f(int8_gemm_cutlass::Tile<128>{});
-    case Int8GemmTile::C128xT256: return f(int8_gemm_cutlass::Tile<256>{});
+    case Int8GemmTile::C128xT64: return f(Tile<64, 1, false>{});
+    case Int8GemmTile::C128xT64StreamK: return f(Tile<64, 1, true>{});
+    case Int8GemmTile::C128xT128: return f(Tile<128, 1, false>{});
+    case Int8GemmTile::C128xT128StreamK: return f(Tile<128, 1, true>{});
+    case Int8GemmTile::C128xT256: return f(Tile<256, 1, false>{});
+    case Int8GemmTile::C128xT256Cluster2: return f(Tile<256, 2, false>{});
     default: return cudaErrorInvalidValue;
   }
 }
@@ -46,7 +66,7 @@ cudaError_t with_tile(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, F&& f)
 cudaError_t int8_gemm_workspace_bytes(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, DType dt, int sm_count,
                                       size_t* bytes) {
 #if defined(QK_HAS_CUTLASS) && defined(QK_HAS_SM90A)
-  return with_tile(tile, m, n, k, [&](auto t) { return decltype(t)::workspace_bytes(dt, m, n, k, sm_count, bytes); });
+  return with_tile(tile, m, n, k, sm_count, [&](auto t) { return decltype(t)::workspace_bytes(dt, m, n, k, sm_count, bytes); });
 #else
   (void)tile, (void)m, (void)n, (void)k, (void)dt, (void)sm_count;
   *bytes = 0;
@@ -58,7 +78,7 @@ cudaError_t launch_int8_gemm(Int8GemmTile tile, const void* a, const int8_t* w, 
                              const void* bias, void* out, void* workspace, size_t workspace_bytes, int64_t m,
                              int64_t n, int64_t k, DType dt, int sm_count, cudaStream_t stream) {
 #if defined(QK_HAS_CUTLASS) && defined(QK_HAS_SM90A)
-  return with_tile(tile, m, n, k, [&](auto t) {
+  return with_tile(tile, m, n, k, sm_count, [&](auto t) {
     return decltype(t)::run(dt, a, w, scales, bias, out, workspace, workspace_bytes, m, n, k, sm_count, stream);
   });
 #else

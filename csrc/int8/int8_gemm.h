@@ -11,18 +11,28 @@
 
 namespace qk {
 
-// Output tile of one block, channels x tokens; Auto lets plan_int8_gemm choose.
-enum class Int8GemmTile : int32_t { Auto = 0, C128xT64 = 1, C128xT128 = 2, C128xT256 = 3 };
+// Configuration: output tile of one block (channels x tokens) and schedule; Auto lets plan_int8_gemm choose.
+// StreamK: K split over blocks where the tiles do not fill the GPU; Cluster2: two blocks per cluster.
+enum class Int8GemmTile : int32_t {
+  Auto = 0,
+  C128xT64 = 1,
+  C128xT64StreamK = 2,
+  C128xT128 = 3,
+  C128xT128StreamK = 4,
+  C128xT256 = 5,
+  C128xT256Cluster2 = 6,
+};
 
 // Whether this library was built with the kernel (sm_90a target and CUTLASS headers present).
 bool int8_gemm_built();
 
-// The tile for an M x N x K product; QK_INT8_GEMM_TILE = 64 | 128 | 256 (tokens per tile) overrides it, for
-// tests and benchmarks.
-Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k);
+// The configuration for an M x N x K product on sm_count multiprocessors; QK_INT8_GEMM_TILE = 64 | 64s |
+// 128 | 128s | 256 | 256c2 (tokens per tile, s: stream-K, c2: two-block clusters) overrides it, for tests and
+// benchmarks.
+Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k, int sm_count);
 
-// Workspace bytes the launch needs (0 for the persistent schedules used today; kept in the interface so a
-// split or stream-K schedule needs no ABI change).
+// Workspace bytes the launch needs (0 for the persistent schedules; the stream-K schedule keeps partial sums
+// and tile locks there).
 cudaError_t int8_gemm_workspace_bytes(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, DType dt, int sm_count,
                                       size_t* bytes);
 

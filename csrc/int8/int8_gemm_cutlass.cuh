@@ -32,8 +32,9 @@ inline cudaError_t to_cuda(cutlass::Status s) {
   return cudaErrorInvalidValue;
 }
 
-// T: cutlass::half_t or cutlass::bfloat16_t. TileShape: (channels, tokens, k) of one block.
-template <class T, class TileShape, class ClusterShape>
+// T: cutlass::half_t or cutlass::bfloat16_t. TileShape: (channels, tokens, k) of one block; ClusterShape:
+// blocks per cluster; Scheduler: void (persistent) or cutlass::gemm::StreamKScheduler.
+template <class T, class TileShape, class ClusterShape, class Scheduler>
 struct Config {
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
@@ -56,7 +57,8 @@ struct Config {
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       Schedule>::CollectiveOp;
 
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Kernel =
+      cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static typename Gemm::Arguments arguments(const void* a, const int8_t* w, const void* scales, const void* bias,
@@ -111,26 +113,32 @@ struct Config {
 
 namespace qk::int8_gemm_cutlass {
 
-// Tile<kTokens> (int8_gemm_tiles.h): 128 channels x kTokens tokens x 64 k per stage, no cluster.
-template <class T, int kTokens>
-using TypedTileConfig =
-    Config<T, cute::Shape<cute::_128, cute::Int<kTokens>, cute::_64>, cute::Shape<cute::_1, cute::_1, cute::_1>>;
+// Tile (int8_gemm_tiles.h): 128 channels x kTokens tokens x 64 k per stage.
+template <class T, int kTokens, int kClusterChannels, bool kStreamK>
+using TileConfig =
+    Config<T, cute::Shape<cute::_128, cute::Int<kTokens>, cute::_64>,
+           cute::Shape<cute::Int<kClusterChannels>, cute::_1, cute::_1>,
+           cute::conditional_t<kStreamK, cutlass::gemm::StreamKScheduler, void>>;
 
-template <int kTokens>
-cudaError_t Tile<kTokens>::workspace_bytes(DType dt, int64_t m, int64_t n, int64_t k, int sm_count, size_t* bytes) {
-  return dt == DType::BF16 ? TypedTileConfig<cutlass::bfloat16_t, kTokens>::workspace_bytes(m, n, k, sm_count, bytes)
-                           : TypedTileConfig<cutlass::half_t, kTokens>::workspace_bytes(m, n, k, sm_count, bytes);
+template <int kTokens, int kClusterChannels, bool kStreamK>
+cudaError_t Tile<kTokens, kClusterChannels, kStreamK>::workspace_bytes(DType dt, int64_t m, int64_t n, int64_t k,
+                                                                      int sm_count, size_t* bytes) {
+  using Bf16 = TileConfig<cutlass::bfloat16_t, kTokens, kClusterChannels, kStreamK>;
+  using F16 = TileConfig<cutlass::half_t, kTokens, kClusterChannels, kStreamK>;
+  return dt == DType::BF16 ? Bf16::workspace_bytes(m, n, k, sm_count, bytes)
+                           : F16::workspace_bytes(m, n, k, sm_count, bytes);
 }
 
-template <int kTokens>
-cudaError_t Tile<kTokens>::run(DType dt, const void* a, const int8_t* w, const void* scales, const void* bias,
-                               void* out, void* workspace, size_t workspace_bytes, int64_t m, int64_t n, int64_t k,
-                               int sm_count, cudaStream_t stream) {
+template <int kTokens, int kClusterChannels, bool kStreamK>
+cudaError_t Tile<kTokens, kClusterChannels, kStreamK>::run(DType dt, const void* a, const int8_t* w,
+                                                          const void* scales, const void* bias, void* out,
+                                                          void* workspace, size_t workspace_bytes, int64_t m,
+                                                          int64_t n, int64_t k, int sm_count, cudaStream_t stream) {
+  using Bf16 = TileConfig<cutlass::bfloat16_t, kTokens, kClusterChannels, kStreamK>;
+  using F16 = TileConfig<cutlass::half_t, kTokens, kClusterChannels, kStreamK>;
   return dt == DType::BF16
-             ? TypedTileConfig<cutlass::bfloat16_t, kTokens>::run(a, w, scales, bias, out, workspace,
-                                                                  workspace_bytes, m, n, k, sm_count, stream)
-             : TypedTileConfig<cutlass::half_t, kTokens>::run(a, w, scales, bias, out, workspace, workspace_bytes, m,
-                                                              n, k, sm_count, stream);
+             ? Bf16::run(a, w, scales, bias, out, workspace, workspace_bytes, m, n, k, sm_count, stream)
+             : F16::run(a, w, scales, bias, out, workspace, workspace_bytes, m, n, k, sm_count, stream);
 }
 
 }  // namespace qk::int8_gemm_cutlass

@@ -1,6 +1,6 @@
-// int8 GEMM, 128 channels x 64 tokens per block tile (see int8_gemm_tiles.h).
+// int8 GEMM, 128 channels x 64 tokens per block, persistent schedule (see int8_gemm_tiles.h).
 #include "int8/int8_gemm_tiles.h"
 #if defined(QK_HAS_CUTLASS) && defined(QK_HAS_SM90A)
 #include "int8/int8_gemm_cutlass.cuh"
-template struct qk::int8_gemm_cutlass::Tile<64>;
+template struct qk::int8_gemm_cutlass::Tile<64, 1, false>;
 #endif

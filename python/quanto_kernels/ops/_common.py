@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .._native import abi
 
-PATHS = ("gemv", "tc", "dequant")
+PATHS = ("gemv", "tc", "gemm", "dequant")
 _forced: Optional[str] = None
 
 DTYPE_CODES = {torch.float16: abi.DTYPE_FLOAT16, torch.bfloat16: abi.DTYPE_BFLOAT16}
@@ -129,7 +129,8 @@ def dense_aligned(t: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def force_path(path: Optional[str]) -> Iterator[None]:
-    """Test-only: every GEMM family takes `path` ("gemv" or "dequant"; None: the normal rule) inside the block.
+    """Test-only: every GEMM family takes `path` (one of PATHS: "gemv", "tc" (medium-M tensor-core kernel),
+    "gemm" (larger-M GEMM kernel), "dequant"; None: the normal rule) inside the block.
 
     Process-wide (all threads), not re-entrant across threads. Under "gemv", an M above the family's
     fused-kernel limit raises ValueError instead of reaching the kernel.
@@ -155,14 +156,16 @@ class TensorCoreKernel:
     at least min_weight (N x K) elements; the region where it measured faster than the GEMV and dequantize
     paths on the GPUs that run it (benchmarks/results, docs/ops.md).
 
-    ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``).
+    ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``), whose keyword
+    arguments are ``workspace_params``; ``max_m`` names the row-limit query (None: no limit).
     """
 
-    def __init__(self, available: str, max_m: str, workspace: str, from_m: int, to_m: int, min_weight: int = 0):
+    def __init__(self, available: str, max_m: Optional[str], workspace: str, from_m: int, to_m: int,
+                 min_weight: int = 0, workspace_params: Tuple[str, ...] = ("m", "n", "k", "device")):
         self._available, self._max_m, self._workspace = available, max_m, workspace
         self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
         self._by_device = {}
-        self.workspace_bytes = WorkspaceSizes(workspace, ("m", "n", "k", "device"))
+        self.workspace_bytes = WorkspaceSizes(workspace, workspace_params)
 
     def serves(self, m: int, n: int, k: int) -> bool:
         return self.from_m <= m <= min(self.to_m, self.max_m) and n * k >= self.min_weight
@@ -175,19 +178,22 @@ class TensorCoreKernel:
 
     @functools.cached_property
     def max_m(self) -> int:
-        return int(getattr(abi, self._max_m)())
+        """Row limit the library reports (max_m names its query; None: no limit below 2^31)."""
+        return (1 << 31) - 1 if self._max_m is None else int(getattr(abi, self._max_m)())
 
 
 class GemmFamily:
     """The kernel limits, the cached workspace query and the M rule of one family of GEMM entry points."""
 
     def __init__(self, name: str, max_gemv_m: str, workspace_bytes: str, tc: Optional[TensorCoreKernel] = None,
-                 gemv_size_params: Tuple[str, ...] = ("m", "n", "k", "device")):
+                 gemv_size_params: Tuple[str, ...] = ("m", "n", "k", "device"),
+                 gemm: Optional[TensorCoreKernel] = None):
         self.name = name
         self._max_gemv_m = max_gemv_m  # abi function names
         # Planned once per shape; the per-call path only looks the size up (WorkspaceSizes).
         self.workspace_bytes = WorkspaceSizes(workspace_bytes, gemv_size_params)
-        self.tc = tc
+        # tc: the medium-M tensor-core kernel; gemm: the GEMM for larger M (both optional, rule-bounded).
+        self.tc, self.gemm = tc, gemm
 
     @functools.cached_property
     def max_gemv_m(self) -> int:
@@ -196,7 +202,7 @@ class GemmFamily:
 
     def use_gemv(self, m: int) -> bool:
         """The GEMV-or-dequantize part of the rule (what runs where no tensor-core kernel does)."""
-        if _forced is None or _forced == "tc":
+        if _forced is None or _forced in ("tc", "gemm"):
             return m <= self.max_gemv_m
         if _forced == "dequant":
             return False
@@ -221,6 +227,18 @@ class GemmFamily:
             return False
         return self.tc.serves(m, n, k) and self.tc.available(device_index)
 
+    def use_gemm(self, m: int, device_index: int, n: int, k: int) -> bool:
+        """True when the family's larger-M GEMM kernel serves an M x N x K product on this device."""
+        if _forced == "gemm":
+            if self.gemm is None or not self.gemm.available(device_index):
+                raise ValueError(f"force_path('gemm'): the {self.name} family has no GEMM kernel for "
+                                 f"cuda:{device_index} (needs an sm_90 GPU and a library built with sm_90a and "
+                                 "CUTLASS)")
+            return True
+        if _forced is not None or self.gemm is None:
+            return False
+        return self.gemm.serves(m, n, k) and self.gemm.available(device_index)
+
     def __repr__(self) -> str:
         return f"GemmFamily({self.name!r})"
 
@@ -228,17 +246,21 @@ class GemmFamily:
 def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Optional[Callable[..., torch.Tensor]],
                     dequant: Callable[[], torch.Tensor], bias: Optional[torch.Tensor] = None,
                     tc: Optional[Tuple[int, int, Callable[..., torch.Tensor]]] = None,
-                    gemv_bias_n: Optional[int] = None) -> torch.Tensor:
-    """a (M, K) times the family's (N, K) weight (+ bias): tensor-core kernel, fused GEMV or dequantize +
-    matmul.
+                    gemv_bias_n: Optional[int] = None,
+                    gemm: Optional[Tuple[int, int, Callable[..., torch.Tensor]]] = None) -> torch.Tensor:
+    """a (M, K) times the family's (N, K) weight (+ bias): tensor-core kernel, GEMM kernel, fused GEMV or
+    dequantize + matmul.
 
     ``gemv`` is None for a shape the fused GEMV does not take; gemv() is its call, or gemv(bias) when
     ``gemv_bias_n`` (N) says the kernel's epilogue adds a bias (with_bias decides which bias it gets).
     ``tc`` is (N, K, run) for a shape the tensor-core kernel takes, run(a, bias) being its call on a
-    dense, aligned ``a``. A bias no kernel takes is added afterwards by torch.
+    dense, aligned ``a``; ``gemm`` the same for the family's larger-M GEMM kernel, whose epilogue reads a
+    16-byte aligned bias. A bias no kernel takes is added afterwards by torch.
     """
     if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0], tc[1]):
         return with_bias(a, bias, tc[0], lambda b: tc[2](dense_aligned(a), b))
+    if gemm is not None and family.use_gemm(a.shape[0], a.device.index, gemm[0], gemm[1]):
+        return with_bias(a, bias, gemm[0], lambda b: gemm[2](dense_aligned(a), b), align=16)
     if gemv is not None and family.use_gemv(a.shape[0]):
         if gemv_bias_n is not None:
             return with_bias(a, bias, gemv_bias_n, gemv)
@@ -248,11 +270,11 @@ def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Optional[Callable
 
 
 def with_bias(a: torch.Tensor, bias: Optional[torch.Tensor], n: int,
-              run: Callable[[Optional[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+              run: Callable[[Optional[torch.Tensor]], torch.Tensor], align: int = 2) -> torch.Tensor:
     """run(bias) for a kernel whose epilogue adds a bias it can read: of a's dtype, on a's device, N dense
-    values, 2-byte aligned; any other bias (another dtype, a broadcast view) is added afterwards by torch
-    (run(None), then add_), as on the paths without a bias epilogue."""
+    values, `align`-byte aligned; any other bias (another dtype, a broadcast view) is added afterwards by
+    torch (run(None), then add_), as on the paths without a bias epilogue."""
     fused = bias is None or (bias.dtype == a.dtype and bias.device == a.device and bias.is_contiguous()
-                             and bias.numel() == n and bias.data_ptr() % 2 == 0)
+                             and bias.numel() == n and bias.data_ptr() % align == 0)
     out = run(bias if fused else None)
     return out if fused else out.add_(bias)

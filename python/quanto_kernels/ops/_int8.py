@@ -28,14 +28,23 @@ TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 17, 256, 1 << 25
 TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM", "QK_INT8_MM_SLICES")
 # The small-M plan reads QK_INT8_GEMV_KERNEL, QK_INT8_GEMV_BLOCKS_PER_SM and QK_GEMV_INT8_ENGINE the same way
 # (tests and benchmarks pick the kernel and its split count; a cached workspace size is asked again when short).
+# Where the GEMM kernel for larger M (sm_90a, CUTLASS mixed-input mainloop: qk_int8_gemm) takes over: see
+# GEMM_* below and benchmarks/results/int8_gemm_notes.md.
+GEMM_FROM_M, GEMM_TO_M, GEMM_MIN_WEIGHT = 257, 1 << 31, 0
 FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int8_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="int8_mm_available", max_m="int8_mm_max_m",
                                             workspace="int8_mm_workspace_bytes", from_m=TC_FROM_M, to_m=TC_TO_M,
-                                            min_weight=TC_MIN_WEIGHT))
+                                            min_weight=TC_MIN_WEIGHT),
+                      gemm=c.TensorCoreKernel(available="int8_gemm_available", max_m=None,
+                                              workspace="int8_gemm_workspace_bytes", from_m=GEMM_FROM_M,
+                                              to_m=GEMM_TO_M, min_weight=GEMM_MIN_WEIGHT,
+                                              workspace_params=("m", "n", "k", "dtype", "device")))
 # The fused GEMV reads K in slices of 32 (one 32-byte memory sector per channel).
 GEMV_K_MULTIPLE = 32
 # The tensor-core kernel's shape needs: 64-channel column tiles, 16-deep k slices.
 TC_N_MULTIPLE, TC_K_MULTIPLE = 64, 16
+# The GEMM kernel's: 16-byte rows of codes and of output (its copies are TMA boxes).
+GEMM_N_MULTIPLE, GEMM_K_MULTIPLE = 8, 16
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -110,6 +119,30 @@ def run_tc(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
     return out
 
 
+def run_gemm(a, w, scales, bias, n: int, k: int) -> torch.Tensor:
+    """The larger-M GEMM kernel; a must be dense and 16-byte aligned, bias None or 16-byte aligned (callers
+    ensure both); scales are copied when their start is not 16-byte aligned (the epilogue reads them in
+    16-byte vectors)."""
+    m, dev = a.shape[0], a.device.index
+    if scales.data_ptr() % 16:
+        scales = scales.clone()
+    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    code = c.DTYPE_CODES[a.dtype]
+
+    def launch(ws, nbytes):
+        abi.int8_gemm(a=a.data_ptr(), w=w.data_ptr(), scales=scales.data_ptr(), bias=c.data_ptr(bias),
+                      out=out.data_ptr(), workspace=ws, workspace_bytes=nbytes, m=m, n=n, k=k, dtype=code,
+                      device=dev, stream=c.stream_on(dev))
+
+    c.launch_sized(FAMILY.gemm.workspace_bytes, (m, n, k, code, dev), a, launch)
+    return out
+
+
+def gemm_fits(n: int, k: int) -> bool:
+    """Whether the GEMM kernel takes an (N, K) weight."""
+    return n % GEMM_N_MULTIPLE == 0 and k % GEMM_K_MULTIPLE == 0
+
+
 def tc_fits(n: int, k: int) -> bool:
     """Whether the tensor-core kernel takes an (N, K) weight (the ops' checks already made it dense and
     16-byte aligned); other shapes take the GEMV or dequantize path."""
@@ -125,9 +158,14 @@ def matmul(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) ->
     if forced == "gemv" and k % GEMV_K_MULTIPLE:
         raise ValueError(f"force_path('gemv'): K={k} is no multiple of {GEMV_K_MULTIPLE}, which the int8 "
                          "fused kernel needs; use the dequant path")
+    if forced == "gemm" and not gemm_fits(n, k):
+        raise ValueError(f"force_path('gemm'): the int8 GEMM kernel needs N % {GEMM_N_MULTIPLE} == 0 and "
+                         f"K % {GEMM_K_MULTIPLE} == 0; got N={n}, K={k}")
     gemv = None if k % GEMV_K_MULTIPLE else (lambda b: run_gemv(a, w, scales, n, k, b))
     tc = (n, k, lambda x, b: run_tc(x, w, scales, b, n, k)) if tc_fits(n, k) else None
-    return c.gemv_or_dequant(FAMILY, a, gemv, lambda: run_dequantize(w, scales, n, k), bias, tc=tc, gemv_bias_n=n)
+    gemm = (n, k, lambda x, b: run_gemm(x, w, scales, b, n, k)) if gemm_fits(n, k) else None
+    return c.gemv_or_dequant(FAMILY, a, gemv, lambda: run_dequantize(w, scales, n, k), bias, tc=tc, gemv_bias_n=n,
+                             gemm=gemm)
 
 
 # ------------------------------------------------------------------------------------------- ops
