@@ -25,7 +25,6 @@ Int8GemmTile forced_tile() {
   if (s == "64s") return Int8GemmTile::C128xT64StreamK;
   if (s == "128") return Int8GemmTile::C128xT128;
   if (s == "128s") return Int8GemmTile::C128xT128StreamK;
-  if (s == "256") return Int8GemmTile::C128xT256;
   if (s == "256c2") return Int8GemmTile::C128xT256Cluster2;
   return Int8GemmTile::Auto;
 }
@@ -35,13 +34,14 @@ Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k, int sm_count) {
   (void)k;
   const Int8GemmTile forced = forced_tile();
   if (forced != Int8GemmTile::Auto) return forced;
+  // Blocks the tile grid gives; below half the multiprocessors the persistent schedule leaves most of the
+  // GPU idle on long K, and stream-K splits K instead (measured: 32 or 24 channel tiles at M <= 256).
   const int64_t channel_tiles = (n + 127) / 128;
-  if (m <= 64) return channel_tiles >= sm_count ? Int8GemmTile::C128xT64 : Int8GemmTile::C128xT64StreamK;
-  if (m <= 1024) {
-    const int64_t tiles = channel_tiles * ((m + 127) / 128);
-    return tiles >= sm_count ? Int8GemmTile::C128xT128 : Int8GemmTile::C128xT128StreamK;
-  }
-  return Int8GemmTile::C128xT256;
+  const auto fills = [&](int64_t tokens) { return channel_tiles * ((m + tokens - 1) / tokens) * 2 >= sm_count; };
+  if (m <= 64) return fills(64) ? Int8GemmTile::C128xT64 : Int8GemmTile::C128xT64StreamK;
+  if (m <= 128) return fills(128) ? Int8GemmTile::C128xT128 : Int8GemmTile::C128xT128StreamK;
+  // Past 128 rows the 256-token tile in two-block clusters was the fastest wherever its grid fills half the GPU.
+  return fills(256) ? Int8GemmTile::C128xT256Cluster2 : Int8GemmTile::C128xT128StreamK;
 }
 
 #if defined(QK_HAS_CUTLASS) && defined(QK_HAS_SM90A)
@@ -55,7 +55,6 @@ cudaError_t with_tile(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, int sm
     case Int8GemmTile::C128xT64StreamK: return f(Tile<64, 1, true>{});
     case Int8GemmTile::C128xT128: return f(Tile<128, 1, false>{});
     case Int8GemmTile::C128xT128StreamK: return f(Tile<128, 1, true>{});
-    case Int8GemmTile::C128xT256: return f(Tile<256, 1, false>{});
     case Int8GemmTile::C128xT256Cluster2: return f(Tile<256, 2, false>{});
     default: return cudaErrorInvalidValue;
   }

@@ -27,7 +27,6 @@ extern template struct Tile<64, 1, false>;
 extern template struct Tile<64, 1, true>;
 extern template struct Tile<128, 1, false>;
 extern template struct Tile<128, 1, true>;
-extern template struct Tile<256, 1, false>;
 extern template struct Tile<256, 2, false>;
 #endif
 

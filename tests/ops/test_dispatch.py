@@ -90,6 +90,70 @@ def test_int8_path_by_rows_and_shape(ops, monkeypatch, m, n, k, path):
     assert tuple(out.shape) == (m, n)
 
 
+INT8_GEMM_ROUTES = [  # (M, N, K, path): the rule with the tensor-core kernel and the larger-M GEMM kernel present
+    (16, 128, 256, "gemv"), (17, 128, 256, "tc"), (64, 128, 256, "tc"), (65, 128, 256, "gemm"),
+    (1024, 128, 256, "gemm"), (1025, 128, 256, "dequant"), (4095, 128, 256, "dequant"), (4096, 128, 256, "gemm"),
+    (2048, 4096, 256, "gemm"),  # 4096 channels and more: no wave exception
+    (100, 136, 256, "gemm"), (100, 100, 256, "dequant"),  # N % 8: the GEMM kernel; N % 64: not the tc kernel
+    (100, 128, 40, "dequant"),  # K % 16 != 0: no kernel
+]
+
+
+@pytest.mark.parametrize("m,n,k,path", INT8_GEMM_ROUTES)
+def test_int8_path_with_the_gemm_kernel(ops, monkeypatch, m, n, k, path):
+    """The int8 rule where the GEMM kernel exists (ops/_int8.py: gemm_rule), weight thresholds lowered to
+    these small shapes; and on smaller weights (thresholds as shipped) it starts at GEMM_SMALL_WEIGHT_FROM_M."""
+    from quanto_kernels.ops import _int8
+
+    ran = []
+
+    def record(name, rows, cols, dtype):
+        ran.append(name)
+        return torch.zeros(rows, cols, dtype=dtype)
+
+    monkeypatch.setattr(_int8, "run_tc", lambda a, w, s, bias, n_, k_: record("tc", a.shape[0], n_, a.dtype))
+    monkeypatch.setattr(_int8, "run_gemm", lambda a, w, s, bias, n_, k_: record("gemm", a.shape[0], n_, a.dtype))
+    monkeypatch.setattr(_int8, "run_gemv", lambda a, w, s, n_, k_, bias=None: record("gemv", a.shape[0], n_, a.dtype))
+    monkeypatch.setattr(_int8, "run_dequantize", lambda w, s, n_, k_: record("dequant", n_, k_, s.dtype))
+    for kernel in (_int8.FAMILY.tc, _int8.FAMILY.gemm):
+        monkeypatch.setattr(kernel, "_by_device", {None: True})
+    monkeypatch.setattr(_int8.FAMILY.tc, "min_weight", 0)
+    monkeypatch.setattr(_int8, "TC_MIN_WEIGHT", 0)
+    w, s = torch.zeros(n, k, dtype=torch.int8), torch.ones(n, 1, dtype=torch.bfloat16)
+    out = _int8.matmul(torch.zeros(m, k, dtype=torch.bfloat16), w, s, n, k)
+    assert ran == [path], (m, n, k, ran)
+    assert tuple(out.shape) == (m, n)
+    monkeypatch.setattr(_int8, "TC_MIN_WEIGHT", 1 << 25)
+    small = _int8.GEMM_SMALL_WEIGHT_FROM_M
+    assert not _int8.gemm_rule(small - 1, 128, 256) and _int8.gemm_rule(small, 128, 256)
+    assert _int8.gemm_rule(_int8.GEMM_FROM_M, 1 << 17, 256)
+
+
+def test_int8_gemm_forced_refuses_what_it_cannot_take_and_needs_the_kernel(ops, monkeypatch):
+    from quanto_kernels.ops import _int8
+
+    fam = _int8.FAMILY
+    monkeypatch.setattr(fam.gemm, "_by_device", {None: True, 0: True})
+    x = torch.zeros(600, 256, dtype=torch.bfloat16)
+    for n, k in ((100, 256), (128, 40)):
+        w, s = torch.zeros(n, k, dtype=torch.int8), torch.ones(n, 1, dtype=torch.bfloat16)
+        with ops.force_path("gemm"), pytest.raises(ValueError, match=r"^force_path\('gemm'\): the int8 GEMM kernel "
+                                                                rf"needs N % 8 == 0 and K % 16 == 0; got N={n}, K={k}"):
+            _int8.matmul(x[:, :k], w, s, n, k)
+    with ops.force_path("gemm"):
+        assert fam.use_gemm(1, 0, 8, 16)  # forced: every shape it takes, any M
+        assert not fam.use_tc(600, 0, 8192, 4096)
+    with ops.force_path("tc"):
+        assert not fam.use_gemm(600, 0, 8192, 4096)
+    monkeypatch.setattr(fam.gemm, "_by_device", {0: False})
+    assert not fam.use_gemm(600, 0, 8192, 4096)  # a GPU without the kernel: never chosen
+    with ops.force_path("gemm"), pytest.raises(ValueError, match=r"force_path\('gemm'\): the int8 family has no"):
+        fam.use_gemm(600, 0, 8192, 4096)
+    fp8 = ops.GEMM_FAMILIES["fp8_marlin"]
+    with ops.force_path("gemm"):
+        assert fp8.use_gemv(1)  # families without the kernel keep their own rule under "gemm"
+
+
 def test_int8_forced_tensor_cores_refuse_what_they_cannot_take(ops, monkeypatch):
     from quanto_kernels.ops import _int8
 
@@ -154,6 +218,19 @@ def test_kernel_epilogues_take_the_bias_they_can_read():
     for other in others:
         out = c.gemv_or_dequant(gemv, a, gemv_run, dequant, other, gemv_bias_n=8)
         assert seen[-1] == ("gemv", None, None) and torch.equal(out, threes)
+    # the GEMM kernel's epilogue reads 16-byte vectors: a bias starting off a 16-byte boundary goes to torch
+    gemm_fam = _Family(False, False)
+    gemm_fam.use_gemm = lambda m, d, n, k: True
+
+    def gemm_run(a, bias):
+        seen.append(("gemm", a.data_ptr() % 16, bias))
+        return torch.ones(a.shape[0], 8, dtype=a.dtype)
+
+    out = c.gemv_or_dequant(gemm_fam, a, None, dequant, own, gemm=(8, 16, gemm_run))
+    assert seen[-1] == ("gemm", 0, own) and torch.equal(out, ones)
+    mis = sp.misaligned(own)
+    out = c.gemv_or_dequant(gemm_fam, a, None, dequant, mis, gemm=(8, 16, gemm_run))
+    assert seen[-1] == ("gemm", 0, None) and torch.equal(out, threes)
     # GEMV without one (the int4 families): called without a bias, torch adds it
     out = c.gemv_or_dequant(gemv, a, gemv_run, dequant, own)
     assert seen[-1] == ("gemv", None, None) and torch.equal(out, threes)

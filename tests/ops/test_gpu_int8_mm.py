@@ -180,8 +180,10 @@ def test_shapes_it_cannot_take_are_refused_when_forced(ops, native_calls):
 @sp.requires_gpu
 def test_rule_serves_the_measured_region(ops, native_calls):
     """Without an override the kernel runs for from_m <= M <= to_m on weights of >= min_weight elements,
-    and nowhere else."""
-    tc = ops.GEMM_FAMILIES["int8"].tc
+    and nowhere else; where the larger-M GEMM kernel is available, it takes the rows its rule gives it."""
+    from quanto_kernels.ops import _int8
+
+    tc, gemm = ops.GEMM_FAMILIES["int8"].tc, ops.GEMM_FAMILIES["int8"].gemm
     k = 256
     for n in (tc.min_weight // k, 128):
         w, s, _, _ = _case(1, k, n, torch.bfloat16, "rule")
@@ -190,6 +192,7 @@ def test_rule_serves_the_measured_region(ops, native_calls):
             native_calls.clear()
             out = ops.int8_gemm(x, w, s)
             want = tc.from_m <= m <= tc.to_m and n * k >= tc.min_weight
+            want = want and not (gemm.available(0) and gemm.serves(m, n, k))
             assert ("int8_mm" in native_calls.names) == want, (m, n, native_calls.names)
             sp.assert_gemm_close(out, sp.matmul_reference(x, sp.int8_dequant_reference(w, s)), torch.bfloat16,
                                  f"rule M={m} N={n}")

@@ -157,18 +157,23 @@ class TensorCoreKernel:
     paths on the GPUs that run it (benchmarks/results, docs/ops.md).
 
     ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``), whose keyword
-    arguments are ``workspace_params``; ``max_m`` names the row-limit query (None: no limit).
+    arguments are ``workspace_params``; ``max_m`` names the row-limit query (None: no limit). ``rule``
+    (m, n, k) -> bool, when given, replaces the min_weight test inside [from_m, to_m].
     """
 
     def __init__(self, available: str, max_m: Optional[str], workspace: str, from_m: int, to_m: int,
-                 min_weight: int = 0, workspace_params: Tuple[str, ...] = ("m", "n", "k", "device")):
+                 min_weight: int = 0, workspace_params: Tuple[str, ...] = ("m", "n", "k", "device"),
+                 rule: Optional[Callable[[int, int, int], bool]] = None):
         self._available, self._max_m, self._workspace = available, max_m, workspace
         self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
+        self._rule = rule
         self._by_device = {}
         self.workspace_bytes = WorkspaceSizes(workspace, workspace_params)
 
     def serves(self, m: int, n: int, k: int) -> bool:
-        return self.from_m <= m <= min(self.to_m, self.max_m) and n * k >= self.min_weight
+        if not self.from_m <= m <= min(self.to_m, self.max_m):
+            return False
+        return self._rule(m, n, k) if self._rule is not None else n * k >= self.min_weight
 
     def available(self, device_index: int) -> bool:
         ok = self._by_device.get(device_index)
@@ -257,10 +262,11 @@ def gemv_or_dequant(family: GemmFamily, a: torch.Tensor, gemv: Optional[Callable
     dense, aligned ``a``; ``gemm`` the same for the family's larger-M GEMM kernel, whose epilogue reads a
     16-byte aligned bias. A bias no kernel takes is added afterwards by torch.
     """
-    if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0], tc[1]):
-        return with_bias(a, bias, tc[0], lambda b: tc[2](dense_aligned(a), b))
+    # The GEMM kernel first: where a device has it, its rule overrides the tensor-core kernel's upper range.
     if gemm is not None and family.use_gemm(a.shape[0], a.device.index, gemm[0], gemm[1]):
         return with_bias(a, bias, gemm[0], lambda b: gemm[2](dense_aligned(a), b), align=16)
+    if tc is not None and family.use_tc(a.shape[0], a.device.index, tc[0], tc[1]):
+        return with_bias(a, bias, tc[0], lambda b: tc[2](dense_aligned(a), b))
     if gemv is not None and family.use_gemv(a.shape[0]):
         if gemv_bias_n is not None:
             return with_bias(a, bias, gemv_bias_n, gemv)

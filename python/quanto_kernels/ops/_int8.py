@@ -22,22 +22,39 @@ ACT_DTYPES = (torch.float16, torch.bfloat16)
 # weights of at least 2^25 elements. Its time is flat up to 64 rows and beat the GEMV engine by 8-22 % at
 # M = 32 on all five layers measured, while the GEMV engine is as fast or faster at M = 16; at M = 512
 # dequantize + cuBLAS won on three of five.
+# Where the GEMM kernel below is available (sm_90a with CUTLASS), it takes M >= 65 and this kernel keeps 17..64.
 TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 17, 256, 1 << 25
 # What the library's plan reads at every call (tests and benchmarks force tile, split-K, blocks per
 # multiprocessor and stage depth with them).
 TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM", "QK_INT8_MM_SLICES")
 # The small-M plan reads QK_INT8_GEMV_KERNEL, QK_INT8_GEMV_BLOCKS_PER_SM and QK_GEMV_INT8_ENGINE the same way
 # (tests and benchmarks pick the kernel and its split count; a cached workspace size is asked again when short).
-# Where the GEMM kernel for larger M (sm_90a, CUTLASS mixed-input mainloop: qk_int8_gemm) takes over: see
-# GEMM_* below and benchmarks/results/int8_gemm_notes.md.
-GEMM_FROM_M, GEMM_TO_M, GEMM_MIN_WEIGHT = 257, 1 << 31, 0
+# The GEMM kernel for larger M (sm_90a, CUTLASS's mixed-input mainloop: qk_int8_gemm). Measured on an H200
+# against the kernels above, dequantize + cuBLAS and bf16 cuBLAS on six FLUX / LLM layers, M = 32 ... 4096
+# (benchmarks/results/int8_gemm_notes.md): from 65 rows it beat the tensor-core kernel on every weight of at
+# least 2^25 elements (M = 128: 8-30 %, M = 256: 15-30 %) and dequantize + cuBLAS at M = 512 ... 1024
+# (up to 32 %) and at M = 4096 (up to 12 %); at M = 2048 dequantize + cuBLAS stayed 9-13 % faster on the
+# 3072-channel layers (a 256-token tile grid of 1.5 waves), so those keep it between 1024 and 4096 rows.
+# Smaller weights (3072 x 3072): dequantize + cuBLAS up to M = 256, the GEMM kernel from 512 (same wave
+# exception).
+GEMM_FROM_M, GEMM_SMALL_WEIGHT_FROM_M, GEMM_WAVE_GAP = 65, 512, (1024, 4096)
+GEMM_WIDE_N = 4096
+
+
+def gemm_rule(m: int, n: int, k: int) -> bool:
+    """Where the GEMM kernel is the fastest int8 path (M >= GEMM_FROM_M already holds)."""
+    if n < GEMM_WIDE_N and GEMM_WAVE_GAP[0] < m < GEMM_WAVE_GAP[1]:
+        return False
+    return n * k >= TC_MIN_WEIGHT or m >= GEMM_SMALL_WEIGHT_FROM_M
+
+
 FAMILY = c.GemmFamily("int8", max_gemv_m="int8_max_gemv_m", workspace_bytes="int8_gemv_workspace_bytes",
                       tc=c.TensorCoreKernel(available="int8_mm_available", max_m="int8_mm_max_m",
                                             workspace="int8_mm_workspace_bytes", from_m=TC_FROM_M, to_m=TC_TO_M,
                                             min_weight=TC_MIN_WEIGHT),
                       gemm=c.TensorCoreKernel(available="int8_gemm_available", max_m=None,
                                               workspace="int8_gemm_workspace_bytes", from_m=GEMM_FROM_M,
-                                              to_m=GEMM_TO_M, min_weight=GEMM_MIN_WEIGHT,
+                                              to_m=(1 << 31) - 1, rule=gemm_rule,
                                               workspace_params=("m", "n", "k", "dtype", "device")))
 # The fused GEMV reads K in slices of 32 (one 32-byte memory sector per channel).
 GEMV_K_MULTIPLE = 32
