@@ -181,7 +181,6 @@ def test_shapes_it_cannot_take_are_refused_when_forced(ops, native_calls):
 def test_rule_serves_the_measured_region(ops, native_calls):
     """Without an override the kernel runs for from_m <= M <= to_m on weights of >= min_weight elements,
     and nowhere else; where the larger-M GEMM kernel is available, it takes the rows its rule gives it."""
-    from quanto_kernels.ops import _int8
 
     tc, gemm = ops.GEMM_FAMILIES["int8"].tc, ops.GEMM_FAMILIES["int8"].gemm
     k = 256
