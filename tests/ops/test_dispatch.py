@@ -90,10 +90,12 @@ def test_int8_path_by_rows_and_shape(ops, monkeypatch, m, n, k, path):
     assert tuple(out.shape) == (m, n)
 
 
-INT8_GEMM_ROUTES = [  # (M, N, K, path): the rule with the tensor-core kernel and the larger-M GEMM kernel present
+INT8_GEMM_ROUTES = [  # (M, N, K, path): the rule with the tensor-core kernel and the larger-M GEMM kernel present,
+    # on a GPU of 132 multiprocessors
     (16, 128, 256, "gemv"), (17, 128, 256, "tc"), (64, 128, 256, "tc"), (65, 128, 256, "gemm"),
-    (1024, 128, 256, "gemm"), (1025, 128, 256, "dequant"), (4095, 128, 256, "dequant"), (4096, 128, 256, "gemm"),
-    (2048, 4096, 256, "gemm"),  # 4096 channels and more: no wave exception
+    (1024, 128, 256, "gemm"), (1025, 128, 256, "dequant"),  # past 1024 rows: 5 tiles of 256 tokens, a thin wave
+    (2048, 3072, 16, "dequant"), (4608, 3072, 16, "dequant"),  # last wave 73 % / 82 % full
+    (4096, 3072, 16, "gemm"), (2048, 4096, 16, "gemm"),  # 97 %
     (100, 136, 256, "gemm"), (100, 100, 256, "dequant"),  # N % 8: the GEMM kernel; N % 64: not the tc kernel
     (100, 128, 40, "dequant"),  # K % 16 != 0: no kernel
 ]
@@ -103,6 +105,7 @@ INT8_GEMM_ROUTES = [  # (M, N, K, path): the rule with the tensor-core kernel an
 def test_int8_path_with_the_gemm_kernel(ops, monkeypatch, m, n, k, path):
     """The int8 rule where the GEMM kernel exists (ops/_int8.py: gemm_rule), weight thresholds lowered to
     these small shapes; and on smaller weights (thresholds as shipped) it starts at GEMM_SMALL_WEIGHT_FROM_M."""
+    from quanto_kernels.ops import _common as c
     from quanto_kernels.ops import _int8
 
     ran = []
@@ -119,14 +122,16 @@ def test_int8_path_with_the_gemm_kernel(ops, monkeypatch, m, n, k, path):
         monkeypatch.setattr(kernel, "_by_device", {None: True})
     monkeypatch.setattr(_int8.FAMILY.tc, "min_weight", 0)
     monkeypatch.setattr(_int8, "TC_MIN_WEIGHT", 0)
+    monkeypatch.setattr(c, "device_sm_count", lambda device_index: 132)
     w, s = torch.zeros(n, k, dtype=torch.int8), torch.ones(n, 1, dtype=torch.bfloat16)
     out = _int8.matmul(torch.zeros(m, k, dtype=torch.bfloat16), w, s, n, k)
     assert ran == [path], (m, n, k, ran)
     assert tuple(out.shape) == (m, n)
     monkeypatch.setattr(_int8, "TC_MIN_WEIGHT", 1 << 25)
     small = _int8.GEMM_SMALL_WEIGHT_FROM_M
-    assert not _int8.gemm_rule(small - 1, 128, 256) and _int8.gemm_rule(small, 128, 256)
-    assert _int8.gemm_rule(_int8.GEMM_FROM_M, 1 << 17, 256)
+    assert not _int8.gemm_rule(small - 1, 128, 256, 132) and _int8.gemm_rule(small, 128, 256, 132)
+    assert _int8.gemm_rule(_int8.GEMM_FROM_M, 1 << 17, 256, 132)
+    assert _int8.wave_fill(4096, 3072, 132) == pytest.approx(384 / 396) and _int8.wave_fill(1, 8, 0) == 1.0
 
 
 def test_int8_gemm_forced_refuses_what_it_cannot_take_and_needs_the_kernel(ops, monkeypatch):

@@ -191,7 +191,7 @@ def test_rule_serves_the_measured_region(ops, native_calls):
             native_calls.clear()
             out = ops.int8_gemm(x, w, s)
             want = tc.from_m <= m <= tc.to_m and n * k >= tc.min_weight
-            want = want and not (gemm.available(0) and gemm.serves(m, n, k))
+            want = want and not (gemm.available(0) and gemm.serves(m, n, k, 0))
             assert ("int8_mm" in native_calls.names) == want, (m, n, native_calls.names)
             sp.assert_gemm_close(out, sp.matmul_reference(x, sp.int8_dequant_reference(w, s)), torch.bfloat16,
                                  f"rule M={m} N={n}")

@@ -149,6 +149,19 @@ def forced_path() -> Optional[str]:
     return _forced
 
 
+_sm_counts = {}
+
+
+def device_sm_count(device_index: Optional[int]) -> int:
+    """Multiprocessors of a CUDA device (cached); 0 where there is none (CPU tensors)."""
+    count = _sm_counts.get(device_index)
+    if count is None:
+        ok = device_index is not None and torch.cuda.is_available()
+        count = torch.cuda.get_device_properties(device_index).multi_processor_count if ok else 0
+        _sm_counts[device_index] = count
+    return count
+
+
 class TensorCoreKernel:
     """A family's tensor-core kernel: which devices run it, its row limit and where it is the fastest path.
 
@@ -158,7 +171,7 @@ class TensorCoreKernel:
 
     ``workspace`` names its split-K workspace query (cached per shape: ``WorkspaceSizes``), whose keyword
     arguments are ``workspace_params``; ``max_m`` names the row-limit query (None: no limit). ``rule``
-    (m, n, k) -> bool, when given, replaces the min_weight test inside [from_m, to_m].
+    (m, n, k, sm_count) -> bool, when given, replaces the min_weight test inside [from_m, to_m].
     """
 
     def __init__(self, available: str, max_m: Optional[str], workspace: str, from_m: int, to_m: int,
@@ -170,10 +183,12 @@ class TensorCoreKernel:
         self._by_device = {}
         self.workspace_bytes = WorkspaceSizes(workspace, workspace_params)
 
-    def serves(self, m: int, n: int, k: int) -> bool:
+    def serves(self, m: int, n: int, k: int, device_index: Optional[int] = None) -> bool:
         if not self.from_m <= m <= min(self.to_m, self.max_m):
             return False
-        return self._rule(m, n, k) if self._rule is not None else n * k >= self.min_weight
+        if self._rule is not None:
+            return self._rule(m, n, k, device_sm_count(device_index))
+        return n * k >= self.min_weight
 
     def available(self, device_index: int) -> bool:
         ok = self._by_device.get(device_index)
@@ -242,7 +257,7 @@ class GemmFamily:
             return True
         if _forced is not None or self.gemm is None:
             return False
-        return self.gemm.serves(m, n, k) and self.gemm.available(device_index)
+        return self.gemm.serves(m, n, k, device_index) and self.gemm.available(device_index)
 
     def __repr__(self) -> str:
         return f"GemmFamily({self.name!r})"

@@ -30,20 +30,27 @@ TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM
 # The small-M plan reads QK_INT8_GEMV_KERNEL, QK_INT8_GEMV_BLOCKS_PER_SM and QK_GEMV_INT8_ENGINE the same way
 # (tests and benchmarks pick the kernel and its split count; a cached workspace size is asked again when short).
 # The GEMM kernel for larger M (sm_90a, CUTLASS's mixed-input mainloop: qk_int8_gemm). Measured on an H200
-# against the kernels above, dequantize + cuBLAS and bf16 cuBLAS on six FLUX / LLM layers, M = 32 ... 4096
-# (benchmarks/results/int8_gemm_notes.md): from 65 rows it beat the tensor-core kernel on every weight of at
-# least 2^25 elements (M = 128: 8-30 %, M = 256: 15-30 %) and dequantize + cuBLAS at M = 512 ... 1024
-# (up to 32 %) and at M = 4096 (up to 12 %); at M = 2048 dequantize + cuBLAS stayed 9-13 % faster on the
-# 3072-channel layers (a 256-token tile grid of 1.5 waves), so those keep it between 1024 and 4096 rows.
-# Smaller weights (3072 x 3072): dequantize + cuBLAS up to M = 256, the GEMM kernel from 512 (same wave
-# exception).
-GEMM_FROM_M, GEMM_SMALL_WEIGHT_FROM_M, GEMM_WAVE_GAP = 65, 512, (1024, 4096)
-GEMM_WIDE_N = 4096
+# against the kernels above, dequantize + cuBLAS and bf16 cuBLAS on six FLUX / LLM layers, M = 32 ... 4096, and
+# in the layer benchmark (benchmarks/results/int8_gemm_notes.md): from 65 rows it beat the tensor-core kernel
+# on every weight of at least 2^25 elements (M = 128: 8-30 %, M = 256: 15-30 %) and dequantize + cuBLAS at
+# M = 512 ... 1024 (up to 32 %); smaller weights (3072 x 3072) keep dequantize + cuBLAS below 512 rows. Past
+# 1024 rows it won where its grid of 256-token tiles fills its last wave of multiprocessors (>= 90 %: M = 2048 on
+# 4096+ channels, M = 4096 everywhere) and lost 9-13 % where it does not (3072 channels at M = 2048: 73 %;
+# 4608 rows: 82 %), so those keep dequantize + cuBLAS.
+GEMM_FROM_M, GEMM_SMALL_WEIGHT_FROM_M, GEMM_WAVE_FROM_M, GEMM_MIN_WAVE_FILL = 65, 512, 1025, 0.9
 
 
-def gemm_rule(m: int, n: int, k: int) -> bool:
+def wave_fill(m: int, n: int, sm_count: int) -> float:
+    """How full the last wave of the GEMM kernel's 128-channel x 256-token tile grid is, 0..1 (1: whole waves)."""
+    tiles = -(-n // 128) * -(-m // 256)
+    if sm_count <= 0:
+        return 1.0
+    return tiles / (-(-tiles // sm_count) * sm_count)
+
+
+def gemm_rule(m: int, n: int, k: int, sm_count: int) -> bool:
     """Where the GEMM kernel is the fastest int8 path (M >= GEMM_FROM_M already holds)."""
-    if n < GEMM_WIDE_N and GEMM_WAVE_GAP[0] < m < GEMM_WAVE_GAP[1]:
+    if m >= GEMM_WAVE_FROM_M and wave_fill(m, n, sm_count) < GEMM_MIN_WAVE_FILL:
         return False
     return n * k >= TC_MIN_WEIGHT or m >= GEMM_SMALL_WEIGHT_FROM_M
 
