@@ -91,8 +91,32 @@ def report() -> dict:
     facts["formats"] = [f.name for f in served_formats()]
     facts["fp8_tensor_cores"] = report_tensor_cores(facts, "fp8_marlin", "qfloat8")
     facts["int8_tensor_cores"] = report_tensor_cores(facts, "int8", "qint8")
+    facts["int8_gemm"] = report_int8_gemm(facts)
     facts["fp8_compute"] = report_fp8_compute(facts)
     return facts
+
+
+def report_int8_gemm(facts) -> dict:
+    """Whether each GPU runs qint8 products of larger M on the int8 GEMM kernel (sm_90a, CUTLASS)."""
+    if not (facts.get("gpu") and facts.get("library")):
+        return {}
+    import torch
+
+    from .ops import GEMM_FAMILIES
+
+    gemm = GEMM_FAMILIES["int8"].gemm
+    found = {}
+    for i in range(torch.cuda.device_count()):
+        try:
+            ok = gemm.available(i)
+        except Exception as exc:  # noqa: BLE001 - a library without the entry point: say so, go on
+            _line(f"  qint8 GEMM kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
+            continue
+        found[str(i)] = ok
+        where = (f"yes, from M = {gemm.from_m} by the rule in ops/_int8.py (gemm_rule)" if ok else
+                 "no (needs an sm_90 GPU and a library built with sm_90a and CUTLASS's headers; other paths serve)")
+        _line(f"  qint8 GEMM kernel GPU {i}", where)
+    return found
 
 
 def report_tensor_cores(facts, family: str, fmt: str) -> dict:
