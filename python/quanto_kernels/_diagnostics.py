@@ -98,47 +98,38 @@ def report() -> dict:
 
 def report_int8_gemm(facts) -> dict:
     """Whether each GPU runs qint8 products of larger M on the int8 GEMM kernel (sm_90a, CUTLASS)."""
-    if not (facts.get("gpu") and facts.get("library")):
-        return {}
-    import torch
-
-    from .ops import GEMM_FAMILIES
-
-    gemm = GEMM_FAMILIES["int8"].gemm
-    found = {}
-    for i in range(torch.cuda.device_count()):
-        try:
-            ok = gemm.available(i)
-        except Exception as exc:  # noqa: BLE001 - a library without the entry point: say so, go on
-            _line(f"  qint8 GEMM kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
-            continue
-        found[str(i)] = ok
-        where = (f"yes, from M = {gemm.from_m} by the rule in ops/_int8.py (gemm_rule)" if ok else
-                 "no (needs an sm_90 GPU and a library built with sm_90a and CUTLASS's headers; other paths serve)")
-        _line(f"  qint8 GEMM kernel GPU {i}", where)
-    return found
+    return _report_kernel(facts, "int8", "gemm", "qint8 GEMM kernel",
+                          lambda k: f"yes, from M = {k.from_m} by the rule in ops/_int8.py (gemm_rule)",
+                          "no (needs an sm_90 GPU and a library built with sm_90a and CUTLASS's headers; other "
+                          "paths serve)")
 
 
 def report_tensor_cores(facts, family: str, fmt: str) -> dict:
     """Whether each GPU runs the format's weight-only products of medium M on its tensor-core kernel."""
+    return _report_kernel(facts, family, "tc", f"{fmt} tensor-core kernel",
+                          lambda k: f"yes, for {k.from_m} <= M <= {k.to_m} on weights of >= {k.min_weight} "
+                                    "elements (N x K)",
+                          "no (needs an sm_90 GPU and a library built with sm_90a; GEMV and dequantize paths)")
+
+
+def _report_kernel(facts, family: str, attr: str, label: str, yes, no: str) -> dict:
+    """One line per GPU: whether the family's kernel `attr` ("tc" or "gemm") runs there; {GPU index: bool}."""
     if not (facts.get("gpu") and facts.get("library")):
         return {}
     import torch
 
     from .ops import GEMM_FAMILIES
 
-    tc = GEMM_FAMILIES[family].tc
+    kernel = getattr(GEMM_FAMILIES[family], attr)
     found = {}
     for i in range(torch.cuda.device_count()):
         try:
-            ok = tc.available(i)
+            ok = kernel.available(i)
         except Exception as exc:  # noqa: BLE001 - a library without the entry point: say so, go on
-            _line(f"  {fmt} tensor-core kernel GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
+            _line(f"  {label} GPU {i}", f"unknown ({type(exc).__name__}: {exc})")
             continue
         found[str(i)] = ok
-        where = (f"yes, for {tc.from_m} <= M <= {tc.to_m} on weights of >= {tc.min_weight} elements (N x K)"
-                 if ok else "no (needs an sm_90 GPU and a library built with sm_90a; GEMV and dequantize paths)")
-        _line(f"  {fmt} tensor-core kernel GPU {i}", where)
+        _line(f"  {label} GPU {i}", yes(kernel) if ok else no)
     return found
 
 

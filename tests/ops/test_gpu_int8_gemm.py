@@ -26,6 +26,8 @@ import torch
 
 import support as sp
 from ops.test_gpu_fuzz import N_CASES, _poison, _run
+from ops.test_gpu_int8_mm import _case as _mm_case
+from ops.test_gpu_int8_mm import _check
 
 DEV = "cuda"
 DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
@@ -46,11 +48,8 @@ def _needs_kernel(ops):
 
 
 def _case(m, k, n, dtype, *tag):
-    g = sp.generator("int8-gemm", m, k, n, str(dtype), *tag)
-    w, s = sp.random_int8_weight(n, k, dtype, g)
-    x = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
-    bias = torch.randn(n, generator=g, device=DEV, dtype=dtype)
-    return w, s, x, bias
+    """Fresh weight, scales, activations and bias (the medium-M kernel's tests' maker, seeded apart)."""
+    return _mm_case(m, k, n, dtype, "gemm", *tag)
 
 
 def _run_gemm(ops, x, w, s, bias=None):
@@ -60,17 +59,6 @@ def _run_gemm(ops, x, w, s, bias=None):
     sp.poison_allocator()
     with ops.force_path("gemm"):
         return _int8.matmul(x, w, s, n, k, bias)
-
-
-def _check(out, x, w, s, dtype, what, bias=None):
-    wd = sp.int8_dequant_reference(w, s)
-    ref = sp.matmul_reference(x, wd, bias)
-    sp.assert_all_finite(out, what)
-    if bias is None:  # the element-wise bound is stated for the bare product
-        over = sp.max_abs_over(out, ref, sp.int8_gemm_bound(x, wd, dtype, "gemv"))
-        assert over <= 0, f"{what}: outside the fused path's element-wise bound by {over:.3g}"
-    if out.numel() >= 64:
-        sp.assert_gemm_close(out, ref, dtype, what)
 
 
 @pytest.mark.gpu
