@@ -106,9 +106,10 @@ def report_int8_gemm(facts) -> dict:
 
 def report_tensor_cores(facts, family: str, fmt: str) -> dict:
     """Whether each GPU runs the format's weight-only products of medium M on its tensor-core kernel."""
+    gemm = "; rows the GEMM kernel below takes go there" if family == "int8" else ""
     return _report_kernel(facts, family, "tc", f"{fmt} tensor-core kernel",
                           lambda k: f"yes, for {k.from_m} <= M <= {k.to_m} on weights of >= {k.min_weight} "
-                                    "elements (N x K)",
+                                    f"elements (N x K){gemm}",
                           "no (needs an sm_90 GPU and a library built with sm_90a; GEMV and dequantize paths)")
 
 
@@ -186,7 +187,8 @@ def served_formats():
                {torch.float16: "AWQWeightQBitsTensor", torch.bfloat16: "Bf16AWQWeightQBitsTensor"},
                ("awq_int4_gemv", "awq_int4_dequantize"), "weight-only, fp16/bf16 activations, group 128, via AWQ"),
         Format("qint8", "qint8", (torch.bfloat16, torch.float16), "WeightQBytesTensor",
-               ("int8_gemv", "int8_mm", "int8_dequantize"), "weight-only, fp16/bf16 activations, quanto's own int8 layout"),
+               ("int8_gemv", "int8_mm", "int8_gemm", "int8_dequantize"),
+               "weight-only, fp16/bf16 activations, quanto's own int8 layout"),
     ]
 
 
@@ -244,6 +246,11 @@ def self_check() -> bool:
     return ok
 
 
+# Rows per layer: the fused small-M kernels (1, 16), the medium-M paths (77) and the larger-M ones (600: on
+# Hopper the int8 GEMM kernel, elsewhere dequantize + matmul).
+SELF_CHECK_ROWS = (1, 16, 77, 600)
+
+
 def _self_check_formats(k, n) -> bool:
     import torch
     from optimum.quanto import freeze, qtypes, quantize
@@ -258,7 +265,7 @@ def _self_check_formats(k, n) -> bool:
             freeze(model)
             weight = model[0].weight
             kind = type(weight).__name__
-            for m in (1, 16, 77):
+            for m in SELF_CHECK_ROWS:
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
                 counts, undo = _recording_calls()
                 try:
