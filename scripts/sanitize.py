@@ -17,7 +17,9 @@ Coverage (each also on its own: ``python scripts/sanitize.py``):
   Marlin int4 dequantize + GEMM, fp16 and bf16, K in {128, 256}, N in {64, 192}, scale_perm
   none/block32/block64, M in {1, 9, 16, 17}, plus group size 32 (the kernel's one-k-tile unit);
   int8 rows (when the library has them) dequantize + GEMM, fp16 and bf16, K in {32, 96, 40}, N in {64, 192},
-  M on both sides of the int8 fused limit;
+  M on both sides of the int8 fused limit; the int8 GEMM for larger M (sm_90 with an sm_90a build with
+  CUTLASS), every configuration forced, M in {1, 65, 300, 1025}, (K, N) in {(16, 8), (272, 136), (1040, 584)},
+  with bias;
   FP8 compute (GPUs with FP8 tensor cores: compute capability 8.9+): fp8_compute_linear forced onto its
   FP8 path (activation quantization + FP8 tensor-core GEMM) for M in {1, 3, 17, L, L + 1, 130, 257},
   K in {32, 96, 544}, N in {64, 192}, fp16 and bf16, with and without bias, plus the op's own M rule at
@@ -250,6 +252,38 @@ def sweep_int8_mm():
     _sweep_tc("int8mm", "int8", _int8, make_weight)
 
 
+def sweep_int8_gemm():
+    """The int8 GEMM for larger M (sm_90 with an sm_90a + CUTLASS build): every configuration forced, M on
+    both sides of each token tile and past one wave, N % 128 != 0, K % 64 != 0, with bias."""
+    from quanto_kernels.ops import _int8
+
+    if not _int8.FAMILY.gemm.available(torch.cuda.current_device()):
+        print("int8gemm: skipped (the int8 GEMM kernel needs an sm_90 GPU and an sm_90a build with CUTLASS)")
+        return
+    for dtype in (f16, bf16):
+        for k, n in [(16, 8), (272, 136), (1040, 584)]:
+            g = gen("int8gemm", str(dtype), k, n)
+            w = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+            s = (torch.rand(n, 1, generator=g) * 0.02 + 0.001).to(dtype)
+            ref_w = w.double() * s.double()
+            wg, sg = cuda(w), cuda(s)
+            bias = torch.randn(n, generator=g).to(dtype)
+            bias_g = cuda(bias)
+            for tile in ("64", "64s", "128", "128s", "256c2", None):
+                _set_env(("QK_INT8_GEMM_TILE",), (tile,))
+                for m in (1, 65, 300, 1025):
+                    a = torch.randn(m, k, generator=g).to(dtype)
+                    ag = cuda(a)
+                    what = f"int8gemm M={m} K={k} N={n} tile={tile} {dtype}"
+
+                    def forced(ag=ag):
+                        with ops.force_path("gemm"):
+                            return _int8.matmul(ag, wg, sg, n, k, bias_g)
+
+                    run(what, forced, gemm_close(gu.matmul_reference(a, ref_w, bias), dtype, what))
+            _set_env(("QK_INT8_GEMM_TILE",), None)
+
+
 def sweep_awq():
     for dtype in (f16, bf16):
         for k in (128, 384):
@@ -382,7 +416,8 @@ def main() -> int:
     print(f"SANITIZE_LIMITS fp8={FUSED_LIMITS['fp8']} int4={FUSED_LIMITS['int4']} int8={FUSED_LIMITS.get('int8', '-')}"
           " (largest M of the fused kernels)", flush=True)
     t0 = time.time()
-    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_fp8_mm, sweep_awq, sweep_marlin, sweep_int8, sweep_int8_mm, sweep_fp8_compute):
+    for sweep in (sweep_unpack, sweep_repack, sweep_fp8, sweep_fp8_mm, sweep_awq, sweep_marlin, sweep_int8, sweep_int8_mm,
+                  sweep_int8_gemm, sweep_fp8_compute):
         sweep()
     seconds = time.time() - t0
     if FAILURES:
