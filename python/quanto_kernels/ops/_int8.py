@@ -187,7 +187,9 @@ def matmul(a, w, scales, n: int, k: int, bias: Optional[torch.Tensor] = None) ->
                          f"K % {GEMM_K_MULTIPLE} == 0; got N={n}, K={k}")
     gemv = None if k % GEMV_K_MULTIPLE else (lambda b: run_gemv(a, w, scales, n, k, b))
     tc = (n, k, lambda x, b: run_tc(x, w, scales, b, n, k)) if tc_fits(n, k) else None
-    gemm = (n, k, lambda x, b: run_gemm(x, w, scales, b, n, k)) if gemm_fits(n, k) else None
+    # Built only for rows it may take: the small-M calls skip its rule (host time per layer call counts).
+    gemm = ((n, k, lambda x, b: run_gemm(x, w, scales, b, n, k))
+            if (a.shape[0] >= GEMM_FROM_M or forced == "gemm") and gemm_fits(n, k) else None)
     return c.gemv_or_dequant(FAMILY, a, gemv, lambda: run_dequantize(w, scales, n, k), bias, tc=tc, gemv_bias_n=n,
                              gemm=gemm)
 
