@@ -406,6 +406,18 @@ int32_t check_int8_gemm_sizes(int64_t m, int64_t n, int64_t k) {
   QK_REQUIRE(k % 16 == 0, "k: the int8 GEMM needs k %% 16 == 0, got %lld", static_cast<long long>(k));
   return QK_STATUS_OK;
 }
+
+// Workspace bytes of the configuration `tile` (the stream-K schedules need one).
+int32_t int8_gemm_need(qk::Int8GemmTile tile, int64_t m, int64_t n, int64_t k, int32_t dtype, int sms, int64_t* need) {
+  size_t bytes = 0;
+  const cudaError_t e =
+      qk::int8_gemm_workspace_bytes(tile, m, n, k, static_cast<qk::DType>(dtype), sms, &bytes);
+  if (e != cudaSuccess) {
+    return qk::fail(QK_STATUS_CUDA_ERROR, "int8_gemm: workspace query failed: %s", cudaGetErrorString(e));
+  }
+  *need = static_cast<int64_t>(bytes);
+  return QK_STATUS_OK;
+}
 }  // namespace
 
 QK_API int32_t qk_int8_gemm_available(int32_t device, int32_t* available) {
@@ -425,11 +437,8 @@ QK_API int32_t qk_int8_gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, int
     *bytes = 0;
     return qk::ok();
   }
-  size_t need = 0;
-  const cudaError_t e = qk::int8_gemm_workspace_bytes(qk::Int8GemmTile::Auto, m, n, k, static_cast<qk::DType>(dtype),
-                                                      qk::sm_count(device), &need);
-  if (e != cudaSuccess) return qk::fail(QK_STATUS_CUDA_ERROR, "int8_gemm: workspace query failed: %s", cudaGetErrorString(e));
-  *bytes = static_cast<int64_t>(need);
+  const int sms = qk::sm_count(device);
+  QK_TRY(int8_gemm_need(qk::plan_int8_gemm(m, n, k, sms), m, n, k, dtype, sms, bytes));
   return qk::ok();
 }
 
@@ -447,12 +456,15 @@ QK_API int32_t qk_int8_gemm(const void* a, const void* w, const void* scales, co
                     "int8_gemm: device %d cannot run it (needs sm_90 and a library built with sm_90a and CUTLASS; "
                     "see qk_int8_gemm_available)", device);
   }
-  QK_REQUIRE(workspace_bytes >= 0, "workspace_bytes: must not be negative");
-  QK_REQUIRE(workspace_bytes == 0 || (workspace != nullptr && aligned16(workspace)),
-             "workspace: must be a 16-byte aligned device pointer");
+  // Planned once here: a workspace sized for another plan (an override changed since the query) is refused
+  // as an invalid argument, which the Python layer answers by asking again.
   const int sms = qk::sm_count(device);
+  const qk::Int8GemmTile tile = qk::plan_int8_gemm(m, n, k, sms);
+  int64_t need = 0;
+  QK_TRY(int8_gemm_need(tile, m, n, k, dtype, sms, &need));
+  QK_TRY(check_workspace(workspace, workspace_bytes, need));
   return qk::launch_on(device, stream, "int8_gemm", [&](cudaStream_t s) {
-    return qk::launch_int8_gemm(qk::Int8GemmTile::Auto, a, static_cast<const int8_t*>(w), scales, bias, out,
+    return qk::launch_int8_gemm(tile, a, static_cast<const int8_t*>(w), scales, bias, out,
                                 workspace, static_cast<size_t>(workspace_bytes), m, n, k,
                                 static_cast<qk::DType>(dtype), sms, s);
   });

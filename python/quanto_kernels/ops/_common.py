@@ -176,7 +176,7 @@ class TensorCoreKernel:
 
     def __init__(self, available: str, max_m: Optional[str], workspace: str, from_m: int, to_m: int,
                  min_weight: int = 0, workspace_params: Tuple[str, ...] = ("m", "n", "k", "device"),
-                 rule: Optional[Callable[[int, int, int], bool]] = None):
+                 rule: Optional[Callable[[int, int, int, int], bool]] = None):
         self._available, self._max_m, self._workspace = available, max_m, workspace
         self.from_m, self.to_m, self.min_weight = from_m, to_m, min_weight
         self._rule = rule

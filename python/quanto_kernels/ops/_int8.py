@@ -29,6 +29,7 @@ TC_FROM_M, TC_TO_M, TC_MIN_WEIGHT = 17, 256, 1 << 25
 TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM", "QK_INT8_MM_SLICES")
 # The small-M plan reads QK_INT8_GEMV_KERNEL, QK_INT8_GEMV_BLOCKS_PER_SM and QK_GEMV_INT8_ENGINE the same way
 # (tests and benchmarks pick the kernel and its split count; a cached workspace size is asked again when short).
+
 # The GEMM kernel for larger M (sm_90a, CUTLASS's mixed-input mainloop: qk_int8_gemm). Measured on an H200
 # against the kernels above, dequantize + cuBLAS and bf16 cuBLAS on six FLUX / LLM layers, M = 32 ... 4096, and
 # in the layer benchmark (benchmarks/results/int8_gemm_notes.md): from 65 rows it beat the tensor-core kernel
