@@ -3,7 +3,7 @@
 Usage: python benchmarks/int8_gemm_probe.py LIB [check|perf|one M N K]
 
 check  M in a ragged set (1 ... 4097) x (N, K) in a ragged set (N % 8 == 0, K % 16 == 0), bf16 and fp16, with
-       and without bias, every configuration (QK_INT8_GEMM_TILE = 64, 64s, 128, 128s, 256c2 and the
+       and without bias, every configuration (QK_INT8_GEMM_TILE = 64, 64s, 128, 128s, 256c2, 256s and the
        library's own choice): against
        the fp64 product, outputs poisoned with NaN plus a guard row that must stay NaN, each run twice and
        compared bit for bit.
@@ -25,7 +25,7 @@ native = Native(sys.argv[1])
 sig, chk = native.sig, native.chk
 dev = torch.device("cuda:0")
 ENV = ("QK_INT8_GEMM_TILE",)
-TILES = (None, "64", "64s", "128", "128s", "256c2")
+TILES = (None, "64", "64s", "128", "128s", "256c2", "256s")
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2}  # relative Frobenius error against the fp64 product
 
 gemm_fn = sig("qk_int8_gemm", P, P, P, P, P, P, I64, I64, I64, I64, I32, I32, P)

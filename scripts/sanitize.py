@@ -269,7 +269,7 @@ def sweep_int8_gemm():
             wg, sg = cuda(w), cuda(s)
             bias = torch.randn(n, generator=g).to(dtype)
             bias_g = cuda(bias)
-            for tile in ("64", "64s", "128", "128s", "256c2", None):
+            for tile in ("64", "64s", "128", "128s", "256c2", "256s", None):
                 _set_env(("QK_INT8_GEMM_TILE",), (tile,))
                 for m in (1, 65, 300, 1025):
                     a = torch.randn(m, k, generator=g).to(dtype)

@@ -26,6 +26,7 @@ Int8GemmTile forced_tile() {
   if (s == "128") return Int8GemmTile::C128xT128;
   if (s == "128s") return Int8GemmTile::C128xT128StreamK;
   if (s == "256c2") return Int8GemmTile::C128xT256Cluster2;
+  if (s == "256s") return Int8GemmTile::C128xT256StreamK;
   return Int8GemmTile::Auto;
 }
 }  // namespace
@@ -56,6 +57,7 @@ cudaError_t with_tile(Int8GemmTile tile, int64_t m, int64_t n, int64_t k, int sm
     case Int8GemmTile::C128xT128: return f(Tile<128, 1, false>{});
     case Int8GemmTile::C128xT128StreamK: return f(Tile<128, 1, true>{});
     case Int8GemmTile::C128xT256Cluster2: return f(Tile<256, 2, false>{});
+    case Int8GemmTile::C128xT256StreamK: return f(Tile<256, 1, true>{});
     default: return cudaErrorInvalidValue;
   }
 }

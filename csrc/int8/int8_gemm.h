@@ -20,14 +20,15 @@ enum class Int8GemmTile : int32_t {
   C128xT128 = 3,
   C128xT128StreamK = 4,
   C128xT256Cluster2 = 5,
+  C128xT256StreamK = 6,
 };
 
 // Whether this library was built with the kernel (sm_90a target and CUTLASS headers present).
 bool int8_gemm_built();
 
 // The configuration for an M x N x K product on sm_count multiprocessors (measured on an H200:
-// benchmarks/results/int8_gemm_notes.md); QK_INT8_GEMM_TILE = 64 | 64s | 128 | 128s | 256c2 (tokens per
-// tile, s: stream-K, c2: two-block clusters) overrides it, for tests and benchmarks.
+// benchmarks/results/int8_gemm_notes.md); QK_INT8_GEMM_TILE = 64 | 64s | 128 | 128s | 256c2 | 256s (tokens
+// per tile, s: stream-K, c2: two-block clusters) overrides it, for tests and benchmarks.
 Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k, int sm_count);
 
 // Workspace bytes the launch needs (0 for the persistent schedules; the stream-K schedule keeps partial sums

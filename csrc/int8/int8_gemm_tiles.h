@@ -28,6 +28,7 @@ extern template struct Tile<64, 1, true>;
 extern template struct Tile<128, 1, false>;
 extern template struct Tile<128, 1, true>;
 extern template struct Tile<256, 2, false>;
+extern template struct Tile<256, 1, true>;
 #endif
 
 }  // namespace qk::int8_gemm_cutlass

@@ -8,8 +8,9 @@ and the suite's relative tolerance; outputs come from a poisoned allocator. The 
 with a library built for sm_90a with CUTLASS's headers; elsewhere the module is skipped with the reason.
 
   * every configuration (QK_INT8_GEMM_TILE: 64 / 128 tokens per tile with the persistent or the stream-K
-    schedule, 256 tokens in two-block clusters, and the plan's own choice) over ragged M, N a multiple of 8
-    but not of the 128-channel tile, K not a multiple of a 64-deep stage; bit-identical from call to call;
+    schedule, 256 tokens in two-block clusters or stream-K, and the plan's own choice) over ragged M, N a
+    multiple of 8 but not of the 128-channel tile, K not a multiple of a 64-deep stage; bit-identical from
+    call to call;
   * bias in the epilogue, a bias it cannot read (another dtype, a misaligned start: added afterwards),
     views and misaligned activations, misaligned and flat (N,) scales;
   * shapes it cannot take are refused when forced and go elsewhere by the rule;
@@ -31,7 +32,7 @@ from ops.test_gpu_int8_mm import _check
 
 DEV = "cuda"
 DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
-CONFIGS = ["auto", "64", "64s", "128", "128s", "256c2"]
+CONFIGS = ["auto", "64", "64s", "128", "128s", "256c2", "256s"]
 # (M, K, N): one 16-deep slice, K % 64 = 16 / 48, N % 128 = 8 / 64 / 72, M around every token tile and
 # above one wave of tiles.
 SHAPES = [(1, 16, 8), (7, 48, 136), (64, 112, 320), (65, 1040, 584), (129, 272, 128), (256, 64, 1032),
@@ -194,7 +195,7 @@ def test_fuzz_int8_gemm(ops):
         n = 8 * r.choice([1, 3, 16, 17, r.randint(1, 256)])
         k = 16 * r.choice([1, 3, 4, 5, 9, r.randint(1, 128)])
         dtype = r.choice([torch.float16, torch.bfloat16])
-        config = r.choice(["", "", "64", "64s", "128", "128s", "256c2"])
+        config = r.choice(["", "", "64", "64s", "128", "128s", "256c2", "256s"])
         g = sp.generator("fuzz", "int8-gemm", i)
         w, s = sp.random_int8_weight(n, k, dtype, g)
         s_arg = s.reshape(n) if r.random() < 0.5 else s
