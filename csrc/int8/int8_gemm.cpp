@@ -32,16 +32,27 @@ Int8GemmTile forced_tile() {
 }  // namespace
 
 Int8GemmTile plan_int8_gemm(int64_t m, int64_t n, int64_t k, int sm_count) {
-  (void)k;
   const Int8GemmTile forced = forced_tile();
   if (forced != Int8GemmTile::Auto) return forced;
+  const int64_t sms = sm_count > 0 ? sm_count : 1;
   // Blocks the tile grid gives; below half the multiprocessors the persistent schedule leaves most of the
   // GPU idle on long K, and stream-K splits K instead (measured: 32 or 24 channel tiles at M <= 256).
   const int64_t channel_tiles = (n + 127) / 128;
-  const auto fills = [&](int64_t tokens) { return channel_tiles * ((m + tokens - 1) / tokens) * 2 >= sm_count; };
+  const auto tiles = [&](int64_t tokens) { return channel_tiles * ((m + tokens - 1) / tokens); };
+  const auto fills = [&](int64_t tokens) { return tiles(tokens) * 2 >= sms; };
   if (m <= 64) return fills(64) ? Int8GemmTile::C128xT64 : Int8GemmTile::C128xT64StreamK;
   if (m <= 128) return fills(128) ? Int8GemmTile::C128xT128 : Int8GemmTile::C128xT128StreamK;
-  // Past 128 rows the 256-token tile in two-block clusters was the fastest wherever its grid fills half the GPU.
+  // Past 128 rows the 256-token tile is the fastest per block: in two-block clusters with the persistent
+  // schedule where its grid fills >= 90 % of its last wave of multiprocessors; elsewhere part of the last
+  // wave would idle, and stream-K spreads the work evenly wherever each multiprocessor's share of K is long
+  // enough (>= 32 stages of 64) to pay for summing partial tiles. Measured on an H200 (int8_gemm_notes.md,
+  // v3): stream-K 3-37 % faster at 512-4608 rows where the fill was 73-87 %; on short K (3072 x 3072 at
+  // 512 rows) 27 % slower.
+  const int64_t t256 = tiles(256);
+  const int64_t waves = (t256 + sms - 1) / sms;
+  if (t256 * 10 >= waves * sms * 9) return Int8GemmTile::C128xT256Cluster2;
+  const bool long_k = t256 * ((k + 63) / 64) >= 32 * sms;
+  if ((m > 256 || fills(256)) && long_k) return Int8GemmTile::C128xT256StreamK;
   return fills(256) ? Int8GemmTile::C128xT256Cluster2 : Int8GemmTile::C128xT128StreamK;
 }
 

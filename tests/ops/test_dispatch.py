@@ -93,8 +93,9 @@ def test_int8_path_by_rows_and_shape(ops, monkeypatch, m, n, k, path):
 INT8_GEMM_ROUTES = [  # (M, N, K, path): the rule with the tensor-core kernel and the larger-M GEMM kernel present,
     # on a GPU of 132 multiprocessors
     (16, 128, 256, "gemv"), (17, 128, 256, "tc"), (64, 128, 256, "tc"), (65, 128, 256, "gemm"),
-    (1024, 128, 256, "gemm"), (1025, 128, 256, "dequant"),  # past 1024 rows: 5 tiles of 256 tokens, a thin wave
-    (2048, 3072, 16, "dequant"), (4608, 3072, 16, "dequant"),  # last wave 73 % / 82 % full
+    (1024, 128, 256, "gemm"), (1025, 128, 256, "gemm"),  # past 1024 rows, under two waves: stream-K evens them
+    (2048, 3072, 16, "gemm"),  # 192 tiles of 256 tokens, under two waves of 132
+    (4608, 3072, 16, "dequant"), (4608, 4096, 16, "dequant"),  # two waves or more, last one 82 % / 87 % full
     (4096, 3072, 16, "gemm"), (2048, 4096, 16, "gemm"),  # 97 %
     (100, 136, 256, "gemm"), (100, 100, 256, "dequant"),  # N % 8: the GEMM kernel; N % 64: not the tc kernel
     (100, 128, 40, "dequant"),  # K % 16 != 0: no kernel
@@ -132,6 +133,7 @@ def test_int8_path_with_the_gemm_kernel(ops, monkeypatch, m, n, k, path):
     assert not _int8.gemm_rule(small - 1, 128, 256, 132) and _int8.gemm_rule(small, 128, 256, 132)
     assert _int8.gemm_rule(_int8.GEMM_FROM_M, 1 << 17, 256, 132)
     assert _int8.wave_fill(4096, 3072, 132) == pytest.approx(384 / 396) and _int8.wave_fill(1, 8, 0) == 1.0
+    assert _int8.gemm_tiles(4608, 3072) == 24 * 18 and _int8.gemm_tiles(1, 8) == 1
 
 
 def test_int8_gemm_forced_refuses_what_it_cannot_take_and_needs_the_kernel(ops, monkeypatch):

@@ -31,19 +31,25 @@ TC_PLAN_ENV = ("QK_INT8_MM_TILE", "QK_INT8_MM_SPLITS", "QK_INT8_MM_BLOCKS_PER_SM
 # (tests and benchmarks pick the kernel and its split count; a cached workspace size is asked again when short).
 
 # The GEMM kernel for larger M (sm_90a, CUTLASS's mixed-input mainloop: qk_int8_gemm). Measured on an H200
-# against the kernels above, dequantize + cuBLAS and bf16 cuBLAS on six FLUX / LLM layers, M = 32 ... 4096, and
+# against the kernels above, dequantize + cuBLAS and bf16 cuBLAS on six FLUX / LLM layers, M = 32 ... 4608, and
 # in the layer benchmark (benchmarks/results/int8_gemm_notes.md): from 65 rows it beat the tensor-core kernel
 # on every weight of at least 2^25 elements (M = 128: 8-30 %, M = 256: 15-30 %) and dequantize + cuBLAS at
 # M = 512 ... 1024 (up to 32 %); smaller weights (3072 x 3072) keep dequantize + cuBLAS below 512 rows. Past
-# 1024 rows it won where its grid of 256-token tiles fills its last wave of multiprocessors (>= 90 %: M = 2048 on
-# 4096+ channels, M = 4096 everywhere) and lost 9-13 % where it does not (3072 channels at M = 2048: 73 %;
-# 4608 rows: 82 %), so those keep dequantize + cuBLAS.
+# 1024 rows, on a grid of two or more waves of its 256-token tiles, it won where the last wave is >= 90 % full
+# and lost 2-9 % where it is not (4608 rows on 3072 or 4096 channels: 82-87 %, even with the stream-K
+# schedule), so those keep dequantize + cuBLAS; on smaller grids its stream-K schedule evens the load out
+# (3072 channels at M = 2048: 4-11 % faster than dequantize + cuBLAS).
 GEMM_FROM_M, GEMM_SMALL_WEIGHT_FROM_M, GEMM_WAVE_FROM_M, GEMM_MIN_WAVE_FILL = 65, 512, 1025, 0.9
+
+
+def gemm_tiles(m: int, n: int) -> int:
+    """Blocks of the GEMM kernel's 128-channel x 256-token tile grid."""
+    return -(-n // 128) * -(-m // 256)
 
 
 def wave_fill(m: int, n: int, sm_count: int) -> float:
     """How full the last wave of the GEMM kernel's 128-channel x 256-token tile grid is, 0..1 (1: whole waves)."""
-    tiles = -(-n // 128) * -(-m // 256)
+    tiles = gemm_tiles(m, n)
     if sm_count <= 0:
         return 1.0
     return tiles / (-(-tiles // sm_count) * sm_count)
@@ -51,7 +57,8 @@ def wave_fill(m: int, n: int, sm_count: int) -> float:
 
 def gemm_rule(m: int, n: int, k: int, sm_count: int) -> bool:
     """Where the GEMM kernel is the fastest int8 path (M >= GEMM_FROM_M already holds)."""
-    if m >= GEMM_WAVE_FROM_M and wave_fill(m, n, sm_count) < GEMM_MIN_WAVE_FILL:
+    if (m >= GEMM_WAVE_FROM_M and gemm_tiles(m, n) >= 2 * sm_count
+            and wave_fill(m, n, sm_count) < GEMM_MIN_WAVE_FILL):
         return False
     return n * k >= TC_MIN_WEIGHT or m >= GEMM_SMALL_WEIGHT_FROM_M
 
