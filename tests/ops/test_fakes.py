@@ -92,3 +92,25 @@ def test_cpu_unpack_in_torch_matches_documented_examples():
     two_d = torch.randint(0, 256, (3, 5), dtype=u8)
     out = unpack_in_torch(two_d, 4)
     assert out.shape == (6, 5) and torch.equal(out[:3], two_d & 15) and torch.equal(out[3:], two_d >> 4)
+
+
+@pytest.mark.parametrize("dtype", [f16, bf16], ids=["fp16", "bf16"])
+def test_int8_linear_fake_keeps_the_leading_dims_and_checks_the_bias(dtype):
+    """int8_linear's fake (what torch.compile sees of quanto's qint8 linear): (..., K) -> (..., N) in x's
+    dtype; a bias of another dtype or length and a K that does not match are refused, naming the argument."""
+    meta = dict(device="meta")
+    w, s = torch.empty(100, 96, dtype=torch.int8, **meta), torch.empty(100, 1, dtype=dtype, **meta)
+    for lead in [(0,), (1,), (7,), (2, 3), (2, 1, 5)]:
+        out = torch.ops.quanto_kernels.int8_linear(torch.empty(*lead, 96, dtype=dtype, **meta), w, s,
+                                                   torch.empty(100, dtype=dtype, **meta))
+        assert out.shape == lead + (100,) and out.dtype == dtype and out.device.type == "meta"
+    x = torch.empty(4, 96, dtype=dtype, **meta)
+    with pytest.raises(TypeError, match=r"^bias: "):
+        torch.ops.quanto_kernels.int8_linear(x, w, s, torch.empty(100, dtype=torch.float32, **meta))
+    with pytest.raises(ValueError, match=r"^bias: "):
+        torch.ops.quanto_kernels.int8_linear(x, w, s, torch.empty(99, dtype=dtype, **meta))
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\.\.\., K=96\)"):
+        torch.ops.quanto_kernels.int8_linear(torch.empty(4, 64, dtype=dtype, **meta), w, s)
+    with pytest.raises(ValueError, match=r"^x: expected a CUDA tensor"):
+        ops.direct.int8_linear(torch.empty(4, 96, dtype=dtype), torch.empty(100, 96, dtype=torch.int8),
+                               torch.ones(100, 1, dtype=dtype))

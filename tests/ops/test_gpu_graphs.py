@@ -204,6 +204,43 @@ def test_custom_ops_under_torch_compile_fullgraph(ops):
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_quanto_qint8_linear_under_torch_compile_fullgraph(quanto_patched, native_calls, backend):
+    """quanto's qint8 linear traces into one graph (no break at the layer: nothing on its path reads an
+    activation's strides or data pointer while tracing) and the compiled model runs our int8 kernels."""
+    if backend == "inductor" and not _has_triton():
+        pytest.skip("triton is not installed: inductor cannot generate GPU code here")
+    from optimum.quanto import freeze, qint8, quantize
+
+    k, n = 512, 384
+    for dtype in (f16, torch.bfloat16):
+        model, g = sp.linear_case(k, n, dtype, ("compile-quanto-int8", backend, str(dtype)))
+        quantize(model, weights=qint8)
+        freeze(model)
+        assert type(model[0].weight).__name__ == "WeightQBytesTensor"
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=False)
+        with torch.no_grad():
+            for lead in ((1,), (40,), (2, 150)):
+                x = torch.randn(*lead, k, generator=g, device=DEV, dtype=dtype)
+                ref = model(x)
+                native_calls.clear()
+                try:
+                    out = compiled(x)
+                except Exception as exc:  # noqa: BLE001 - report dynamo's reason in full
+                    pytest.fail(f"torch.compile(fullgraph=True, backend={backend}) of quanto's qint8 Linear failed "
+                                f"at {lead}: {type(exc).__name__}: {str(exc)[:4000]}")
+                assert any(c.startswith("int8_") for c in native_calls.names), native_calls.names
+                tol = 4e-3 if dtype == f16 else 3e-2
+                torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+                deq = model[0].weight.dequantize()
+                rows = x.numel() // k
+                sp.assert_gemm_close(out.reshape(rows, n).double() - model[0].bias.double(),
+                                     sp.matmul_reference(x.reshape(rows, k), deq), dtype,
+                                     f"compiled quanto qint8 Linear {lead} ({backend})")
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_quanto_qfloat8_linear_under_torch_compile_fullgraph(quanto_patched, backend):
     if backend == "inductor" and not _has_triton():
         pytest.skip("triton is not installed: inductor cannot generate GPU code here")

@@ -1,4 +1,5 @@
-"""The int8 ops (``torch.ops.quanto_kernels.int8_dequantize`` / ``int8_gemm``) against fp64 oracles.
+"""The int8 ops (``torch.ops.quanto_kernels.int8_dequantize`` / ``int8_gemm`` / ``int8_linear``) against fp64
+oracles.
 
 The weight is quanto's qint8 data as stored (docs/ops.md, "int8 weights"): (N, K) int8 codes and N
 per-channel scales ((N, 1) or (N,)) in the activation dtype. Oracles (tests/support.py):
@@ -408,6 +409,46 @@ class TestInt8GraphsAndCompile:
         torch._dynamo.reset()
 
 
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+@pytest.mark.parametrize("m", [1, 16, 100, 300])
+def test_int8_linear_takes_any_view_and_adds_the_bias(ops, native_calls, m, dtype):
+    """int8_linear (what quanto's qint8 linear calls): leading dims, transposed / offset / sliced views
+    (copied for the kernels, not refused), a bias fused where a kernel can read it; the same bits as
+    int8_gemm on the dense activation plus the bias where both run the same path."""
+    n, k = 136, 512
+    g = sp.generator("int8-linear", m, str(dtype))
+    w, s = sp.random_int8_weight(n, k, dtype, g)
+    wd = sp.int8_dequant_reference(w, s)
+    bias = torch.randn(n, generator=g, device=DEV).to(dtype)
+    dense = torch.randn(m, k, generator=g, device=DEV, dtype=dtype)
+    views = {
+        "dense": dense,
+        "3-D": dense.view(1, m, k),
+        "transposed": dense.t().contiguous().t(),
+        "offset-by-one-element": torch.cat([dense.new_zeros(1), dense.reshape(-1)])[1:].view(m, k),
+        "column-slice": torch.cat([dense, dense], dim=1)[:, k:],
+    }
+    ref = sp.matmul_reference(dense, wd) + bias.double()
+    for name, x in views.items():
+        for b in (bias, None):
+            what = f"int8_linear {name} M={m} {_dtype_id(dtype)} bias={b is not None}"
+            sp.poison_allocator()
+            native_calls.clear()
+            out = ops.int8_linear(x, w, s, b)
+            assert out.shape == tuple(x.shape[:-1]) + (n,) and out.dtype == dtype, what
+            assert len(native_calls.names) >= 1 and all(c.startswith("int8_") for c in native_calls.names), (
+                f"{what}: ran {native_calls.names}")
+            want = ref if b is not None else ref - bias.double()
+            sp.assert_gemm_close(out.reshape(m, n), want, dtype, what)
+        assert torch.equal(ops.int8_linear(x, w, s), ops.int8_gemm(dense, w, s).view(out.shape)), name
+    with pytest.raises(TypeError, match=r"^bias: "):
+        ops.int8_linear(dense, w, s, bias.float())
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\.\.\., K=512\)"):
+        ops.int8_linear(dense[:, :100], w, s)
+
+
 def _opcheck_cases():
     def deq(n, k, dtype, flat):
         def build():
@@ -422,7 +463,17 @@ def _opcheck_cases():
             return (torch.randn(m, k, generator=g, device=DEV, dtype=dtype), w, s.reshape(n) if flat else s)
         return build
 
+    def linear(lead, n, k, dtype, with_bias):
+        def build():
+            g = sp.generator("oc-i8l", lead, n, k, str(dtype), with_bias)
+            w, s = sp.random_int8_weight(n, k, dtype, g)
+            b = torch.randn(n, generator=g, device=DEV).to(dtype) if with_bias else None
+            return (torch.randn(*lead, k, generator=g, device=DEV, dtype=dtype), w, s, b)
+        return build
+
     return [
+        ("linear-fp16-2x3-bias", "int8_linear", linear((2, 3), 100, 128, f16, True)),
+        ("linear-bf16-M100", "int8_linear", linear((100,), 136, 96, bf16, False)),
         ("dequant-fp16", "int8_dequantize", deq(100, 96, f16, False)),
         ("dequant-bf16-flat-K48", "int8_dequantize", deq(136, 48, bf16, True)),
         ("gemm-fp16-M1", "int8_gemm", gemm(1, 100, 128, f16, False)),

@@ -8,7 +8,7 @@ One module per kernel family, each holding its argument checks, its launches thr
   _fp8_marlin     quanto_kernels::fp8_marlin_dequantize, quanto_kernels::fp8_marlin_gemm
   _awq_int4       quanto_kernels::awq_int4_dequantize, quanto_kernels::awq_int4_gemm
   _marlin_int4    quanto_kernels::marlin_int4_dequantize, quanto_kernels::marlin_int4_gemm
-  _int8           quanto_kernels::int8_dequantize, quanto_kernels::int8_gemm
+  _int8           quanto_kernels::int8_dequantize, quanto_kernels::int8_gemm, quanto_kernels::int8_linear
   _fp8_compute    quanto_kernels::fp8_compute_linear (qfloat8 weights times e4m3 activations on FP8
                   tensor cores; the opt-in mode that routes quanto to it is quanto_kernels.fp8_compute)
 
@@ -46,6 +46,7 @@ __all__ = [
     "marlin_int4_gemm",
     "int8_dequantize",
     "int8_gemm",
+    "int8_linear",
     "fp8_compute_linear",
     "force_fp8_compute_path",
     "SCALE_PERM_NONE",
@@ -68,6 +69,7 @@ marlin_int4_gemm = _marlin_int4.gemm_op
 marlin_int4_scale_perm = _marlin_int4.scale_perm_for
 int8_dequantize = _int8.dequantize_op
 int8_gemm = _int8.gemm_op
+int8_linear = _int8.linear_op
 fp8_compute_linear = _fp8_compute.op
 force_fp8_compute_path = _fp8_compute.force_path
 
@@ -86,5 +88,6 @@ direct = SimpleNamespace(
     marlin_int4_gemm=_marlin_int4.direct_gemm,
     int8_dequantize=_int8.direct_dequantize,
     int8_gemm=_int8.direct_gemm,
+    int8_linear=_int8.direct_linear,
     fp8_compute_linear=_fp8_compute.direct,
 )

@@ -1,5 +1,5 @@
-"""int8 weights in quanto's own layout: ``quanto_kernels::int8_dequantize`` and
-``quanto_kernels::int8_gemm`` (docs/ops.md, "int8 weights"; dispatch in docs/ops.md, "Dispatch").
+"""int8 weights in quanto's own layout: ``quanto_kernels::int8_dequantize``, ``quanto_kernels::int8_gemm``
+and ``quanto_kernels::int8_linear`` (docs/ops.md, "int8 weights"; dispatch in docs/ops.md, "Dispatch").
 
 The weight is quanto's ``WeightQBytesTensor`` data as stored: (N, K) int8, row-major, with N
 per-channel scales of shape (N, 1) or (N,) in the activation dtype (fp16 or bf16). Nothing is
@@ -91,6 +91,18 @@ def check_weight(w, scales):
     v.tensor(scales, "scales", dtypes=ACT_DTYPES)
     v.condition(scales.numel() == n and scales.dim() in (1, 2) and scales.shape[0] == n, "scales",
                 f"expected N={n} per-channel scales of shape (N, 1) or (N,), got {tuple(scales.shape)}")
+    return n, k
+
+
+def check_linear(x, w, scales, bias):
+    """Device-independent checks of a linear call (these also run in the fake impl); returns (N, K)."""
+    n, k = check_weight(w, scales)
+    v.tensor(x, "x", dtypes=ACT_DTYPES)
+    v.condition(x.dim() >= 1 and x.shape[-1] == k, "x", f"expected shape (..., K={k}) to match w, got {tuple(x.shape)}")
+    if scales.dtype != x.dtype:
+        raise TypeError(f"scales: dtype {scales.dtype} must match the activation dtype {x.dtype}")
+    if bias is not None:
+        v.tensor(bias, "bias", dtypes=(x.dtype,), shape=(n,))
     return n, k
 
 
@@ -221,8 +233,31 @@ def direct_gemm(a: torch.Tensor, w: torch.Tensor, scales: torch.Tensor) -> torch
     return matmul(a, w, scales, n, k)
 
 
+def direct_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor,
+                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """F.linear(x, W, bias) for quanto's int8 weight: x (..., K) fp16/bf16 of any strides and alignment (copied
+    when the kernels cannot read it as is), bias (N,) of x's dtype or None; (..., N) in x's dtype.
+
+    What quanto's qint8 linear calls on CUDA (quanto/shim.py), also under torch.compile, where the
+    activation's strides and data pointer are not known while tracing.
+    """
+    n, k = check_linear(x, w, scales, bias)
+    if x.device.type != "cuda":
+        raise ValueError(f"x: expected a CUDA tensor, got one on {x.device}")
+    device_checks(w, scales)
+    v.on_cuda(w, "w", x, "x")
+    if bias is not None and bias.device != x.device:
+        raise ValueError(f"bias: is on {bias.device} but x is on {x.device}; move them to one device")
+    shape = tuple(x.shape[:-1]) + (n,)
+    a = x.reshape(-1, k)
+    if a.shape[0] == 0:
+        return x.new_empty(shape)
+    return matmul(c.dense_aligned(a), w, scales, n, k, bias).view(shape)
+
+
 dequantize_op = torch.library.custom_op("quanto_kernels::int8_dequantize", direct_dequantize, mutates_args=())
 gemm_op = torch.library.custom_op("quanto_kernels::int8_gemm", direct_gemm, mutates_args=())
+linear_op = torch.library.custom_op("quanto_kernels::int8_linear", direct_linear, mutates_args=())
 
 
 @dequantize_op.register_fake
@@ -235,3 +270,9 @@ def _dequantize_fake(w, scales):
 def _gemm_fake(a, w, scales):
     n, _ = check_gemm(a, w, scales)
     return a.new_empty((a.shape[0], n))
+
+
+@linear_op.register_fake
+def _linear_fake(x, w, scales, bias=None):
+    n, _ = check_linear(x, w, scales, bias)
+    return x.new_empty(tuple(x.shape[:-1]) + (n,))

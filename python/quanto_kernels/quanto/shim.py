@@ -140,18 +140,15 @@ def _route_int8_linear() -> None:
     def forward(ctx, input, other, bias=None):
         if (type(input) in (torch.Tensor, torch.nn.Parameter) and is_int8_weight(other)
                 and other._data.is_cuda and input.is_cuda and input.dtype == other._scale.dtype
-                and input.dtype in _int8.ACT_DTYPES):
+                and input.dtype in _int8.ACT_DTYPES and input.dim() >= 1):
             ctx.save_for_backward(input, other)
+            # One op that takes any activation view and a bias it can fuse: nothing here reads strides or
+            # data pointers, so torch.compile traces it without a graph break.
             n = other._data.shape[0]
-            x = input.reshape(-1, input.shape[-1])
-            # quanto accepts any activation view; the kernels need dense, 16-byte aligned rows.
-            if not x.is_contiguous():
-                x = x.contiguous()
-            if x.data_ptr() % 16:
-                x = x.clone()
-            out = torch.ops.quanto_kernels.int8_gemm(x, other._data, other._scale)
-            out = out.reshape(tuple(input.shape[:-1]) + (n,))
-            return out if bias is None else out + bias
+            fused = (bias is not None and type(bias) in (torch.Tensor, torch.nn.Parameter)
+                     and bias.dtype == input.dtype and bias.device == input.device and tuple(bias.shape) == (n,))
+            out = torch.ops.quanto_kernels.int8_linear(input, other._data, other._scale, bias if fused else None)
+            return out if bias is None or fused else out + bias
         return original(ctx, input, other, bias)
 
     forward._quanto_kernels_int8 = True
