@@ -26,6 +26,20 @@ _CACHE_ATTR = "_quanto_kernels_cache"
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a module's bias is a Parameter; subclasses go the full way
 
 
+def plain_tensor(t) -> bool:
+    """A plain tensor or Parameter, not one of quanto's tensor classes (or another subclass).
+
+    While torch.compile traces, type() of an intermediate result is not torch.Tensor (in a small FLUX under
+    regional compile every traced linear failed ``type(x) in _PLAIN``, so its qint8 layers ran quanto's
+    dense-copy path), so there only quanto's own tensor classes are excluded.
+    """
+    if torch.compiler.is_compiling():
+        from optimum.quanto.tensor import QTensor
+
+        return isinstance(t, torch.Tensor) and not isinstance(t, QTensor)
+    return type(t) in _PLAIN
+
+
 class _Weight:
     """What the kernels need from a quantized weight, validated once."""
 
@@ -83,7 +97,7 @@ def fp8_compute_route(input, w, bias) -> bool:
     the mode's flag. Anything the op would refuse keeps the weight-only path instead.
     """
     data, scale = w._data._data, w._scale
-    if type(input) not in _PLAIN or not active_on(data.device) or input.device != data.device:
+    if not plain_tensor(input) or not active_on(data.device) or input.device != data.device:
         return False
     if input.dtype is not scale.dtype or input.dtype not in _fp8_compute.ACT_DTYPES:
         return False

@@ -17,7 +17,9 @@ What the patch does:
      torch.compile cannot trace); while the FP8 compute mode is on (quanto_kernels.fp8_compute), that
      forward runs fp8_compute_linear (bias fused) for the shapes and GPUs it serves;
   5. routes quanto's qint8 weight-only linear on CUDA (``WeightQBytesLinearFunction``) to our int8
-     kernels, which read quanto's int8 data as stored (quanto itself rebuilds a dense weight per call);
+     kernels, which read quanto's int8 data as stored (quanto itself rebuilds a dense weight per call),
+     and serves quanto's ``quanto::qbytes_mm`` op on CUDA the same way (qbytes_mm.py: what graphs
+     compiled by torch.compile call);
   6. registers fake impls for quanto's CUDA ops, so torch.compile can trace quantized layers;
   7. gives QLinear a short inference path for FP8 Marlin, AWQ int4 and qint8 weights (fast_linear):
      at small M quanto's Python dispatch costs more than our kernel;
@@ -135,17 +137,17 @@ def _route_int8_linear() -> None:
     if getattr(original, "_quanto_kernels_int8", False):
         return
     from ..ops import _int8
-    from .fast_linear import is_int8_weight
+    from .fast_linear import is_int8_weight, plain_tensor
 
     def forward(ctx, input, other, bias=None):
-        if (type(input) in (torch.Tensor, torch.nn.Parameter) and is_int8_weight(other)
+        if (plain_tensor(input) and is_int8_weight(other)
                 and other._data.is_cuda and input.is_cuda and input.dtype == other._scale.dtype
                 and input.dtype in _int8.ACT_DTYPES and input.dim() >= 1):
             ctx.save_for_backward(input, other)
             # One op that takes any activation view and a bias it can fuse: nothing here reads strides or
             # data pointers, so torch.compile traces it without a graph break.
             n = other._data.shape[0]
-            fused = (bias is not None and type(bias) in (torch.Tensor, torch.nn.Parameter)
+            fused = (bias is not None and plain_tensor(bias)
                      and bias.dtype == input.dtype and bias.device == input.device and tuple(bias.shape) == (n,))
             out = torch.ops.quanto_kernels.int8_linear(input, other._data, other._scale, bias if fused else None)
             return out if bias is None or fused else out + bias
@@ -187,6 +189,8 @@ def _serve_bf16_int4() -> None:
 
 def _add_fast_linear() -> None:
     """QLinear.forward tries _fast_linear first; quanto's own forward runs whenever it declines."""
+    import torch
+
     try:
         from optimum.quanto.nn.qlinear import QLinear
         from optimum.quanto.tensor.weights.awq.qbits import AWQWeightQBitsTensor
@@ -206,7 +210,9 @@ def _add_fast_linear() -> None:
             WeightQBytesTensor: int8_linear}
 
     def forward(self, input):
-        path = fast.get(type(self.weight))
+        # Under torch.compile quanto's full path is the one to trace (its autograd Function reaches our ops,
+        # which have fake impls); the short path is for eager calls only.
+        path = None if torch.compiler.is_compiling() else fast.get(type(self.weight))
         if path is not None and self.activation_qtype is None:
             out = path(input, self.weight, self.bias)
             if out is not None:
@@ -240,6 +246,9 @@ def patch_quanto() -> bool:
             ext_mod.get_extension("quanto_cpp")._lib = QuantoCppBindings()
         _fix_fp8_linear(fp8_qbits)
         _route_int8_linear()
+        from . import qbytes_mm
+
+        qbytes_mm.register()
         _serve_bf16_int4()
         _add_fast_linear()
         # quanto defines its ops without fake impls; ours let torch.compile trace quantized layers.

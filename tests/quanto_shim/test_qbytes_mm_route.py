@@ -1,0 +1,115 @@
+"""quanto's ``quanto::qbytes_mm`` op served on CUDA by our int8 kernels (quanto_kernels.quanto.qbytes_mm).
+
+CPU (runs everywhere): which calls the route takes (dtypes and shapes only), that it hands them to
+``int8_linear`` unchanged, that every other call gets quanto's own CUDA behaviour (checked against
+quanto's helper functions on CPU tensors), and, in a child interpreter, that ``register()`` installs a CUDA
+kernel for the op once. GPU: after the shim patched quanto, ``torch.ops.quanto.qbytes_mm`` on CUDA runs our
+int8 entry points and matches the fp64 product; int8 activations keep quanto's path.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import support as sp
+
+pytest.importorskip("optimum.quanto")
+
+bf16, f16 = torch.bfloat16, torch.float16
+
+
+def _args(m=5, n=24, k=32, act=bf16, scale=None, w_dtype=torch.int8, scale_shape=None):
+    g = sp.generator("qbytes-route", m, n, k, str(act), str(w_dtype), device="cpu")
+    a = torch.randn(m, k, generator=g).to(act) if act.is_floating_point else torch.randint(
+        -128, 128, (m, k), generator=g, dtype=torch.int16).to(act)
+    w = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int16).to(w_dtype)
+    s = (0.5 + torch.rand(*(scale_shape or (n, 1)), generator=g)).to(scale or (act if act.is_floating_point else bf16))
+    return a, w, s
+
+
+def test_route_takes_quantos_weight_only_int8_layout_only():
+    from quanto_kernels.quanto.qbytes_mm import takes
+
+    assert takes(*_args()) and takes(*_args(act=f16)) and takes(*_args(scale_shape=(24,)))
+    a, w, s = _args()
+    assert takes(a.reshape(1, 5, 32), w, s)
+    assert not takes(*_args(act=torch.int8))  # quanto's activation-quantized layers
+    assert not takes(*_args(act=torch.float32, scale=torch.float32))
+    assert not takes(*_args(scale=f16))  # scales in another dtype than the activations
+    assert not takes(*_args(scale_shape=(1, 24)))  # not one scale per output channel
+    assert not takes(a[:, :16], w, s)  # K mismatch: quanto's own error path
+    assert not takes(a, w.to(torch.float8_e4m3fn), s)
+
+
+def test_served_calls_reach_int8_linear_unchanged(monkeypatch):
+    from quanto_kernels.ops import _int8
+    from quanto_kernels.quanto import qbytes_mm as route
+
+    seen = []
+    monkeypatch.setattr(_int8, "direct_linear", lambda *args: seen.append(args) or "ours")
+    a, w, s = _args()
+    assert route.qbytes_mm_cuda(a, w, s) == "ours"
+    assert len(seen) == 1 and all(x is y for x, y in zip(seen[0], (a, w, s)))
+
+
+@pytest.mark.parametrize("m", [4, 24])
+def test_other_calls_get_quantos_cuda_behaviour(m):
+    from optimum.quanto.library import qbytes_mm as q
+
+    from quanto_kernels.quanto import qbytes_mm as route
+
+    a, w, s = _args(m=m, act=torch.int8)  # int8 x int8: torch's int8 matmul from 17 aligned rows on
+    want = q.qbytes_int_mm(a, w, s) if m > 16 else q.qbytes_mm(a, w, s)
+    assert torch.equal(route.qbytes_mm_cuda(a, w, s), want)
+    a, w, s = _args(m=m, act=torch.float32, scale=torch.float32)
+    assert torch.equal(route.qbytes_mm_cuda(a, w, s), q.qbytes_mm(a, w, s))
+
+
+CHILD = r"""
+import json, torch
+import optimum.quanto  # noqa: F401  (defines quanto::qbytes_mm)
+from quanto_kernels.quanto import qbytes_mm as route
+had = torch._C._dispatch_has_kernel_for_dispatch_key("quanto::qbytes_mm", "CUDA")
+facts = {"had_cuda_kernel": had, "first": route.register(), "second": route.register(),
+         "libraries": len(route._library),
+         "has_cuda_kernel": torch._C._dispatch_has_kernel_for_dispatch_key("quanto::qbytes_mm", "CUDA")}
+print("FACTS" + json.dumps(facts))
+"""
+
+
+def test_register_installs_one_cuda_kernel(subprocess_env):
+    subprocess_env["QUANTO_KERNELS_DISABLE"] = "1"  # the shim would register it itself on a GPU machine
+    proc = subprocess.run([sys.executable, "-c", CHILD], env=subprocess_env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("FACTS")]
+    assert line, proc.stdout[-2000:]
+    facts = json.loads(line[0][5:])
+    assert facts == {"had_cuda_kernel": True, "first": True, "second": True, "libraries": 1,
+                     "has_cuda_kernel": True}, facts
+
+
+@pytest.mark.gpu
+@sp.requires_gpu
+@pytest.mark.parametrize("dtype", [f16, bf16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("m", [1, 40, 300])
+def test_qbytes_mm_on_cuda_runs_our_int8_kernels(quanto_patched, native_calls, m, dtype):
+    n, k = 136, 512
+    g = sp.generator("qbytes-route-gpu", m, str(dtype))
+    w, s = sp.random_int8_weight(n, k, dtype, g)
+    x = torch.randn(m, k, generator=g, device="cuda", dtype=dtype)
+    native_calls.clear()
+    out = torch.ops.quanto.qbytes_mm(x, w, s)
+    assert native_calls.names and all(c.startswith("int8_") for c in native_calls.names), native_calls.names
+    assert out.shape == (m, n) and out.dtype == dtype
+    sp.assert_gemm_close(out, sp.matmul_reference(x, sp.int8_dequant_reference(w, s)), dtype,
+                         f"quanto::qbytes_mm M={m}")
+    xi = torch.randint(-128, 128, (m, k), generator=g, device="cuda", dtype=torch.int16).to(torch.int8)
+    native_calls.clear()
+    torch.ops.quanto.qbytes_mm(xi, w, s)
+    assert native_calls.names == [], f"int8 activations must keep quanto's path: {native_calls.names}"
