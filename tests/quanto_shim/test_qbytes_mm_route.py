@@ -113,3 +113,26 @@ def test_qbytes_mm_on_cuda_runs_our_int8_kernels(quanto_patched, native_calls, m
     native_calls.clear()
     torch.ops.quanto.qbytes_mm(xi, w, s)
     assert native_calls.names == [], f"int8 activations must keep quanto's path: {native_calls.names}"
+
+
+def test_plain_tensor_check_holds_while_tracing_and_excludes_quanto_tensors():
+    """fast_linear.plain_tensor (the shim's 'plain activation' test): true for plain tensors and parameters,
+    eagerly and inside a compiled function; false for quanto's tensor classes."""
+    from optimum.quanto import freeze, qint8, quantize
+
+    from quanto_kernels.quanto.fast_linear import plain_tensor
+
+    def f(x):
+        y = x * 2
+        return y + (1 if plain_tensor(y) else 0) + (10 if plain_tensor(x) else 0)
+
+    x = torch.randn(3)
+    assert torch.equal(f(x), x * 2 + 11)
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(f, backend="eager", fullgraph=True)(x), x * 2 + 11)
+    torch._dynamo.reset()
+    lin = torch.nn.Sequential(torch.nn.Linear(32, 16)).to(bf16)
+    assert plain_tensor(lin[0].weight) and plain_tensor(lin[0].bias)
+    quantize(lin, weights=qint8)
+    freeze(lin)
+    assert not plain_tensor(lin[0].weight)
