@@ -41,6 +41,27 @@ def _has_triton() -> bool:
     return True
 
 
+def _compiled_call(compiled, x, backend, what):
+    """compiled(x), a failure reported with dynamo's reason in full."""
+    try:
+        return compiled(x)
+    except Exception as exc:  # noqa: BLE001 - report dynamo's reason in full
+        pytest.fail(f"torch.compile(fullgraph=True, backend={backend}) of {what} failed: "
+                    f"{type(exc).__name__}: {str(exc)[:4000]}")
+
+
+def _quanto_linear_compiled(k, n, dtype, qtype, weight_class, seed, backend):
+    """A quantized, frozen quanto Linear(k, n) with bias, its torch.compile(fullgraph=True) twin and the generator."""
+    from optimum.quanto import freeze, quantize
+
+    model, g = sp.linear_case(k, n, dtype, seed)
+    quantize(model, weights=qtype)
+    freeze(model)
+    assert type(model[0].weight).__name__ == weight_class
+    torch._dynamo.reset()
+    return model, torch.compile(model, fullgraph=True, backend=backend, dynamic=False), g
+
+
 def _capture(fn):
     """Warm up on a side stream, then capture fn() into a CUDA graph; returns (graph, static output)."""
     side = torch.cuda.Stream()
@@ -209,27 +230,20 @@ def test_quanto_qint8_linear_under_torch_compile_fullgraph(quanto_patched, nativ
     activation's strides or data pointer while tracing) and the compiled model runs our int8 kernels."""
     if backend == "inductor" and not _has_triton():
         pytest.skip("triton is not installed: inductor cannot generate GPU code here")
-    from optimum.quanto import freeze, qint8, quantize
+    from optimum.quanto import qint8
 
     k, n = 512, 384
     for dtype in (f16, torch.bfloat16):
-        model, g = sp.linear_case(k, n, dtype, ("compile-quanto-int8", backend, str(dtype)))
-        quantize(model, weights=qint8)
-        freeze(model)
-        assert type(model[0].weight).__name__ == "WeightQBytesTensor"
-        torch._dynamo.reset()
-        compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=False)
+        model, compiled, g = _quanto_linear_compiled(k, n, dtype, qint8, "WeightQBytesTensor",
+                                                     ("compile-quanto-int8", backend, str(dtype)), backend)
         with torch.no_grad():
             for lead in ((1,), (40,), (2, 150)):
                 x = torch.randn(*lead, k, generator=g, device=DEV, dtype=dtype)
                 ref = model(x)
                 native_calls.clear()
-                try:
-                    out = compiled(x)
-                except Exception as exc:  # noqa: BLE001 - report dynamo's reason in full
-                    pytest.fail(f"torch.compile(fullgraph=True, backend={backend}) of quanto's qint8 Linear failed "
-                                f"at {lead}: {type(exc).__name__}: {str(exc)[:4000]}")
-                assert any(c.startswith("int8_") for c in native_calls.names), native_calls.names
+                out = _compiled_call(compiled, x, backend, f"quanto's qint8 Linear at {lead}")
+                assert native_calls.names and all(c.startswith("int8_") for c in native_calls.names), (
+                    f"the compiled model ran {native_calls.names}, not only our int8 entry points")
                 tol = 4e-3 if dtype == f16 else 3e-2
                 torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
                 deq = model[0].weight.dequantize()
@@ -244,27 +258,19 @@ def test_quanto_qint8_linear_under_torch_compile_fullgraph(quanto_patched, nativ
 def test_quanto_qfloat8_linear_under_torch_compile_fullgraph(quanto_patched, backend):
     if backend == "inductor" and not _has_triton():
         pytest.skip("triton is not installed: inductor cannot generate GPU code here")
-    from optimum.quanto import freeze, qfloat8, quantize
+    from optimum.quanto import qfloat8
 
     from quanto_kernels.quanto.fakes import register_quanto_fakes
 
     register_quanto_fakes()  # idempotent; the shim registers them when it patches quanto
     k, n = 512, 384
-    model, g = sp.linear_case(k, n, f16, ("compile-quanto", backend))
-    quantize(model, weights=qfloat8)
-    freeze(model)
-    assert type(model[0].weight).__name__ == "MarlinF8QBytesTensor"
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=False)
+    model, compiled, g = _quanto_linear_compiled(k, n, f16, qfloat8, "MarlinF8QBytesTensor",
+                                                 ("compile-quanto", backend), backend)
     with torch.no_grad():
         for m in (1, 40):
             x = torch.randn(m, k, generator=g, device=DEV, dtype=f16)
             ref = model(x)
-            try:
-                out = compiled(x)
-            except Exception as exc:  # noqa: BLE001 - report dynamo's reason in full
-                pytest.fail(f"torch.compile(fullgraph=True, backend={backend}) of quanto's qfloat8 Linear failed at "
-                            f"M={m}: {type(exc).__name__}: {str(exc)[:4000]}")
+            out = _compiled_call(compiled, x, backend, f"quanto's qfloat8 Linear at M={m}")
             torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
             deq = model[0].weight.dequantize()
             sp.assert_gemm_close(out.double() - model[0].bias.double(), sp.matmul_reference(x, deq), f16,

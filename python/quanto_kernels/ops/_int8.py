@@ -245,7 +245,8 @@ def direct_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor,
     if x.device.type != "cuda":
         raise ValueError(f"x: expected a CUDA tensor, got one on {x.device}")
     device_checks(w, scales)
-    v.on_cuda(w, "w", x, "x")
+    if w.device != x.device:
+        raise ValueError(f"w: is on {w.device} but x is on {x.device}; move them to one device")
     if bias is not None and bias.device != x.device:
         raise ValueError(f"bias: is on {bias.device} but x is on {x.device}; move them to one device")
     shape = tuple(x.shape[:-1]) + (n,)
