@@ -71,27 +71,55 @@ def test_other_calls_get_quantos_cuda_behaviour(m):
 
 
 CHILD = r"""
-import json, torch
-import optimum.quanto  # noqa: F401  (defines quanto::qbytes_mm)
-from quanto_kernels.quanto import qbytes_mm as route
+import json, sys, torch
+import optimum.quanto  # noqa: F401  (defines quanto::qbytes_mm and registers its CUDA kernel from Python)
+from quanto_kernels.quanto import qbytes_mm as route  # before the stand-ins: importing registers our fakes
+MODE = sys.argv[1]
+real_impl = torch.library.Library.impl
+if MODE == "refuse-by-default":  # torch 2.11's behaviour: allow_override exists, defaults to False
+    def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False, allow_override=False):
+        return real_impl(self, op_name, fn, dispatch_key, with_keyset=with_keyset, allow_override=allow_override)
+    torch.library.Library.impl = impl
+elif MODE == "no-override-flag":  # older torch: no flag, a second Python registration of a key is refused
+    def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False):
+        if f"{self.ns}/{op_name}/{dispatch_key}" in torch.library._impls:
+            raise RuntimeError("already a kernel registered from python")
+        return real_impl(self, op_name, fn, dispatch_key, with_keyset=with_keyset)
+    torch.library.Library.impl = impl
+elif MODE == "refuses":  # a torch that refuses whatever we do: import must still work, quanto's kernel stays
+    def impl(self, op_name, fn, dispatch_key="", **kwargs):
+        if dispatch_key == "CUDA":
+            raise RuntimeError("refused")
+        return real_impl(self, op_name, fn, dispatch_key, **kwargs)
+    torch.library.Library.impl = impl
+assert "quanto/qbytes_mm/CUDA" in torch.library._impls  # quanto's own Python registration
 had = torch._C._dispatch_has_kernel_for_dispatch_key("quanto::qbytes_mm", "CUDA")
 facts = {"had_cuda_kernel": had, "first": route.register(), "second": route.register(),
          "libraries": len(route._library),
-         "has_cuda_kernel": torch._C._dispatch_has_kernel_for_dispatch_key("quanto::qbytes_mm", "CUDA")}
+         "has_cuda_kernel": torch._C._dispatch_has_kernel_for_dispatch_key("quanto::qbytes_mm", "CUDA"),
+         # the dispatcher's active CUDA entry names the file that registered it
+         "active_cuda_kernel_is_ours": [ln for ln in torch._C._dispatch_dump("quanto::qbytes_mm").splitlines()
+                                        if ln.startswith("CUDA:")][0].replace("\\", "/").count(
+                                            "quanto_kernels/quanto/qbytes_mm.py") == 1}
 print("FACTS" + json.dumps(facts))
 """
 
 
-def test_register_installs_one_cuda_kernel(subprocess_env):
+@pytest.mark.parametrize("mode", ["as-installed", "refuse-by-default", "no-override-flag", "refuses"])
+def test_register_installs_one_cuda_kernel(subprocess_env, mode):
+    """Replaces quanto's Python-registered CUDA kernel under each torch behaviour for a second registration;
+    where torch refuses outright, register() says so (False, a warning) and quanto's kernel stays."""
     subprocess_env["QUANTO_KERNELS_DISABLE"] = "1"  # the shim would register it itself on a GPU machine
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=subprocess_env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode], env=subprocess_env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("FACTS")]
     assert line, proc.stdout[-2000:]
     facts = json.loads(line[0][5:])
-    assert facts == {"had_cuda_kernel": True, "first": True, "second": True, "libraries": 1,
-                     "has_cuda_kernel": True}, facts
+    ours = mode != "refuses"
+    assert facts == {"had_cuda_kernel": True, "first": ours, "second": ours, "libraries": int(ours),
+                     "has_cuda_kernel": True, "active_cuda_kernel_is_ours": ours}, facts
+    assert ours or "keeps quanto's CUDA kernel (refused)" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.gpu
@@ -126,7 +154,7 @@ def test_plain_tensor_check_holds_while_tracing_and_excludes_quanto_tensors():
         y = x * 2
         return y + (1 if plain_tensor(y) else 0) + (10 if plain_tensor(x) else 0)
 
-    x = torch.randn(3)
+    x = torch.tensor([-3.0, 0.5, 7.0])  # exact in float32: (2x + 1) + 10 == 2x + 11 bit for bit
     assert torch.equal(f(x), x * 2 + 11)
     torch._dynamo.reset()
     assert torch.equal(torch.compile(f, backend="eager", fullgraph=True)(x), x * 2 + 11)

@@ -16,6 +16,7 @@ is served here:
 
 from __future__ import annotations
 
+import inspect
 import threading
 import warnings
 
@@ -54,7 +55,8 @@ def qbytes_mm_cuda(activations, weights, output_scales):
 
 def register() -> bool:
     """Registers qbytes_mm_cuda as quanto::qbytes_mm's CUDA kernel; idempotent. False if quanto lacks the op
-    or its helpers (another quanto version): its own kernel stays."""
+    or its helpers (another quanto version) or torch refuses the override (with a warning): its own kernel
+    stays."""
     with _lock:
         if _library:
             return True
@@ -67,8 +69,29 @@ def register() -> bool:
         except (ImportError, AttributeError, RuntimeError):
             return False
         lib = torch.library.Library("quanto", "IMPL")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Overriding a previously registered kernel": the point
-            lib.impl("qbytes_mm", qbytes_mm_cuda, "CUDA")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Overriding a previously registered kernel": the point
+                override_impl(lib, "qbytes_mm", qbytes_mm_cuda, "CUDA")
+        except RuntimeError as exc:  # a torch that refuses the override: quanto keeps working, only slower
+            warnings.warn(f"quanto_kernels: quanto::qbytes_mm keeps quanto's CUDA kernel ({exc}); int8 layers "
+                          "compiled by torch.compile will not reach the library's int8 kernels",
+                          RuntimeWarning, stacklevel=2)
+            return False
         _library.append(lib)
         return True
+
+
+def override_impl(lib, op_name, fn, dispatch_key):
+    """``lib.impl`` replacing a kernel that Python code already registered for the key (quanto registers its
+    CUDA ``qbytes_mm`` from Python). torch releases differ: some take ``allow_override`` (default False up to
+    2.11 at least, True in 2.13), older ones refuse any second Python registration of a key outright, so there
+    the key is first dropped from torch.library's record of Python registrations — the C++ dispatcher itself
+    accepts the override either way."""
+    if "allow_override" in inspect.signature(lib.impl).parameters:
+        lib.impl(op_name, fn, dispatch_key, allow_override=True)
+        return
+    registered = getattr(torch.library, "_impls", None)
+    if isinstance(registered, set):
+        registered.discard(f"{lib.ns}/{op_name}/{dispatch_key}")
+    lib.impl(op_name, fn, dispatch_key)
