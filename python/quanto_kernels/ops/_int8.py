@@ -8,6 +8,7 @@ repacked, so a state dict saved with or without quanto_kernels is the same.
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -17,6 +18,7 @@ from . import _common as c
 from . import _validate as v
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
+_INT8 = (torch.int8,)
 # Where the tensor-core kernel (sm_90a) is the fastest int8 path (measured on an H200 against the GEMV
 # engine, dequantize + cuBLAS and bf16 cuBLAS: benchmarks/results/int8_mm_notes.md, v2): 17 <= M <= 256 on
 # weights of at least 2^25 elements. Its time is flat up to 64 rows and beat the GEMV engine by 8-22 % at
@@ -84,26 +86,72 @@ GEMM_N_MULTIPLE, GEMM_K_MULTIPLE = 8, 16
 
 def check_weight(w, scales):
     """Device-independent weight checks; returns (N, K)."""
-    v.tensor(w, "w", dtypes=(torch.int8,), ndim=2)
+    # Messages are built only on failure (lambdas): these checks run at every layer call.
+    v.tensor(w, "w", dtypes=_INT8, ndim=2)
     n, k = w.shape
-    v.condition(n > 0 and k > 0, "w", f"expected a non-empty (N, K) matrix, got shape {tuple(w.shape)}")
-    v.condition(n * k < v.MAX_ELEMENTS, "w", f"N * K = {n} * {k} elements is too many (limit 2^40)")
+    v.condition(n > 0 and k > 0, "w", lambda: f"expected a non-empty (N, K) matrix, got shape {tuple(w.shape)}")
+    v.condition(n * k < v.MAX_ELEMENTS, "w", lambda: f"N * K = {n} * {k} elements is too many (limit 2^40)")
     v.tensor(scales, "scales", dtypes=ACT_DTYPES)
     v.condition(scales.numel() == n and scales.dim() in (1, 2) and scales.shape[0] == n, "scales",
-                f"expected N={n} per-channel scales of shape (N, 1) or (N,), got {tuple(scales.shape)}")
+                lambda: f"expected N={n} per-channel scales of shape (N, 1) or (N,), got {tuple(scales.shape)}")
     return n, k
 
 
 def check_linear(x, w, scales, bias):
     """Device-independent checks of a linear call (these also run in the fake impl); returns (N, K)."""
     n, k = check_weight(w, scales)
+    check_activation(x, scales, bias, n, k)
+    return n, k
+
+
+def check_activation(x, scales, bias, n: int, k: int) -> None:
+    """The call's own part of check_linear: x (..., K) and bias (N,) against a checked weight."""
     v.tensor(x, "x", dtypes=ACT_DTYPES)
-    v.condition(x.dim() >= 1 and x.shape[-1] == k, "x", f"expected shape (..., K={k}) to match w, got {tuple(x.shape)}")
+    v.condition(x.dim() >= 1 and x.shape[-1] == k, "x",
+                lambda: f"expected shape (..., K={k}) to match w, got {tuple(x.shape)}")
     if scales.dtype != x.dtype:
         raise TypeError(f"scales: dtype {scales.dtype} must match the activation dtype {x.dtype}")
     if bias is not None:
         v.tensor(bias, "bias", dtypes=(x.dtype,), shape=(n,))
-    return n, k
+
+
+class _CheckedWeights:
+    """Weights that passed check_weight and device_checks, by tensor identity, so a layer's later calls skip
+    them: ``int8_linear`` runs once per layer call, also inside compiled graphs, where every microsecond of
+    Python is host time per layer (measured on an H200: the checks were a third of the call's host time).
+
+    A hit needs the same two tensor objects (weak references: nothing is kept alive), each with the same data
+    pointer, shape, dtype and density as when checked, so a weight replaced, moved, reshaped or re-pointed in
+    place (``.data`` reassigned, ``.to()``, ``resize_``, ``set_``) is checked again.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self):
+        self._entries = {}
+
+    @staticmethod
+    def _state(t):
+        return t.data_ptr(), t.shape, t.dtype, t.is_contiguous()
+
+    def lookup(self, w, scales):
+        """(N, K) if this weight was checked in its present state, else None."""
+        e = self._entries.get(id(w))
+        if (e is None or e[0]() is not w or e[1]() is not scales or e[2] != self._state(w)
+                or e[3] != self._state(scales)):
+            return None
+        return e[4]
+
+    def add(self, w, scales, nk) -> None:
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[id(w)] = (weakref.ref(w), weakref.ref(scales), self._state(w), self._state(scales), nk)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+checked_weights = _CheckedWeights()
 
 
 def check_gemm(a, w, scales):
@@ -241,10 +289,14 @@ def direct_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor,
     What quanto's qint8 linear calls on CUDA (quanto/shim.py), also under torch.compile, where the
     activation's strides and data pointer are not known while tracing.
     """
-    n, k = check_linear(x, w, scales, bias)
+    known = checked_weights.lookup(w, scales)
+    n, k = check_weight(w, scales) if known is None else known
+    check_activation(x, scales, bias, n, k)
     if x.device.type != "cuda":
         raise ValueError(f"x: expected a CUDA tensor, got one on {x.device}")
-    device_checks(w, scales)
+    if known is None:
+        device_checks(w, scales)
+        checked_weights.add(w, scales, (n, k))
     if w.device != x.device:
         raise ValueError(f"w: is on {w.device} but x is on {x.device}; move them to one device")
     if bias is not None and bias.device != x.device:

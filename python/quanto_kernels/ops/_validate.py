@@ -28,7 +28,6 @@ def tensor(
     """Type, dtype and shape checks (device-independent: these also run for fake tensors); returns t."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    dtypes = tuple(dtypes) if dtypes is not None else None
     if dtypes is not None and t.dtype not in dtypes:
         want = " or ".join(str(d) for d in dtypes)
         raise TypeError(f"{name}: expected dtype {want}, got {t.dtype}")
@@ -53,9 +52,11 @@ def on_cuda(t: torch.Tensor, name: str, ref: Optional[torch.Tensor] = None, ref_
         )
 
 
-def condition(ok: bool, name: str, message: str) -> None:
+def condition(ok: bool, name: str, message) -> None:
+    """ValueError "name: message" unless ok. ``message`` may be a callable returning the text: checks on a
+    layer's every call pass one, so the text (shapes formatted into it) is only built when it is raised."""
     if not ok:
-        raise ValueError(f"{name}: {message}")
+        raise ValueError(f"{name}: {message() if callable(message) else message}")
 
 
 def integer(value, name: str, *, choices=None, minimum=None) -> int:
