@@ -37,29 +37,38 @@ FAMILY = c.GemmFamily("fp8_marlin", max_gemv_m="fp8_marlin_max_gemv_m",
 
 # ------------------------------------------------------------------------------------ validation
 
+checked_weights = c.CheckedWeights()  # fp8_marlin_gemm's (what quanto's Marlin FP8 op reaches)
+
+
 
 def check_weight(b_q_weight, b_scales):
     """Device-independent weight checks; returns (N, K)."""
     v.tensor(b_q_weight, "b_q_weight", dtypes=(torch.int32,), ndim=2)
     v.condition(b_q_weight.shape[1] % 256 == 0 and b_q_weight.shape[0] > 0 and b_q_weight.shape[1] > 0,
                 "b_q_weight",
-                f"expected the (K/16, 4N) FP8 Marlin layout with N % 64 == 0, got shape {tuple(b_q_weight.shape)}")
+                lambda: f"expected the (K/16, 4N) FP8 Marlin layout with N % 64 == 0, got shape "
+                        f"{tuple(b_q_weight.shape)}")
     n, k = b_q_weight.shape[1] // 4, b_q_weight.shape[0] * 16
-    v.condition(n * k < v.MAX_ELEMENTS, "b_q_weight", f"N * K = {n} * {k} elements is too many (limit 2^40)")
+    v.condition(n * k < v.MAX_ELEMENTS, "b_q_weight", lambda: f"N * K = {n} * {k} elements is too many (limit 2^40)")
     v.tensor(b_scales, "b_scales", dtypes=ACT_DTYPES)
     v.condition(b_scales.dim() >= 1 and b_scales.numel() == n and b_scales.shape[-1] == n, "b_scales",
-                f"expected N={n} per-channel scales of shape (1, N) or (N,), got {tuple(b_scales.shape)}")
+                lambda: f"expected N={n} per-channel scales of shape (1, N) or (N,), got {tuple(b_scales.shape)}")
     return n, k
 
 
 def check_gemm(a, b_q_weight, b_scales):
     """Device-independent checks of a GEMM call; returns (N, K)."""
     n, k = check_weight(b_q_weight, b_scales)
+    check_activation(a, b_scales, k)
+    return n, k
+
+
+def check_activation(a, b_scales, k: int) -> None:
+    """The call's own part of check_gemm: a (M, K) against a checked weight."""
     v.tensor(a, "a", dtypes=ACT_DTYPES, ndim=2)
-    v.condition(a.shape[1] == k, "a", f"expected K={k} columns to match b_q_weight, got shape {tuple(a.shape)}")
+    v.condition(a.shape[1] == k, "a", lambda: f"expected K={k} columns to match b_q_weight, got shape {tuple(a.shape)}")
     if b_scales.dtype != a.dtype:
         raise TypeError(f"b_scales: dtype {b_scales.dtype} must match the activation dtype {a.dtype}")
-    return n, k
 
 
 def device_checks(b_q_weight, b_scales, a=None) -> None:
@@ -129,8 +138,15 @@ def direct_dequantize(b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch
 
 def direct_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: torch.Tensor) -> torch.Tensor:
     """a (M, K) fp16/bf16 times the FP8 Marlin weight: (M, N) in a's dtype, scale applied in fp32."""
-    n, k = check_gemm(a, b_q_weight, b_scales)
-    device_checks(b_q_weight, b_scales, a)
+    known = checked_weights.lookup(b_q_weight, b_scales)  # the weight's own checks ran at an earlier call
+    n, k = check_weight(b_q_weight, b_scales) if known is None else known
+    check_activation(a, b_scales, k)
+    if known is None:
+        device_checks(b_q_weight, b_scales, a)
+        checked_weights.add(b_q_weight, b_scales, (n, k))
+    else:
+        v.on_cuda(a, "a")
+        v.on_cuda(b_q_weight, "b_q_weight", a, "a")
     if a.shape[0] == 0:
         return a.new_empty((0, n))
     return matmul(a, b_q_weight, b_scales, n, k)

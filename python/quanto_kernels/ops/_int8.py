@@ -8,7 +8,6 @@ repacked, so a state dict saved with or without quanto_kernels is the same.
 
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 import torch
@@ -115,43 +114,7 @@ def check_activation(x, scales, bias, n: int, k: int) -> None:
         v.tensor(bias, "bias", dtypes=(x.dtype,), shape=(n,))
 
 
-class _CheckedWeights:
-    """Weights that passed check_weight and device_checks, by tensor identity, so a layer's later calls skip
-    them: ``int8_linear`` runs once per layer call, also inside compiled graphs, where every microsecond of
-    Python is host time per layer (measured on an H200: the checks were a third of the call's host time).
-
-    A hit needs the same two tensor objects (weak references: nothing is kept alive), each with the same data
-    pointer, shape, dtype and density as when checked, so a weight replaced, moved, reshaped or re-pointed in
-    place (``.data`` reassigned, ``.to()``, ``resize_``, ``set_``) is checked again.
-    """
-
-    MAX_ENTRIES = 4096
-
-    def __init__(self):
-        self._entries = {}
-
-    @staticmethod
-    def _state(t):
-        return t.data_ptr(), t.shape, t.dtype, t.is_contiguous()
-
-    def lookup(self, w, scales):
-        """(N, K) if this weight was checked in its present state, else None."""
-        e = self._entries.get(id(w))
-        if (e is None or e[0]() is not w or e[1]() is not scales or e[2] != self._state(w)
-                or e[3] != self._state(scales)):
-            return None
-        return e[4]
-
-    def add(self, w, scales, nk) -> None:
-        if len(self._entries) >= self.MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[id(w)] = (weakref.ref(w), weakref.ref(scales), self._state(w), self._state(scales), nk)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-checked_weights = _CheckedWeights()
+checked_weights = c.CheckedWeights()  # int8_linear's
 
 
 def check_gemm(a, w, scales):
