@@ -15,6 +15,7 @@ import torch
 from .._native import abi
 from . import _common as c
 from . import _validate as v
+from ._registration import define
 
 FAMILY = c.GemmFamily("awq_int4", max_gemv_m="max_gemv_m", workspace_bytes="awq_int4_gemv_workspace_bytes",
                       gemv_size_params=("m", "n", "k", "group_size", "device"))
@@ -87,8 +88,8 @@ def direct_gemm(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor,
     return matmul(input.reshape(m, k), packed, scales, zeros, n, k, g).reshape(lead + (n,))
 
 
-dequantize_op = torch.library.custom_op("quanto_kernels::awq_int4_dequantize", direct_dequantize, mutates_args=())
-gemm_op = torch.library.custom_op("quanto_kernels::awq_int4_gemm", direct_gemm, mutates_args=())
+dequantize_op = define("awq_int4_dequantize", direct_dequantize)
+gemm_op = define("awq_int4_gemm", direct_gemm)
 
 
 @dequantize_op.register_fake

@@ -35,6 +35,7 @@ from ..fp8_compute import device_has_fp8_cores
 from . import _common as c
 from . import _fp8_marlin
 from . import _validate as v
+from ._registration import define
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
 # Shape rules of the FP8 product (csrc/fp8_compute/fp8_compute.h): one e4m3 tensor-core k-step, one
@@ -164,7 +165,7 @@ def direct(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
     return linear_2d(c.dense_aligned(x2d), w_packed, scales, bias, n, k).view(lead + (n,))
 
 
-op = torch.library.custom_op("quanto_kernels::fp8_compute_linear", direct, mutates_args=())
+op = define("fp8_compute_linear", direct)
 
 
 @op.register_fake

@@ -15,6 +15,7 @@ import torch
 from .._native import abi
 from . import _common as c
 from . import _validate as v
+from ._registration import define
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
 # Where the tensor-core kernel is the fastest weight-only path (measured on an H200 against the GEMV
@@ -152,8 +153,8 @@ def direct_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_scales: torch.Tenso
     return matmul(a, b_q_weight, b_scales, n, k)
 
 
-dequantize_op = torch.library.custom_op("quanto_kernels::fp8_marlin_dequantize", direct_dequantize, mutates_args=())
-gemm_op = torch.library.custom_op("quanto_kernels::fp8_marlin_gemm", direct_gemm, mutates_args=())
+dequantize_op = define("fp8_marlin_dequantize", direct_dequantize)
+gemm_op = define("fp8_marlin_gemm", direct_gemm)
 
 
 @dequantize_op.register_fake

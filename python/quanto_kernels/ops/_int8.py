@@ -15,6 +15,7 @@ import torch
 from .._native import abi
 from . import _common as c
 from . import _validate as v
+from ._registration import define
 
 ACT_DTYPES = (torch.float16, torch.bfloat16)
 _INT8 = (torch.int8,)
@@ -271,9 +272,9 @@ def direct_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor,
     return matmul(c.dense_aligned(a), w, scales, n, k, bias).view(shape)
 
 
-dequantize_op = torch.library.custom_op("quanto_kernels::int8_dequantize", direct_dequantize, mutates_args=())
-gemm_op = torch.library.custom_op("quanto_kernels::int8_gemm", direct_gemm, mutates_args=())
-linear_op = torch.library.custom_op("quanto_kernels::int8_linear", direct_linear, mutates_args=())
+dequantize_op = define("int8_dequantize", direct_dequantize)
+gemm_op = define("int8_gemm", direct_gemm)
+linear_op = define("int8_linear", direct_linear)
 
 
 @dequantize_op.register_fake

@@ -8,6 +8,7 @@ import torch
 from .._native import abi
 from . import _common as c
 from . import _validate as v
+from ._registration import define
 
 
 def check(b_q_weight, perm, size_k, size_n, num_bits) -> tuple:
@@ -42,7 +43,7 @@ def direct(b_q_weight: torch.Tensor, perm: torch.Tensor, size_k: int, size_n: in
     return out
 
 
-op = torch.library.custom_op("quanto_kernels::marlin_repack", direct, mutates_args=())
+op = define("marlin_repack", direct)
 
 
 @op.register_fake

@@ -8,6 +8,7 @@ import torch
 from .._native import abi
 from . import _common as c
 from . import _validate as v
+from ._registration import define
 
 
 def check(t, bits) -> tuple:
@@ -31,7 +32,7 @@ def direct(t: torch.Tensor, bits: int) -> torch.Tensor:
     return out
 
 
-op = torch.library.custom_op("quanto_kernels::unpack", direct, mutates_args=())
+op = define("unpack", direct)
 
 
 @op.register_fake
