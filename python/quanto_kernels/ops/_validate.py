@@ -4,7 +4,7 @@ alignment (docs/ops.md); nothing else in this package re-states these rules."""
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -21,7 +21,7 @@ def tensor(
     t,
     name: str,
     *,
-    dtypes: Optional[Iterable[torch.dtype]] = None,
+    dtypes: Optional[Tuple[torch.dtype, ...]] = None,
     ndim: Optional[int] = None,
     shape: Optional[Tuple[int, ...]] = None,
 ) -> None:

@@ -86,6 +86,18 @@ def _quanto_modules():
     return ext_mod, fp8_qbits
 
 
+def _op_when_traced(op, direct):
+    """A call of `op` (a torch.ops dispatcher op) while torch.compile traces, which needs its fake impl, and of
+    `direct`, the same checked function, eagerly: the dispatcher and its autograd kernel are host time per
+    layer call (benchmarks/results/entry_host_time_h200_2026-12-02.txt)."""
+    import torch
+
+    def call(*args):
+        return op(*args) if torch.compiler.is_compiling() else direct(*args)
+
+    return call
+
+
 def _fix_fp8_linear(fp8_qbits) -> None:
     """Our forward for quanto's Marlin FP8 linear.
 
@@ -103,14 +115,12 @@ def _fix_fp8_linear(fp8_qbits) -> None:
     fn_cls = fp8_qbits.MarlinF8QBytesLinearFunction
     if getattr(fn_cls.forward, "_quanto_kernels_bias_fix", False):
         return
+    fp8_compute_linear = _op_when_traced(torch.ops.quanto_kernels.fp8_compute_linear, _fp8_compute.direct)
 
     def forward(ctx, input, other, bias=None):
         ctx.save_for_backward(input, other)
         if fp8_compute_route(input, other, bias):
-            # as in the int8 route: the dispatcher op only where torch.compile traces
-            fp8 = (torch.ops.quanto_kernels.fp8_compute_linear if torch.compiler.is_compiling()
-                   else _fp8_compute.direct)
-            return fp8(input, other._data._data, other._scale, bias)
+            return fp8_compute_linear(input, other._data._data, other._scale, bias)
         n = other._scale.shape[1]
         x = input.reshape(-1, input.shape[-1])
         out = torch.ops.quanto.gemm_f16f8_marlin(
@@ -143,12 +153,7 @@ def _route_int8_linear() -> None:
     from ..ops import _int8
     from .fast_linear import is_int8_weight, plain_tensor
 
-    def linear(*args):
-        # The dispatcher op where torch.compile traces (it needs the fake impl); eagerly the same checked
-        # function without it (the op's wrapper measured 30 us of host time per call on an H200).
-        if torch.compiler.is_compiling():
-            return torch.ops.quanto_kernels.int8_linear(*args)
-        return _int8.direct_linear(*args)
+    linear = _op_when_traced(torch.ops.quanto_kernels.int8_linear, _int8.direct_linear)
 
     def forward(ctx, input, other, bias=None):
         if (plain_tensor(input) and is_int8_weight(other)
